@@ -1,0 +1,42 @@
+// Public C++ API of the convolution operator (no pybind11 here).
+//
+//   input  x[N][C][H][W]        weight w[K][C/groups][R][S]     bias b[K]
+//   output y[N][K][OH][OW]      OH = (H + pad_t + pad_b - dil_h*(R-1) - 1) / stride_h + 1   (floor)
+//
+// Cross-correlation, as torch.nn.functional.conv2d. Non-zero padding modes behave as
+// F.pad(x, mode) followed by an unpadded convolution, without materialising the padded copy.
+// Every entry point validates its parameters (std::invalid_argument), chooses an algorithm,
+// splits work over OpenMP threads and is safe to call from several threads at once.
+#pragma once
+#include <cstdint>
+
+namespace pyconv {
+
+enum class PadMode : int { zeros = 0, reflect = 1, replicate = 2, circular = 3 };
+enum class ConvAlgo : int { automatic = 0, direct = 1, im2col = 2 };
+enum class ConvDir : int { fwd = 0, bwd_data = 1, bwd_weight = 2 };
+
+struct Conv2dParams {
+  int64_t n = 0, c = 0, h = 0, w = 0;  // input
+  int64_t k = 0, r = 0, s = 0;         // weight: k x (c/groups) x r x s
+  int64_t groups = 1;
+  int64_t stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1;
+  int64_t pad_t = 0, pad_b = 0, pad_l = 0, pad_r = 0;
+  PadMode mode = PadMode::zeros;
+  int64_t oh = 0, ow = 0;  // filled in by conv2d_validate
+};
+
+// Checks every field and fills in oh/ow; throws std::invalid_argument naming the field.
+void conv2d_validate(Conv2dParams& p);
+
+// The "auto" heuristic: which algorithm runs for this shape and direction.
+ConvAlgo conv2d_choose_algo(const Conv2dParams& p, ConvDir dir);
+
+template <class T>
+void conv2d_fwd(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, ConvAlgo algo);
+template <class T>
+void conv2d_bwd_data(const Conv2dParams& p, const T* dy, const T* w, T* dx, ConvAlgo algo);
+template <class T>
+void conv2d_bwd_weight(const Conv2dParams& p, const T* x, const T* dy, T* dw, ConvAlgo algo);
+
+}  // namespace pyconv

@@ -1,0 +1,327 @@
+// conv2d operator: validation, padding maps, algorithm choice, workspace and threads.
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "pyconv/conv2d.h"
+#include "pyconv/gemm.h"
+#include "pyconv/parallel.h"
+#include "sizes.h"
+#include "workspace.h"
+
+namespace pyconv {
+
+namespace {
+
+std::string s(int64_t v) { return std::to_string(v); }
+
+void require(bool ok, const std::string& msg) {
+  if (!ok) throw std::invalid_argument("conv2d: " + msg);
+}
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+// Padded coordinate -> input coordinate (or -1 for a zero) for one dimension.
+std::vector<int64_t> pad_map(int64_t size, int64_t before, int64_t after, PadMode mode) {
+  std::vector<int64_t> m(static_cast<size_t>(size + before + after));
+  for (int64_t q = 0; q < size + before + after; ++q) {
+    int64_t i = q - before;
+    if (i < 0 || i >= size) {
+      switch (mode) {
+        case PadMode::zeros: i = -1; break;
+        case PadMode::reflect: i = i < 0 ? -i : 2 * (size - 1) - i; break;
+        case PadMode::replicate: i = i < 0 ? 0 : size - 1; break;
+        case PadMode::circular: i = ((i % size) + size) % size; break;
+      }
+    }
+    m[static_cast<size_t>(q)] = i;
+  }
+  return m;
+}
+
+// The maps and interior column ranges every kernel uses (see ConvArgs).
+struct ConvMaps {
+  std::vector<int64_t> row, col, lo, hi;
+  explicit ConvMaps(const Conv2dParams& p)
+      : row(pad_map(p.h, p.pad_t, p.pad_b, p.mode)),
+        col(pad_map(p.w, p.pad_l, p.pad_r, p.mode)),
+        lo(static_cast<size_t>(p.s)),
+        hi(static_cast<size_t>(p.s)) {
+    for (int64_t s = 0; s < p.s; ++s) {
+      const int64_t off = s * p.dil_w - p.pad_l;  // input column = ow*stride_w + off
+      const int64_t l = std::clamp<int64_t>(ceil_div(-off, p.stride_w), 0, p.ow);
+      const int64_t h = std::clamp<int64_t>(floor_div(p.w - 1 - off, p.stride_w) + 1, l, p.ow);
+      lo[static_cast<size_t>(s)] = l;
+      hi[static_cast<size_t>(s)] = h;
+    }
+  }
+  template <class T>
+  ConvArgs<T> args(const Conv2dParams& p) const {
+    ConvArgs<T> a{};
+    a.p = &p;
+    a.row_map = row.data();
+    a.col_map = col.data();
+    a.col_lo = lo.data();
+    a.col_hi = hi.data();
+    return a;
+  }
+};
+
+bool is_pointwise(const Conv2dParams& p) {
+  return p.r == 1 && p.s == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_t == 0 &&
+         p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0;
+}
+
+const char* algo_name(ConvAlgo a) { return a == ConvAlgo::direct ? "direct" : "im2col"; }
+const char* dir_name(ConvDir d) {
+  return d == ConvDir::fwd ? "fwd" : d == ConvDir::bwd_data ? "bwd_data" : "bwd_weight";
+}
+
+ConvAlgo resolve(const Conv2dParams& p, ConvDir dir, ConvAlgo algo) {
+  if (algo == ConvAlgo::automatic) algo = conv2d_choose_algo(p, dir);
+  if (verbose()) {
+    const Isa isa = active_isa();
+    std::string what = std::string("conv2d_") + dir_name(dir) + "_" + algo_name(algo) + "_" + isa_name(isa);
+    if (algo == ConvAlgo::im2col) {
+      const GemmTile& t = gemm_tile<float>(isa);
+      what += std::string(is_pointwise(p) ? " (1x1: gemm only)" : "") + " + gemm_ukernel_" +
+              s(t.mr) + "x" + s(t.nr) + "_" + isa_name(isa);
+    }
+    log_choice("conv2d", what.c_str());
+  }
+  return algo;
+}
+
+// im2col tiling: output pixels per tile (as many as the workspace budget allows, at least one)
+// and how many images may run at once, each with its own column buffer, within the budget.
+// The tile depends on the shape only, never on the thread count, so neither does the order in
+// which col2im or the weight gradient accumulate.
+struct TilePlan {
+  int64_t tile;
+  int image_threads;
+};
+
+TilePlan plan_tiles(const Conv2dParams& p, size_t elem_size, int nt) {
+  const int64_t rows = p.c / p.groups * p.r * p.s;
+  const int64_t ohw = p.oh * p.ow;
+  const int64_t budget = std::max<int64_t>(1, static_cast<int64_t>(workspace_limit() / elem_size));
+  int64_t t = std::max<int64_t>(1, budget / rows);
+  if (t >= 64) t = t / 64 * 64;
+  t = std::min(t, ohw);
+  const int64_t bufs = std::max<int64_t>(1, budget / (rows * t));
+  const int image_threads = static_cast<int>(std::min<int64_t>({nt, bufs, std::max<int64_t>(p.n, 1)}));
+  return {t, image_threads};
+}
+
+}  // namespace
+
+void conv2d_validate(Conv2dParams& p) {
+  require(p.n >= 0, "batch size must be >= 0, got " + s(p.n));
+  require(p.c >= 1 && p.h >= 1 && p.w >= 1,
+          "input channels, height and width must be >= 1, got C=" + s(p.c) + " H=" + s(p.h) + " W=" + s(p.w));
+  require(p.k >= 1 && p.r >= 1 && p.s >= 1,
+          "weight sizes must be >= 1, got K=" + s(p.k) + " R=" + s(p.r) + " S=" + s(p.s));
+  require(p.groups >= 1, "groups must be >= 1, got " + s(p.groups));
+  require(p.c % p.groups == 0 && p.k % p.groups == 0,
+          "groups=" + s(p.groups) + " must divide input channels " + s(p.c) + " and output channels " + s(p.k));
+  require(p.stride_h >= 1 && p.stride_w >= 1,
+          "stride must be >= 1, got (" + s(p.stride_h) + ", " + s(p.stride_w) + ")");
+  require(p.dil_h >= 1 && p.dil_w >= 1, "dilation must be >= 1, got (" + s(p.dil_h) + ", " + s(p.dil_w) + ")");
+  require(p.pad_t >= 0 && p.pad_b >= 0 && p.pad_l >= 0 && p.pad_r >= 0, "padding must be >= 0");
+  if (p.mode == PadMode::reflect)
+    require(p.pad_t < p.h && p.pad_b < p.h && p.pad_l < p.w && p.pad_r < p.w,
+            "reflect padding must be smaller than the input size");
+  if (p.mode == PadMode::circular)
+    require(p.pad_t <= p.h && p.pad_b <= p.h && p.pad_l <= p.w && p.pad_r <= p.w,
+            "circular padding must not exceed the input size");
+  checked_numel({p.n, p.c, p.h, p.w}, "input");
+  checked_numel({p.k, p.c / p.groups, p.r, p.s}, "weight");
+  const int64_t eh = checked_add(checked_mul(p.dil_h, p.r - 1, "dilation"), 1, "dilation");
+  const int64_t ew = checked_add(checked_mul(p.dil_w, p.s - 1, "dilation"), 1, "dilation");
+  const int64_t ph = checked_add(p.h, checked_add(p.pad_t, p.pad_b, "padding"), "padding");
+  const int64_t pw = checked_add(p.w, checked_add(p.pad_l, p.pad_r, "padding"), "padding");
+  require(eh <= ph && ew <= pw, "kernel (" + s(eh) + ", " + s(ew) + ") is larger than the padded input (" +
+                                    s(ph) + ", " + s(pw) + ")");
+  p.oh = (ph - eh) / p.stride_h + 1;
+  p.ow = (pw - ew) / p.stride_w + 1;
+  checked_numel({p.n, p.k, p.oh, p.ow}, "output");
+}
+
+// "auto": 1x1 stride-1 unpadded convolutions are a plain GEMM on the input (no im2col copy).
+// Otherwise im2col + GEMM wins once the reduction C/g*R*S and the output channels per group
+// are large enough to fill the micro-kernel; thin layers (depthwise, first layers with few
+// channels, few filters) run faster as direct row AXPYs.
+ConvAlgo conv2d_choose_algo(const Conv2dParams& p, ConvDir dir) {
+  (void)dir;
+  if (is_pointwise(p)) return ConvAlgo::im2col;
+  const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
+  if (kg >= 8 && cg * p.r * p.s >= 16) return ConvAlgo::im2col;
+  return ConvAlgo::direct;
+}
+
+template <class T>
+void conv2d_fwd(const Conv2dParams& p0, const T* x, const T* w, const T* b, T* y, ConvAlgo algo) {
+  Conv2dParams p = p0;
+  conv2d_validate(p);
+  algo = resolve(p, ConvDir::fwd, algo);
+  const ConvMaps maps(p);
+  ConvArgs<T> a = maps.args<T>(p);
+  a.x = x;
+  a.w = w;
+  a.b = b;
+  a.y = y;
+  const KernelTable<T>& tbl = kernel_table<T>();
+  const int isa = static_cast<int>(active_isa());
+  const int nt = num_threads();
+  if (algo == ConvAlgo::direct) {
+    auto* fn = tbl.conv2d_fwd_direct[isa];
+    parallel_for(p.n * p.k, nt, [&](int64_t b0, int64_t b1) { fn(a, b0, b1); });
+    return;
+  }
+  auto* im2col = tbl.conv2d_im2col[isa];
+  const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
+  const int64_t ohw = p.oh * p.ow, hw = p.h * p.w;
+  const bool pointwise = is_pointwise(p);
+  // y[n][g*kg + i][q] = bias + sum_j w[g*kg + i][j] * cols[j][q]
+  auto image = [&](int64_t n, T* cols, int64_t tile, int gemm_threads) {
+    T* yn = y + n * p.k * ohw;
+    if (b != nullptr)
+      for (int64_t k = 0; k < p.k; ++k) std::fill(yn + k * ohw, yn + (k + 1) * ohw, b[k]);
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const T* wg = w + g * kg * rows;
+      T* yg = yn + g * kg * ohw;
+      if (pointwise) {
+        gemm<T>(kg, ohw, rows, wg, rows, 1, x + (n * p.c + g * cg) * hw, hw, 1, yg, ohw, b != nullptr, gemm_threads);
+        continue;
+      }
+      for (int64_t q0 = 0; q0 < ohw; q0 += tile) {
+        const int64_t q1 = std::min(ohw, q0 + tile);
+        parallel_for(rows, gemm_threads, [&](int64_t r0, int64_t r1) { im2col(a, n, g, q0, q1, r0, r1, cols); });
+        gemm<T>(kg, q1 - q0, rows, wg, rows, 1, cols, q1 - q0, 1, yg + q0, ohw, b != nullptr, gemm_threads);
+      }
+    }
+  };
+  const TilePlan plan = plan_tiles(p, sizeof(T), nt);
+  const size_t cols_size = pointwise ? 0 : static_cast<size_t>(rows * plan.tile);
+  if (plan.image_threads > 1) {
+    parallel_for(p.n, plan.image_threads, [&](int64_t n0, int64_t n1) {
+      Buffer<T> cols(cols_size);
+      for (int64_t n = n0; n < n1; ++n) image(n, cols.get(), plan.tile, 1);
+    });
+  } else {
+    Buffer<T> cols(cols_size);
+    for (int64_t n = 0; n < p.n; ++n) image(n, cols.get(), plan.tile, nt);
+  }
+}
+
+template <class T>
+void conv2d_bwd_data(const Conv2dParams& p0, const T* dy, const T* w, T* dx, ConvAlgo algo) {
+  Conv2dParams p = p0;
+  conv2d_validate(p);
+  algo = resolve(p, ConvDir::bwd_data, algo);
+  const ConvMaps maps(p);
+  ConvArgs<T> a = maps.args<T>(p);
+  a.dy = dy;
+  a.w = w;
+  a.dx = dx;
+  const KernelTable<T>& tbl = kernel_table<T>();
+  const int isa = static_cast<int>(active_isa());
+  const int nt = num_threads();
+  if (algo == ConvAlgo::direct) {
+    auto* fn = tbl.conv2d_bwd_data_direct[isa];
+    parallel_for(p.n * p.c, nt, [&](int64_t b0, int64_t b1) { fn(a, b0, b1); });
+    return;
+  }
+  auto* col2im = tbl.conv2d_col2im[isa];
+  const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
+  const int64_t ohw = p.oh * p.ow, hw = p.h * p.w;
+  const bool pointwise = is_pointwise(p);
+  // cols[j][q] = sum_i w[g*kg + i][j] * dy[n][g*kg + i][q], then col2im adds cols into dx.
+  auto image = [&](int64_t n, T* cols, int64_t tile, int threads) {
+    T* dxn = dx + n * p.c * hw;
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const T* wg = w + g * kg * rows;
+      const T* dyg = dy + (n * p.k + g * kg) * ohw;
+      if (pointwise) {
+        gemm<T>(rows, ohw, kg, wg, 1, rows, dyg, ohw, 1, dxn + g * cg * hw, hw, false, threads);
+        continue;
+      }
+      std::fill(dxn + g * cg * hw, dxn + (g + 1) * cg * hw, T(0));
+      for (int64_t q0 = 0; q0 < ohw; q0 += tile) {
+        const int64_t q1 = std::min(ohw, q0 + tile);
+        gemm<T>(rows, q1 - q0, kg, wg, 1, rows, dyg + q0, ohw, 1, cols, q1 - q0, false, threads);
+        parallel_for(cg, threads, [&](int64_t c0, int64_t c1) { col2im(a, n, g, q0, q1, c0, c1, cols); });
+      }
+    }
+  };
+  const TilePlan plan = plan_tiles(p, sizeof(T), nt);
+  const size_t cols_size = pointwise ? 0 : static_cast<size_t>(rows * plan.tile);
+  if (plan.image_threads > 1) {
+    parallel_for(p.n, plan.image_threads, [&](int64_t n0, int64_t n1) {
+      Buffer<T> cols(cols_size);
+      for (int64_t n = n0; n < n1; ++n) image(n, cols.get(), plan.tile, 1);
+    });
+  } else {
+    Buffer<T> cols(cols_size);
+    for (int64_t n = 0; n < p.n; ++n) image(n, cols.get(), plan.tile, nt);
+  }
+}
+
+template <class T>
+void conv2d_bwd_weight(const Conv2dParams& p0, const T* x, const T* dy, T* dw, ConvAlgo algo) {
+  Conv2dParams p = p0;
+  conv2d_validate(p);
+  algo = resolve(p, ConvDir::bwd_weight, algo);
+  const ConvMaps maps(p);
+  ConvArgs<T> a = maps.args<T>(p);
+  a.x = x;
+  a.dy = dy;
+  a.dw = dw;
+  const KernelTable<T>& tbl = kernel_table<T>();
+  const int isa = static_cast<int>(active_isa());
+  const int nt = num_threads();
+  const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
+  if (algo == ConvAlgo::direct) {
+    auto* fn = tbl.conv2d_bwd_weight_direct[isa];
+    parallel_for(p.k * cg, nt, [&](int64_t b0, int64_t b1) { fn(a, b0, b1); });
+    return;
+  }
+  auto* im2col = tbl.conv2d_im2col[isa];
+  const int64_t ohw = p.oh * p.ow, hw = p.h * p.w;
+  const bool pointwise = is_pointwise(p);
+  std::fill(dw, dw + p.k * rows, T(0));
+  // dw[g*kg + i][j] += sum_q dy[n][g*kg + i][q] * cols[j][q], images and tiles in order.
+  // The tile does not depend on the thread count, so neither does the summation order.
+  const int64_t tile = pointwise ? ohw : plan_tiles(p, sizeof(T), nt).tile;
+  Buffer<T> cols(pointwise ? 0 : static_cast<size_t>(rows * tile));
+  for (int64_t n = 0; n < p.n; ++n) {
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const T* dyg = dy + (n * p.k + g * kg) * ohw;
+      T* dwg = dw + g * kg * rows;
+      for (int64_t q0 = 0; q0 < ohw; q0 += tile) {
+        const int64_t q1 = std::min(ohw, q0 + tile);
+        const T* src = x + (n * p.c + g * cg) * hw + q0;  // pointwise: the input is the column matrix
+        int64_t ld = hw;
+        if (!pointwise) {
+          parallel_for(rows, nt, [&](int64_t r0, int64_t r1) { im2col(a, n, g, q0, q1, r0, r1, cols.get()); });
+          src = cols.get();
+          ld = q1 - q0;
+        }
+        gemm<T>(kg, rows, q1 - q0, dyg + q0, ohw, 1, src, 1, ld, dwg, rows, true, nt);
+      }
+    }
+  }
+}
+
+#define PYCONV_INSTANTIATE(T)                                                                  \
+  template void conv2d_fwd<T>(const Conv2dParams&, const T*, const T*, const T*, T*, ConvAlgo); \
+  template void conv2d_bwd_data<T>(const Conv2dParams&, const T*, const T*, T*, ConvAlgo);     \
+  template void conv2d_bwd_weight<T>(const Conv2dParams&, const T*, const T*, T*, ConvAlgo);
+PYCONV_INSTANTIATE(float)
+PYCONV_INSTANTIATE(double)
+#undef PYCONV_INSTANTIATE
+
+}  // namespace pyconv

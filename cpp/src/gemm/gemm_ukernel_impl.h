@@ -1,0 +1,62 @@
+// GEMM micro-kernel, written once with GCC/Clang vector extensions and compiled per ISA:
+// the vector width follows the ISA (16 bytes baseline SSE2, 32 AVX2, 64 AVX-512) and the
+// tile (MR rows x NR columns) comes from kGemmTiles, so every ISA keeps MR*NR/VL accumulators
+// in registers. Included with PYCONV_ISA set to the ISA's namespace name.
+//
+//   c[MR][NR] (+)= sum_k a[k][0..MR) (packed panel) x b[k][0..NR) (packed panel)
+#include <cstdint>
+
+#include "kernels.h"
+#include "pyconv/gemm.h"
+
+namespace pyconv {
+namespace PYCONV_ISA {
+namespace {
+
+constexpr Isa kIsa = Isa::PYCONV_ISA;
+constexpr int kVecBytes = kIsa == Isa::avx512 ? 64 : kIsa == Isa::avx2 ? 32 : 16;
+
+template <class T>
+void ukernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict c, int64_t ldc,
+             bool accumulate) {
+  constexpr int VL = kVecBytes / static_cast<int>(sizeof(T));
+  constexpr int MR = gemm_tile<T>(kIsa).mr;
+  constexpr int NV = gemm_tile<T>(kIsa).nr / VL;
+  static_assert(gemm_tile<T>(kIsa).nr % VL == 0, "NR must be a multiple of the vector length");
+  typedef T vec __attribute__((vector_size(kVecBytes)));
+  vec acc[MR][NV] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+    vec bv[NV];
+    for (int j = 0; j < NV; ++j) __builtin_memcpy(&bv[j], b + k * NV * VL + j * VL, sizeof(vec));
+    for (int i = 0; i < MR; ++i) {
+      const vec av = (vec){} + a[k * MR + i];
+      for (int j = 0; j < NV; ++j) acc[i][j] += av * bv[j];
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NV; ++j) {
+      T* dst = c + i * ldc + j * VL;
+      vec v = acc[i][j];
+      if (accumulate) {
+        vec old;
+        __builtin_memcpy(&old, dst, sizeof(vec));
+        v += old;
+      }
+      __builtin_memcpy(dst, &v, sizeof(vec));
+    }
+  }
+}
+
+}  // namespace
+
+void PYCONV_CAT(gemm_ukernel, PYCONV_ISA)(int64_t kc, const float* a, const float* b, float* c,
+                                          int64_t ldc, bool accumulate) {
+  ukernel<float>(kc, a, b, c, ldc, accumulate);
+}
+void PYCONV_CAT(gemm_ukernel, PYCONV_ISA)(int64_t kc, const double* a, const double* b, double* c,
+                                          int64_t ldc, bool accumulate) {
+  ukernel<double>(kc, a, b, c, ldc, accumulate);
+}
+
+}  // namespace PYCONV_ISA
+}  // namespace pyconv

@@ -1,0 +1,2 @@
+#define PYCONV_ISA scalar
+#include "gemm/gemm_ukernel_impl.h"

@@ -1,0 +1,102 @@
+// Kernel signatures and declarations (expanded from kernels.def). Kernels take pointers, sizes
+// and a work range; they never allocate, never start threads and never touch Python.
+#pragma once
+#include <cstdint>
+
+#include "pyconv/conv2d.h"
+#include "pyconv/isa.h"
+#include "pyconv/pool2d.h"
+
+namespace pyconv {
+
+// Everything a convolution kernel needs. row_map/col_map send a coordinate of the padded input
+// (0 .. h+pad_t+pad_b-1, resp. w+pad_l+pad_r-1) to an input row/column, or -1 for a zero;
+// they implement every padding mode. [col_lo[s], col_hi[s]) is the range of output columns
+// whose tap s reads column ow*stride_w + s*dil_w - pad_l directly (no map needed).
+template <class T>
+struct ConvArgs {
+  const Conv2dParams* p;
+  const int64_t* row_map;
+  const int64_t* col_map;
+  const int64_t* col_lo;
+  const int64_t* col_hi;
+  const T* x;   // input          (fwd, bwd_weight, im2col)
+  const T* w;   // weight         (fwd, bwd_data)
+  const T* b;   // bias or null   (fwd)
+  const T* dy;  // grad of output (bwd_data, bwd_weight)
+  T* y;         // output         (fwd)
+  T* dx;        // grad of input  (bwd_data, col2im)
+  T* dw;        // grad of weight (bwd_weight)
+};
+
+// Work ranges: fwd over planes n*K + k; bwd_data over planes n*C + c; bwd_weight over weight
+// planes k*(C/groups) + c (every image reduced, in order).
+template <class T> using conv2d_fwd_direct_fn = void(const ConvArgs<T>&, int64_t, int64_t);
+template <class T> using conv2d_bwd_data_direct_fn = void(const ConvArgs<T>&, int64_t, int64_t);
+template <class T> using conv2d_bwd_weight_direct_fn = void(const ConvArgs<T>&, int64_t, int64_t);
+// Columns of image n, group g, output pixels [q0, q1): cols[(cl*R + r)*S + s][q - q0], for
+// rows [row0, row1) of the C/groups*R*S rows.
+template <class T>
+using conv2d_im2col_fn = void(const ConvArgs<T>&, int64_t n, int64_t g, int64_t q0, int64_t q1,
+                              int64_t row0, int64_t row1, T* cols);
+// Adds the columns back into dx for group-local channels [cl0, cl1) (the inverse walk).
+template <class T>
+using conv2d_col2im_fn = void(const ConvArgs<T>&, int64_t n, int64_t g, int64_t q0, int64_t q1,
+                              int64_t cl0, int64_t cl1, const T* cols);
+// C[MR][NR] (+)= packed A (kc x MR, column-major panel) * packed B (kc x NR, row-major panel).
+template <class T>
+using gemm_ukernel_fn = void(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
+// Pooling, over planes n*C + c.
+template <class T>
+using max_pool2d_fwd_direct_fn = void(const Pool2dParams&, const T* x, T* y, int64_t* idx,
+                                      int64_t p0, int64_t p1);
+template <class T>
+using max_pool2d_bwd_direct_fn = void(const Pool2dParams&, const T* dy, const T* x,
+                                      const int64_t* idx, T* dx, int64_t p0, int64_t p1);
+template <class T>
+using avg_pool2d_fwd_direct_fn = void(const Pool2dParams&, const T* x, T* y, int64_t p0, int64_t p1);
+template <class T>
+using avg_pool2d_bwd_direct_fn = void(const Pool2dParams&, const T* dy, T* dx, int64_t p0, int64_t p1);
+
+#define PYCONV_KERNEL(fam, op, dir, algo) \
+  fam##_fn<float> PYCONV_KNAME(fam);      \
+  fam##_fn<double> PYCONV_KNAME(fam);
+#define PYCONV_CAT_(a, b) a##_##b
+#define PYCONV_CAT(a, b) PYCONV_CAT_(a, b)
+
+#define PYCONV_KNAME(fam) fam##_scalar
+namespace scalar {
+#include "kernels.def"
+}
+#undef PYCONV_KNAME
+#if defined(PYCONV_HAVE_AVX2)
+#define PYCONV_KNAME(fam) fam##_avx2
+namespace avx2 {
+#include "kernels.def"
+}
+#undef PYCONV_KNAME
+#endif
+#if defined(PYCONV_HAVE_AVX512)
+#define PYCONV_KNAME(fam) fam##_avx512
+namespace avx512 {
+#include "kernels.def"
+}
+#undef PYCONV_KNAME
+#endif
+#undef PYCONV_KERNEL
+
+// The dispatch table: tbl.<family>[isa] (null where that ISA was not compiled).
+template <class T>
+struct KernelTable {
+#define PYCONV_KERNEL(fam, op, dir, algo) fam##_fn<T>* fam[kNumIsa] = {};
+#include "kernels.def"
+#undef PYCONV_KERNEL
+};
+template <class T>
+const KernelTable<T>& kernel_table();
+
+// PYCONV_VERBOSE=1: prints "pyconv: <what>" to stderr once per distinct message.
+void log_choice(const char* op, const char* what);
+bool verbose();
+
+}  // namespace pyconv

@@ -1,0 +1,185 @@
+// ISA detection and capping, the thread count, the kernel table and verbose logging.
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "pyconv/isa.h"
+#include "pyconv/parallel.h"
+#include "sizes.h"
+
+namespace pyconv {
+
+namespace {
+
+constexpr const char* kIsaNames[kNumIsa] = {"scalar", "avx2", "avx512"};
+
+Isa detect() {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  // __builtin_cpu_supports also checks that the OS saves the wider register state (XGETBV).
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("fma"))
+    return Isa::avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+#endif
+  return Isa::scalar;
+}
+
+int initial_cap() {
+  const char* env = std::getenv("PYCONV_MAX_ISA");
+  if (env == nullptr || *env == '\0') return kNumIsa - 1;
+  for (int i = 0; i < kNumIsa; ++i)
+    if (std::string(env) == kIsaNames[i]) return i;
+  std::fprintf(stderr, "pyconv: ignoring PYCONV_MAX_ISA=%s (expected scalar, avx2 or avx512)\n", env);
+  return kNumIsa - 1;
+}
+
+std::atomic<int> g_cap{initial_cap()};
+
+int initial_threads() {
+#if defined(PYCONV_HAVE_OPENMP)
+  return omp_get_max_threads();  // honours OMP_NUM_THREADS
+#else
+  return 1;
+#endif
+}
+
+std::atomic<int> g_threads{initial_threads()};
+
+}  // namespace
+
+const char* isa_name(Isa isa) { return kIsaNames[static_cast<int>(isa)]; }
+
+Isa isa_from_name(const std::string& name) {
+  for (int i = 0; i < kNumIsa; ++i)
+    if (name == kIsaNames[i]) return static_cast<Isa>(i);
+  throw std::invalid_argument("isa must be one of 'scalar', 'avx2', 'avx512', got '" + name + "'");
+}
+
+Isa detected_isa() {
+  static const Isa isa = detect();
+  return isa;
+}
+
+std::vector<Isa> compiled_isas() {
+  std::vector<Isa> v{Isa::scalar};
+#if defined(PYCONV_HAVE_AVX2)
+  v.push_back(Isa::avx2);
+#endif
+#if defined(PYCONV_HAVE_AVX512)
+  v.push_back(Isa::avx512);
+#endif
+  return v;
+}
+
+Isa best_compiled_isa() { return compiled_isas().back(); }
+
+Isa max_isa() { return static_cast<Isa>(g_cap.load()); }
+void set_max_isa(Isa isa) { g_cap.store(static_cast<int>(isa)); }
+
+Isa active_isa() {
+  int a = static_cast<int>(detected_isa());
+  a = std::min(a, g_cap.load());
+  // Compiled ISAs are a prefix of scalar < avx2 < avx512 unless one was disabled in between.
+  while (a > 0 && kernel_table<float>().gemm_ukernel[a] == nullptr) --a;
+  return static_cast<Isa>(a);
+}
+
+std::vector<std::string> cpu_features() {
+  std::vector<std::string> f;
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+#define PYCONV_FEATURE(name) \
+  if (__builtin_cpu_supports(name)) f.push_back(name);
+  PYCONV_FEATURE("sse4.2")
+  PYCONV_FEATURE("avx")
+  PYCONV_FEATURE("avx2")
+  PYCONV_FEATURE("fma")
+  PYCONV_FEATURE("avx512f")
+  PYCONV_FEATURE("avx512vl")
+  PYCONV_FEATURE("avx512bw")
+  PYCONV_FEATURE("avx512dq")
+#undef PYCONV_FEATURE
+#endif
+  return f;
+}
+
+int num_threads() { return g_threads.load(); }
+
+void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));
+  g_threads.store(have_openmp() ? n : 1);
+}
+
+bool have_openmp() {
+#if defined(PYCONV_HAVE_OPENMP)
+  return true;
+#else
+  return false;
+#endif
+}
+
+template <class T>
+static KernelTable<T> make_table() {
+  KernelTable<T> t;
+#define PYCONV_KERNEL(fam, op, dir, algo) t.fam[0] = &scalar::fam##_scalar;
+#include "kernels.def"
+#undef PYCONV_KERNEL
+#if defined(PYCONV_HAVE_AVX2)
+#define PYCONV_KERNEL(fam, op, dir, algo) t.fam[1] = &avx2::fam##_avx2;
+#include "kernels.def"
+#undef PYCONV_KERNEL
+#endif
+#if defined(PYCONV_HAVE_AVX512)
+#define PYCONV_KERNEL(fam, op, dir, algo) t.fam[2] = &avx512::fam##_avx512;
+#include "kernels.def"
+#undef PYCONV_KERNEL
+#endif
+  return t;
+}
+
+template <class T>
+const KernelTable<T>& kernel_table() {
+  static const KernelTable<T> t = make_table<T>();
+  return t;
+}
+template const KernelTable<float>& kernel_table<float>();
+template const KernelTable<double>& kernel_table<double>();
+
+bool verbose() {
+  static const bool v = [] {
+    const char* e = std::getenv("PYCONV_VERBOSE");
+    return e != nullptr && *e != '\0' && std::string(e) != "0";
+  }();
+  return v;
+}
+
+void log_choice(const char* op, const char* what) {
+  if (!verbose()) return;
+  static std::mutex mu;
+  static std::set<std::string> seen;
+  std::string msg = std::string(op) + " -> " + what;
+  std::lock_guard<std::mutex> lock(mu);
+  if (seen.insert(msg).second) std::fprintf(stderr, "pyconv: %s\n", msg.c_str());
+}
+
+}  // namespace pyconv
+
+namespace pyconv {
+namespace {
+std::atomic<size_t> g_workspace_limit{size_t{64} << 20};
+}
+size_t workspace_limit() { return g_workspace_limit.load(); }
+void set_workspace_limit(size_t bytes) {
+  if (bytes == 0) throw std::invalid_argument("workspace limit must be > 0 bytes");
+  g_workspace_limit.store(bytes);
+}
+}  // namespace pyconv

@@ -1,0 +1,41 @@
+"""pyconv: fast CPU convolution and pooling, forward and backward, with a numpy API.
+
+The hot path is a C++17 core (direct and im2col+GEMM convolution, max/average pooling, SIMD per
+instruction set, OpenMP threads); ``pyconv.functional`` mirrors ``torch.nn.functional``.
+"""
+try:
+    from . import _core
+except ImportError as exc:  # pragma: no cover - only without a build
+    raise ImportError(
+        "pyconv's C++ extension pyconv._core is not built; install with `pip install .` "
+        "(or `pip install -e .` for development)"
+    ) from exc
+
+from . import functional
+from ._runtime import (
+    compiled_isas,
+    cpu_isa,
+    get_max_isa,
+    get_num_threads,
+    get_workspace_limit,
+    kernels,
+    set_max_isa,
+    set_num_threads,
+    set_workspace_limit,
+)
+
+__version__ = _core.__version__
+
+__all__ = [
+    "functional",
+    "compiled_isas",
+    "cpu_isa",
+    "get_max_isa",
+    "get_num_threads",
+    "get_workspace_limit",
+    "kernels",
+    "set_max_isa",
+    "set_num_threads",
+    "set_workspace_limit",
+    "__version__",
+]
