@@ -37,10 +37,16 @@ std::string shape_str(const py::array& a) {
   return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
+// Same kind and size (and native byte order) as `dt`; dtype objects compare by identity in
+// pybind11, and numpy may hand us an equal but distinct descriptor.
+bool same_dtype(const py::dtype& a, const py::dtype& dt) {
+  return a.kind() == dt.kind() && a.itemsize() == dt.itemsize() && a.byteorder() != '>';
+}
+
 void check_array(const py::array& a, const char* name, py::ssize_t ndim, const py::dtype& dt) {
   if (a.ndim() != ndim)
     throw std::invalid_argument(std::string(name) + " must be " + std::to_string(ndim) + "-D, got shape " + shape_str(a));
-  if (!a.dtype().is(dt))
+  if (!same_dtype(a.dtype(), dt))
     throw std::invalid_argument(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) + ", expected " +
                                 std::string(py::str(dt)));
   if (!(a.flags() & py::array::c_style) || !(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
@@ -248,8 +254,8 @@ py::array avg_pool2d_bwd_t(const py::array& dy, I4 in, I2 k, I2 stride, I2 pad, 
 // Calls f<float> or f<double> by the dtype of `a`.
 template <class R, class F32, class F64>
 R by_dtype(const py::array& a, const char* name, F32&& f32, F64&& f64) {
-  if (a.dtype().is(py::dtype::of<float>())) return f32();
-  if (a.dtype().is(py::dtype::of<double>())) return f64();
+  if (same_dtype(a.dtype(), py::dtype::of<float>())) return f32();
+  if (same_dtype(a.dtype(), py::dtype::of<double>())) return f64();
   throw py::type_error(std::string(name) + " must be float32 or float64, got " + std::string(py::str(a.dtype())));
 }
 

@@ -1,0 +1,179 @@
+"""relu / relu_grad and linear (+ gradients) against the reference and torch."""
+
+import zlib
+
+import numpy as np
+import pytest
+
+import cases
+import reference as ref
+from conftest import check_close
+
+pyconv = pytest.importorskip("pyconv")
+F = pyconv.functional
+
+DTYPES = cases.DTYPES
+DT_IDS = ["f32", "f64"]
+
+
+def seeded(*key):
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def u(shape, *key):
+    return seeded(*key).uniform(-1, 1, shape).astype(np.float32).astype(np.float64)
+
+
+SPECIALS = np.array([np.nan, -1.0, 0.0, -0.0, 2.0, np.inf, -np.inf, 1e-30, -1e-30, 3.5])
+
+
+# --------------------------------------------------------------------------
+# relu
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", [(1,), (7,), (33,), (3, 17), (2, 3, 15), (2, 3, 5, 9), (0, 3, 4, 4)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_relu_fwd_grad(shape, dtype, isa, poison):
+    x64 = u(shape, "relu", shape)
+    if x64.size:
+        x64.reshape(-1)[: min(x64.size, SPECIALS.size)] = SPECIALS[: min(x64.size, SPECIALS.size)]
+    gy64 = u(shape, "relu-gy", shape)
+    if gy64.size > 3:
+        gy64.reshape(-1)[2] = np.nan       # masked to 0 where x <= 0 (x is 0 there)
+    x, gy = x64.astype(dtype), gy64.astype(dtype)
+    x0, gy0 = x.copy(), gy.copy()
+    y = F.relu(x)
+    check_close(y, ref.relu(x64), dtype=dtype, case=str(shape))
+    g = F.relu_grad(gy, x)
+    check_close(g, ref.relu_grad(gy64, x64), dtype=dtype, case=str(shape))
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(gy, gy0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_relu_against_torch(dtype):
+    torch = pytest.importorskip("torch")
+    x = np.concatenate([SPECIALS, u((40,), "relu-torch")]).reshape(2, 5, 5).astype(dtype)
+    gy = u(x.shape, "relu-torch-gy").astype(dtype)
+    gy.reshape(-1)[1:4] = np.nan
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.relu(xt)
+    yt.backward(torch.tensor(gy))
+    np.testing.assert_array_equal(F.relu(x), yt.detach().numpy())
+    np.testing.assert_array_equal(F.relu_grad(gy, x), xt.grad.numpy())
+
+
+@pytest.mark.parametrize("kind", ["strided", "negative", "fortran"])
+def test_relu_noncontiguous(kind):
+    x = u((3, 4, 9), "relu-nc")
+    gy = u((3, 4, 9), "relu-nc-gy")
+
+    def lay(a):
+        if kind == "strided":
+            return np.repeat(a, 2, axis=-1)[..., ::2]
+        if kind == "negative":
+            return a[::-1, :, ::-1].copy()[::-1, :, ::-1]
+        return np.asfortranarray(a)
+
+    np.testing.assert_array_equal(F.relu(lay(x)), F.relu(x))
+    np.testing.assert_array_equal(F.relu_grad(lay(gy), lay(x)), F.relu_grad(gy, x))
+
+
+# --------------------------------------------------------------------------
+# linear
+# --------------------------------------------------------------------------
+LINEAR_SHAPES = [  # (batch, in_features, out_features)
+    (1, 1, 1), (3, 7, 8), (2, 8, 9), (5, 9, 7), (4, 15, 16), (3, 16, 17), (2, 17, 15), (6, 33, 33), (1, 64, 10),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("bio", LINEAR_SHAPES, ids=lambda t: "b{}i{}o{}".format(*t))
+def test_linear(bio, bias, dtype, isa, poison):
+    n, fi, fo = bio
+    x64, w64, b64 = u((n, fi), "lx", bio), u((fo, fi), "lw", bio), u((fo,), "lb", bio)
+    gy64 = u((n, fo), "lgy", bio)
+    x, w, b, gy = (a.astype(dtype) for a in (x64, w64, b64, gy64))
+    saved = [a.copy() for a in (x, w, b, gy)]
+    msg = f"{bio} bias={bias} isa={isa}"
+    y = F.linear(x, w, b if bias else None)
+    check_close(y, ref.linear(x64, w64, b64 if bias else None), dtype=dtype, k=fi + 1, case=msg)
+    check_close(F.linear_grad_input(gy, w), ref.linear_grad_input(gy64, w64), dtype=dtype, k=fo, case=msg)
+    check_close(F.linear_grad_weight(x, gy), ref.linear_grad_weight(x64, gy64), dtype=dtype, k=n, case=msg)
+    check_close(F.linear_grad_bias(gy), ref.linear_grad_bias(gy64), dtype=dtype, k=n, case=msg)
+    for a, a0 in zip((x, w, b, gy), saved):
+        np.testing.assert_array_equal(a, a0, err_msg="input modified")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_linear_against_torch(dtype):
+    torch = pytest.importorskip("torch")
+    x, w, b = (u(s, "lt", s).astype(dtype) for s in ((5, 12), (7, 12), (7,)))
+    gy = u((5, 7), "lt-gy").astype(dtype)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    yt = torch.nn.functional.linear(xt, wt, bt)
+    yt.backward(torch.tensor(gy))
+    check_close(F.linear(x, w, b), yt.detach().numpy().astype(np.float64), dtype=dtype, k=13)
+    check_close(F.linear_grad_input(gy, w), xt.grad.numpy().astype(np.float64), dtype=dtype, k=7)
+    check_close(F.linear_grad_weight(x, gy), wt.grad.numpy().astype(np.float64), dtype=dtype, k=5)
+    check_close(F.linear_grad_bias(gy), bt.grad.numpy().astype(np.float64), dtype=dtype, k=5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_linear_empty_batch(dtype, poison):
+    x = np.zeros((0, 6), dtype)
+    w = np.ones((4, 6), dtype)
+    b = np.ones(4, dtype)
+    y = F.linear(x, w, b)
+    assert y.shape == (0, 4) and y.dtype == dtype
+    gy = np.zeros((0, 4), dtype)
+    gx = F.linear_grad_input(gy, w)
+    assert gx.shape == (0, 6) and gx.dtype == dtype
+    gw = F.linear_grad_weight(x, gy)
+    assert gw.dtype == dtype
+    np.testing.assert_array_equal(gw, np.zeros((4, 6)))
+    gb = F.linear_grad_bias(gy)
+    assert gb.dtype == dtype
+    np.testing.assert_array_equal(gb, np.zeros(4))
+
+
+@pytest.mark.parametrize("lead", [(), (2, 3)], ids=["1d", "3d"])
+def test_linear_other_leading_dims(lead):
+    """torch.nn.functional.linear takes (*, in_features)."""
+    x64, w64, b64 = u(lead + (6,), "lead", lead), u((4, 6), "lead-w"), u((4,), "lead-b")
+    gy64 = u(lead + (4,), "lead-gy", lead)
+    check_close(F.linear(x64, w64, b64), ref.linear(x64, w64, b64), dtype=np.float64, k=7)
+    check_close(F.linear_grad_input(gy64, w64), ref.linear_grad_input(gy64, w64), dtype=np.float64, k=4)
+    if lead:
+        check_close(F.linear_grad_weight(x64, gy64), ref.linear_grad_weight(x64, gy64), dtype=np.float64, k=6)
+        check_close(F.linear_grad_bias(gy64), ref.linear_grad_bias(gy64), dtype=np.float64, k=6)
+
+
+@pytest.mark.parametrize("kind", ["strided", "negative", "fortran"])
+def test_linear_noncontiguous(kind):
+    x, w, b, gy = u((5, 9), "lnc-x"), u((6, 9), "lnc-w"), u((6,), "lnc-b"), u((5, 6), "lnc-gy")
+
+    def lay(a):
+        if kind == "strided":
+            return np.repeat(a, 3, axis=-1)[..., 1::3]
+        if kind == "negative":
+            flip = (slice(None, None, -1),) * a.ndim
+            return a[flip].copy()[flip]
+        return np.asfortranarray(a)
+
+    np.testing.assert_array_equal(F.linear(lay(x), lay(w), lay(b)), F.linear(x, w, b))
+    np.testing.assert_array_equal(F.linear_grad_input(lay(gy), lay(w)), F.linear_grad_input(gy, w))
+    np.testing.assert_array_equal(F.linear_grad_weight(lay(x), lay(gy)), F.linear_grad_weight(x, gy))
+    np.testing.assert_array_equal(F.linear_grad_bias(lay(gy)), F.linear_grad_bias(gy))
+
+
+def test_linear_nan_inf_propagate():
+    x, w, b = u((3, 5), "ln-x"), u((4, 5), "ln-w"), u((4,), "ln-b")
+    x[0, 1], x[2, 3] = np.nan, np.inf
+    check_close(F.linear(x, w, b), ref.linear(x, w, b), dtype=np.float64, k=6)
+    gy = u((3, 4), "ln-gy")
+    gy[1, 2] = -np.inf
+    check_close(F.linear_grad_input(gy, w), ref.linear_grad_input(gy, w), dtype=np.float64, k=4)
+    check_close(F.linear_grad_weight(x, gy), ref.linear_grad_weight(x, gy), dtype=np.float64, k=3)
+    check_close(F.linear_grad_bias(gy), ref.linear_grad_bias(gy), dtype=np.float64, k=3)
