@@ -21,6 +21,7 @@ import numbers
 import numpy as np
 
 from . import _core
+from .tensor import Tensor
 
 __all__ = [
     "CONV_ALGORITHMS",
@@ -56,6 +57,10 @@ _MAX_NUMEL = 1 << 59  # the C++ core's limit: byte sizes stay far from int64 ove
 
 
 # --------------------------------------------------------------------------- argument helpers
+
+
+def _has_tensor(*args):
+    return any(isinstance(a, Tensor) for a in args)
 
 
 def _is_int(v):
@@ -282,6 +287,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     Returns:
         ``(N, out_channels, OH, OW)`` with ``OH = floor((H + 2*pH - dH*(kH-1) - 1) / sH) + 1``.
     """
+    if _has_tensor(input, weight, bias):
+        return _ag.Conv2d.apply(input, weight, bias, stride=stride, padding=padding, dilation=dilation,
+                                groups=groups, padding_mode=padding_mode, algo=algo)
     fn = "conv2d"
     x = _array(fn, "input", input)
     w = _array(fn, "weight", weight)
@@ -344,6 +352,8 @@ def conv2d_grad_bias(grad_output):
     fn = "conv2d_grad_bias"
     g = _array(fn, "grad_output", grad_output)
     _ndim(fn, "grad_output", g, (3, 4))
+    if min(g.shape[-3:]) < 1:
+        raise ValueError(f"{fn}: grad_output channels, height and width must be >= 1, got shape {g.shape}")
     return g.sum(axis=(0, 2, 3) if g.ndim == 4 else (1, 2))
 
 
@@ -412,6 +422,14 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     outputs NaN, indexed at its last NaN, as PyTorch). With ``return_indices=True`` also returns
     int64 indices ``ih * W + iw`` of each maximum within its ``(n, c)`` plane.
     """
+    if isinstance(input, Tensor):
+        out = _ag.MaxPool2d.apply(input, kernel_size=kernel_size, stride=stride, padding=padding,
+                                  dilation=dilation, ceil_mode=ceil_mode)
+        if return_indices:
+            indices = out._ctx.indices if out._ctx is not None else max_pool2d(
+                input.data, kernel_size, stride, padding, dilation, ceil_mode, True)[1]
+            return out, indices
+        return out
     fn = "max_pool2d"
     x = _array(fn, "input", input)
     _ndim(fn, "input", x, (3, 4))
@@ -440,7 +458,7 @@ def max_pool2d_grad(grad_output, input, kernel_size, stride=None, padding=0, dil
             raise TypeError(f"{fn}: indices must be an integer array (from return_indices=True), got dtype {idx.dtype}")
         if tuple(idx.shape) != tuple(spec.out_shape()):
             raise ValueError(f"{fn}: indices must have the output shape {tuple(spec.out_shape())}, got {idx.shape}")
-        idx = np.ascontiguousarray(idx.reshape(spec.output_shape), dtype=np.int64)
+        idx = np.require(idx.reshape(spec.output_shape), dtype=np.int64, requirements=["C", "A"])
     dx = _core.max_pool2d_bwd(g, _contig(x.reshape(spec.input_shape)), idx, *spec.core_args())
     return _unbatch(dx, spec.unbatched)
 
@@ -466,6 +484,10 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     the part of a ceil_mode window that hangs past the padding; ``count_include_pad=False``
     divides by the number of input pixels in the window; ``divisor_override`` replaces both.
     """
+    if isinstance(input, Tensor):
+        return _ag.AvgPool2d.apply(input, kernel_size=kernel_size, stride=stride, padding=padding,
+                                   ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                                   divisor_override=divisor_override)
     fn = "avg_pool2d"
     x = _array(fn, "input", input)
     _ndim(fn, "input", x, (3, 4))
@@ -494,6 +516,8 @@ def avg_pool2d_grad(grad_output, input_shape, kernel_size, stride=None, padding=
 
 def relu(input):
     """max(input, 0) elementwise; NaN propagates."""
+    if isinstance(input, Tensor):
+        return _ag.ReLU.apply(input)
     x = _array("relu", "input", input)
     return np.maximum(x, x.dtype.type(0))
 
@@ -522,6 +546,8 @@ def _linear_shapes(fn, x, w):
 
 def linear(input, weight, bias=None):
     """Fully-connected layer ``input @ weight.T + bias``; weight is ``(out_features, in_features)``."""
+    if _has_tensor(input, weight, bias):
+        return _ag.Linear.apply(input, weight, bias)
     fn = "linear"
     x = _array(fn, "input", input)
     w = _array(fn, "weight", weight)
@@ -567,3 +593,6 @@ def linear_grad_bias(grad_output):
     if g.ndim < 1:
         raise ValueError("linear_grad_bias: grad_output must have at least 1 dimension, got a scalar")
     return g.reshape(-1, g.shape[-1]).sum(axis=0)
+
+
+from . import autograd as _ag  # noqa: E402  (autograd builds on the functions above)

@@ -1,0 +1,257 @@
+"""The differentiable ops: one :class:`~pyconv.tensor.Function` per op.
+
+Layer ops call the numpy API in ``pyconv.functional`` (and so the C++ kernels) for both passes;
+elementwise and shape ops are plain numpy. Backward computes only the gradients whose inputs
+require them (``needs_input_grad``).
+"""
+import numpy as np
+
+from . import functional as F
+from .tensor import Function, Tensor
+
+
+def _unbroadcast(grad, shape):
+    """Sum ``grad`` down to ``shape`` (the inverse of numpy broadcasting)."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, d in enumerate(shape) if d == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+def _shape(x):
+    return np.shape(x)
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+class Add(Function):
+    def forward(self, a, b):
+        self.shapes = (_shape(a), _shape(b))
+        return np.add(a, b)
+
+    def backward(self, g):
+        return tuple(_unbroadcast(g, s) if need else None for s, need in zip(self.shapes, self.needs_input_grad))
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.shapes = (_shape(a), _shape(b))
+        return np.subtract(a, b)
+
+    def backward(self, g):
+        ga = _unbroadcast(g, self.shapes[0]) if self.needs_input_grad[0] else None
+        gb = _unbroadcast(-g, self.shapes[1]) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return np.multiply(a, b)
+
+    def backward(self, g):
+        ga = _unbroadcast(g * self.b, _shape(self.a)) if self.needs_input_grad[0] else None
+        gb = _unbroadcast(g * self.a, _shape(self.b)) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return np.divide(a, b)
+
+    def backward(self, g):
+        ga = _unbroadcast(g / self.b, _shape(self.a)) if self.needs_input_grad[0] else None
+        gb = _unbroadcast(-g * self.a / (self.b * self.b), _shape(self.b)) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, a):
+        return np.negative(a)
+
+    def backward(self, g):
+        return -g
+
+
+class Pow(Function):
+    def forward(self, a, exponent):
+        if isinstance(exponent, Tensor):
+            raise TypeError("Tensor ** Tensor is not supported; the exponent must be a number")
+        self.a, self.p = a, exponent
+        return np.power(a, exponent)
+
+    def backward(self, g):
+        return g * self.p * np.power(self.a, self.p - 1)
+
+
+class Exp(Function):
+    def forward(self, a):
+        self.out = np.exp(a)
+        return self.out
+
+    def backward(self, g):
+        return g * self.out
+
+
+class Log(Function):
+    def forward(self, a):
+        self.a = a
+        return np.log(a)
+
+    def backward(self, g):
+        return g / self.a
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.ndim < 1 or b.ndim < 1:
+            raise ValueError(f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        a, b = self.a, self.b
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = g
+        if a.ndim == 1:
+            g2 = np.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = np.expand_dims(g2, -1)
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = _unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+        if self.needs_input_grad[1]:
+            gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+class Cast(Function):
+    def forward(self, a, dtype):
+        self.dtype = a.dtype
+        return a.astype(dtype)
+
+    def backward(self, g):
+        return g.astype(self.dtype)
+
+
+# --------------------------------------------------------------------------- reductions and shapes
+
+
+class Sum(Function):
+    def forward(self, a, axis=None, keepdims=False):
+        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        return np.asarray(a.sum(axis=axis, keepdims=keepdims))
+
+    def backward(self, g):
+        if self.axis is not None and not self.keepdims:
+            g = np.expand_dims(g, self.axis)
+        return np.broadcast_to(g, self.shape).copy()
+
+
+class Mean(Function):
+    def forward(self, a, axis=None, keepdims=False):
+        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        out = np.asarray(a.mean(axis=axis, keepdims=keepdims))
+        self.count = a.size // max(out.size, 1) if a.size else 1
+        return out
+
+    def backward(self, g):
+        if self.axis is not None and not self.keepdims:
+            g = np.expand_dims(g, self.axis)
+        return np.broadcast_to(g / self.count, self.shape).copy()
+
+
+class Reshape(Function):
+    def forward(self, a, shape):
+        self.shape = a.shape
+        return a.reshape(shape)
+
+    def backward(self, g):
+        return g.reshape(self.shape)
+
+
+class Transpose(Function):
+    def forward(self, a):
+        return a.T
+
+    def backward(self, g):
+        return g.T
+
+
+class GetItem(Function):
+    def forward(self, a, index):
+        self.shape, self.index, self.dtype = a.shape, index, a.dtype
+        return np.asarray(a[index])
+
+    def backward(self, g):
+        out = np.zeros(self.shape, self.dtype)
+        np.add.at(out, self.index, g)  # repeated indices accumulate
+        return out
+
+
+# --------------------------------------------------------------------------- layer ops
+
+
+class Conv2d(Function):
+    def forward(self, x, w, b, *, stride, padding, dilation, groups, padding_mode, algo):
+        self.x, self.w, self.has_b = x, w, b is not None
+        self.kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                       padding_mode=padding_mode, algo=algo)
+        return F.conv2d(x, w, b, **self.kw)
+
+    def backward(self, g):
+        gx = F.conv2d_grad_input(g, self.w, self.x.shape, **self.kw) if self.needs_input_grad[0] else None
+        gw = F.conv2d_grad_weight(self.x, g, self.w.shape, **self.kw) if self.needs_input_grad[1] else None
+        gb = F.conv2d_grad_bias(g) if self.has_b and self.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+class MaxPool2d(Function):
+    def forward(self, x, *, kernel_size, stride, padding, dilation, ceil_mode):
+        self.x = x
+        self.args = (kernel_size, stride, padding, dilation, ceil_mode)
+        out, self.indices = F.max_pool2d(x, *self.args, return_indices=True)
+        return out
+
+    def backward(self, g):
+        return F.max_pool2d_grad(g, self.x, *self.args, indices=self.indices)
+
+
+class AvgPool2d(Function):
+    def forward(self, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+        self.shape = x.shape
+        self.args = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        return F.avg_pool2d(x, *self.args)
+
+    def backward(self, g):
+        return F.avg_pool2d_grad(g, self.shape, *self.args)
+
+
+class ReLU(Function):
+    def forward(self, x):
+        self.x = x
+        return F.relu(x)
+
+    def backward(self, g):
+        return F.relu_grad(g, self.x)
+
+
+class Linear(Function):
+    def forward(self, x, w, b):
+        self.x, self.w, self.has_b = x, w, b is not None
+        return F.linear(x, w, b)
+
+    def backward(self, g):
+        gx = F.linear_grad_input(g, self.w) if self.needs_input_grad[0] else None
+        gw = F.linear_grad_weight(self.x, g) if self.needs_input_grad[1] else None
+        gb = F.linear_grad_bias(g) if self.has_b and self.needs_input_grad[2] else None
+        return gx, gw, gb

@@ -1,0 +1,328 @@
+"""Tensor: a numpy array that records the operations applied to it, for reverse-mode autograd.
+
+``Tensor`` wraps an ``ndarray`` (``.data``); with ``requires_grad=True`` every operation on it
+builds a graph node (a :class:`Function`) and ``loss.backward()`` fills ``.grad`` of the leaves
+with numpy arrays. Each op in ``pyconv.functional`` accepts Tensors and then records itself;
+its backward calls the C++ gradient kernels, computing only the gradients that are needed.
+"""
+import contextlib
+import threading
+
+import numpy as np
+
+__all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "tensor"]
+
+_state = threading.local()
+
+
+def is_grad_enabled():
+    """False inside ``with pyconv.no_grad():`` (per thread, as in PyTorch)."""
+    return getattr(_state, "enabled", True)
+
+
+@contextlib.contextmanager
+def _grad_mode(enabled):
+    old = is_grad_enabled()
+    _state.enabled = enabled
+    try:
+        yield
+    finally:
+        _state.enabled = old
+
+
+def no_grad():
+    """Context manager: operations inside record no graph (inference, optimiser updates)."""
+    return _grad_mode(False)
+
+
+def enable_grad():
+    """Context manager: re-enable graph recording inside a ``no_grad`` block."""
+    return _grad_mode(True)
+
+
+def _as_data(value, dtype=None):
+    if isinstance(value, Tensor):
+        value = value.data
+    if isinstance(value, np.ndarray):  # shared, like torch.from_numpy
+        return value if dtype is None else value.astype(dtype, copy=False)
+    arr = np.asarray(value, dtype=dtype)
+    if dtype is None and arr.dtype == np.float64:
+        arr = arr.astype(np.float32)  # Python floats default to float32, as torch.tensor does
+    return arr
+
+
+class Tensor:
+    """An ndarray plus autograd bookkeeping.
+
+    Args:
+        data: array-like. numpy arrays keep their dtype; Python numbers and lists of floats
+            become float32 (as ``torch.tensor``).
+        requires_grad: record operations and accumulate ``.grad`` for this leaf. Default: False.
+    """
+
+    __array_priority__ = 1000  # make ndarray (op) Tensor defer to Tensor's reflected ops
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        self.data = _as_data(data, dtype)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.data.dtype}")
+        self.requires_grad = bool(requires_grad)
+        self.grad = None
+        self._ctx = None  # the Function that produced this tensor, if recorded
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def is_leaf(self):
+        return self._ctx is None
+
+    def numel(self):
+        return self.data.size
+
+    def __len__(self):
+        return len(self.data)
+
+    def numpy(self):
+        """The underlying array (shared, not copied), like ``tensor.detach().numpy()``."""
+        return self.data
+
+    def item(self):
+        return self.data.item()
+
+    def detach(self):
+        """A new leaf Tensor sharing the data, with no graph and no gradient."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, flag=True):
+        if flag and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.data.dtype}")
+        self.requires_grad = bool(flag)
+        return self
+
+    def zero_grad(self):
+        self.grad = None
+
+    def astype(self, dtype):
+        from . import autograd
+
+        return autograd.Cast.apply(self, dtype=np.dtype(dtype))
+
+    def float(self):
+        return self.astype(np.float32)
+
+    def double(self):
+        return self.astype(np.float64)
+
+    def __repr__(self):
+        body = np.array2string(self.data, separator=", ", prefix="Tensor(")
+        extra = ""
+        if self._ctx is not None:
+            extra = f", grad_fn=<{type(self._ctx).__name__}Backward>"
+        elif self.requires_grad:
+            extra = ", requires_grad=True"
+        return f"Tensor({body}, dtype={self.data.dtype}{extra})"
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    # ------------------------------------------------------------------ autograd
+    def backward(self, grad=None):
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        ``grad`` defaults to 1 for a one-element tensor (a loss); otherwise it is required.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad (no leaf of it does)")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() needs grad for a non-scalar tensor of shape {self.shape}")
+            grad = np.ones_like(self.data)
+        else:
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.data.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(): grad has shape {grad.shape}, expected {self.shape}")
+        order = []
+        seen = set()
+        stack = [(self, False)]
+        while stack:  # iterative DFS: deep nets must not hit the recursion limit
+            t, done = stack.pop()
+            if done:
+                order.append(t)
+                continue
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            stack.append((t, True))
+            if t._ctx is not None:
+                for p in t._ctx.parents:
+                    if isinstance(p, Tensor) and p.requires_grad and id(p) not in seen:
+                        stack.append((p, False))
+        grads = {id(self): grad}
+        for t in reversed(order):
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            if t._ctx is None:
+                t.grad = g.copy() if t.grad is None else t.grad + g
+                continue
+            ctx = t._ctx
+            in_grads = ctx.backward(g)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            for p, pg in zip(ctx.parents, in_grads):
+                if pg is None or not (isinstance(p, Tensor) and p.requires_grad):
+                    continue
+                pg = np.asarray(pg, dtype=p.dtype)
+                if pg.shape != p.shape:
+                    raise RuntimeError(
+                        f"{type(ctx).__name__}.backward returned a gradient of shape {pg.shape} for an input "
+                        f"of shape {p.shape}"
+                    )
+                grads[id(p)] = grads[id(p)] + pg if id(p) in grads else pg
+
+    # ------------------------------------------------------------------ ops
+    def _ag(self):
+        from . import autograd
+
+        return autograd
+
+    def __add__(self, other):
+        return self._ag().Add.apply(self, other)
+
+    def __radd__(self, other):
+        return self._ag().Add.apply(other, self)
+
+    def __sub__(self, other):
+        return self._ag().Sub.apply(self, other)
+
+    def __rsub__(self, other):
+        return self._ag().Sub.apply(other, self)
+
+    def __mul__(self, other):
+        return self._ag().Mul.apply(self, other)
+
+    def __rmul__(self, other):
+        return self._ag().Mul.apply(other, self)
+
+    def __truediv__(self, other):
+        return self._ag().Div.apply(self, other)
+
+    def __rtruediv__(self, other):
+        return self._ag().Div.apply(other, self)
+
+    def __neg__(self):
+        return self._ag().Neg.apply(self)
+
+    def __pow__(self, exponent):
+        return self._ag().Pow.apply(self, exponent=exponent)
+
+    def __matmul__(self, other):
+        return self._ag().MatMul.apply(self, other)
+
+    def __rmatmul__(self, other):
+        return self._ag().MatMul.apply(other, self)
+
+    def __getitem__(self, index):
+        if isinstance(index, Tensor):
+            index = index.data
+        return self._ag().GetItem.apply(self, index=index)
+
+    def sum(self, axis=None, keepdims=False):
+        return self._ag().Sum.apply(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return self._ag().Mean.apply(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return self._ag().Reshape.apply(self, shape=shape)
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        nd = max(self.ndim, 1)
+        s, e = start_dim % nd, end_dim % nd
+        shape = self.shape[:s] + (-1,) + self.shape[e + 1:]
+        return self.reshape(shape)
+
+    def exp(self):
+        return self._ag().Exp.apply(self)
+
+    def log(self):
+        return self._ag().Log.apply(self)
+
+    def relu(self):
+        from . import functional
+
+        return functional.relu(self)
+
+    def argmax(self, axis=None):
+        return self.data.argmax(axis=axis)
+
+    @property
+    def T(self):
+        return self._ag().Transpose.apply(self)
+
+    # Comparisons give plain boolean arrays (no gradient flows through them).
+    def __eq__(self, other):
+        return self.data == (other.data if isinstance(other, Tensor) else other)
+
+    def __lt__(self, other):
+        return self.data < (other.data if isinstance(other, Tensor) else other)
+
+    def __gt__(self, other):
+        return self.data > (other.data if isinstance(other, Tensor) else other)
+
+    __hash__ = object.__hash__
+
+
+def tensor(data, requires_grad=False, dtype=None):
+    """Shorthand for ``Tensor(data, requires_grad, dtype)``."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+class Function:
+    """One differentiable op: ``forward`` on arrays, ``backward`` from the output gradient.
+
+    ``apply`` unwraps Tensors, runs ``forward``, and records the node only when grad mode is on
+    and some input requires grad. ``self.needs_input_grad[i]`` tells ``backward`` which
+    gradients to compute; it returns one gradient (or None) per positional input.
+    """
+
+    parents = ()
+
+    @classmethod
+    def apply(cls, *inputs, **kwargs):
+        ctx = cls()
+        ctx.needs_input_grad = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
+        arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
+        out = ctx.forward(*arrays, **kwargs)
+        record = is_grad_enabled() and any(ctx.needs_input_grad)
+        result = Tensor(out)
+        if record:
+            result.requires_grad = True
+            result._ctx = ctx
+            ctx.parents = inputs
+        return result
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, grad):  # pragma: no cover - abstract
+        raise NotImplementedError
