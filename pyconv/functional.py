@@ -42,6 +42,10 @@ __all__ = [
     "linear_grad_input",
     "linear_grad_weight",
     "linear_grad_bias",
+    "adaptive_avg_pool2d",
+    "batch_norm",
+    "dropout",
+    "cross_entropy",
 ]
 
 #: Accepted values of ``algo=``; "auto" picks "direct" or "im2col" per shape (see
@@ -420,7 +424,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
     Ties keep the first maximum in row-major window order; NaN propagates (a window with NaN
     outputs NaN, indexed at its last NaN, as PyTorch). With ``return_indices=True`` also returns
-    int64 indices ``ih * W + iw`` of each maximum within its ``(n, c)`` plane.
+    int64 indices ``ih * W + iw`` of each maximum within its ``(n, c)`` plane; a window that covers
+    no input pixel at all (possible only with dilation) gives -inf and index -1, which
+    :func:`max_pool2d_grad` skips.
     """
     if isinstance(input, Tensor):
         out = _ag.MaxPool2d.apply(input, kernel_size=kernel_size, stride=stride, padding=padding,
@@ -556,9 +562,10 @@ def linear(input, weight, bias=None):
     _linear_shapes(fn, x, w)
     if b is not None and b.shape != (w.shape[0],):
         raise ValueError(f"{fn}: bias must have shape ({w.shape[0]},) (out_features), got {b.shape}")
-    y = x @ w.T
-    if b is not None:
-        y = y + b
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf propagate silently, as in torch
+        y = x @ w.T
+        if b is not None:
+            y = y + b
     return y
 
 
@@ -571,7 +578,8 @@ def linear_grad_input(grad_output, weight):
     _ndim(fn, "weight", w, (2,))
     if g.ndim < 1 or g.shape[-1] != w.shape[0]:
         raise ValueError(f"{fn}: grad_output must have shape (..., {w.shape[0]}) (out_features), got {g.shape}")
-    return g @ w
+    with np.errstate(invalid="ignore", over="ignore"):
+        return g @ w
 
 
 def linear_grad_weight(input, grad_output):
@@ -584,7 +592,8 @@ def linear_grad_weight(input, grad_output):
         raise ValueError(
             f"{fn}: grad_output shape {g.shape} must match input shape {x.shape} in all but the last dimension"
         )
-    return g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+    with np.errstate(invalid="ignore", over="ignore"):
+        return g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
 
 
 def linear_grad_bias(grad_output):
@@ -593,6 +602,99 @@ def linear_grad_bias(grad_output):
     if g.ndim < 1:
         raise ValueError("linear_grad_bias: grad_output must have at least 1 dimension, got a scalar")
     return g.reshape(-1, g.shape[-1]).sum(axis=0)
+
+
+# --------------------------------------------------------------------------- training-time ops
+# Forward-only on arrays (their gradients live in pyconv.autograd); with Tensors they record.
+
+
+def _apply(fn_cls, tensors, **kwargs):
+    if _has_tensor(*tensors):
+        return fn_cls.apply(*tensors, **kwargs)
+    return fn_cls().forward(*tensors, **kwargs)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Average pooling to a fixed ``output_size`` (int or pair; None keeps that side), as PyTorch."""
+    fn = "adaptive_avg_pool2d"
+    x = input.data if isinstance(input, Tensor) else _array(fn, "input", input)
+    _ndim(fn, "input", x, (3, 4))
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        output_size = tuple(x.shape[-2 + i] if v is None else v for i, v in enumerate(output_size))
+    size = _pair(fn, "output_size", output_size, 1)
+    return _apply(_ag.AdaptiveAvgPool2d, (input,), output_size=size)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Batch normalisation over (N, H, W) per channel, as ``F.batch_norm`` (4-D input).
+
+    In training, batch statistics normalise and ``running_mean``/``running_var`` (arrays) are
+    updated in place; otherwise the running statistics are used.
+    """
+    fn = "batch_norm"
+    x = input.data if isinstance(input, Tensor) else _array(fn, "input", input)
+    _ndim(fn, "input", x, (4,))
+    c = x.shape[1]
+    for name, a in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
+        if a is not None and np.shape(a.data if isinstance(a, Tensor) else a) != (c,):
+            raise ValueError(f"{fn}: {name} must have shape ({c},) (channels), got {np.shape(a)}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError(f"{fn}: running_mean and running_var are required when training=False")
+    if (weight is None) != (bias is None):
+        raise ValueError(f"{fn}: pass both weight and bias, or neither")
+    rm = None if running_mean is None else np.asarray(running_mean)
+    rv = None if running_var is None else np.asarray(running_var)
+    return _apply(_ag.BatchNorm2d, (input, weight, bias), running_mean=rm, running_var=rv,
+                  training=bool(training), momentum=float(momentum), eps=float(eps))
+
+
+def dropout(input, p=0.5, training=True, generator=None):
+    """Zero each element with probability ``p`` and scale the rest by 1/(1-p) (identity when not training)."""
+    fn = "dropout"
+    if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        raise ValueError(f"{fn}: p must be a probability in [0, 1], got {p!r}")
+    if not training or p == 0:
+        return input
+    from .random import default_generator
+
+    x = input.data if isinstance(input, Tensor) else _array(fn, "input", input)
+    keep = (generator or default_generator()).random(x.shape) >= p
+    mask = keep.astype(x.dtype) / x.dtype.type(1 - p) if p < 1 else np.zeros_like(x)
+    return input * mask
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Softmax cross-entropy of logits ``(N, C)`` against integer class indices ``(N,)``, as PyTorch."""
+    fn = "cross_entropy"
+    x = input.data if isinstance(input, Tensor) else _array(fn, "input", input)
+    t = np.asarray(target.data if isinstance(target, Tensor) else target)
+    if x.ndim == 1:
+        x, t = x[None], t.reshape(1)
+        if isinstance(input, Tensor):
+            input = input.reshape(1, -1)
+        else:
+            input = x
+    _ndim(fn, "input", x, (2,))
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: target must hold integer class indices, got dtype {t.dtype}")
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"{fn}: target must have shape ({x.shape[0]},) for input {x.shape}, got {t.shape}")
+    valid = t != ignore_index
+    if valid.any() and (t[valid].min() < 0 or t[valid].max() >= x.shape[1]):
+        raise ValueError(f"{fn}: target values must be in [0, {x.shape[1]}), got range "
+                         f"[{t[valid].min()}, {t[valid].max()}]")
+    _choice(fn, "reduction", reduction, ("mean", "sum", "none"))
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    w = None
+    if weight is not None:
+        w = np.asarray(weight.data if isinstance(weight, Tensor) else weight, dtype=x.dtype)
+        if w.shape != (x.shape[1],):
+            raise ValueError(f"{fn}: weight must have shape ({x.shape[1]},) (classes), got {w.shape}")
+        if label_smoothing:
+            raise NotImplementedError(f"{fn}: weight together with label_smoothing is not supported")
+    return _apply(_ag.CrossEntropy, (input, t), weight=w, ignore_index=ignore_index, reduction=reduction,
+                  label_smoothing=float(label_smoothing))
 
 
 from . import autograd as _ag  # noqa: E402  (autograd builds on the functions above)

@@ -263,6 +263,31 @@ EDGE = EDGE_SIMD + EDGE_GEOM
 
 
 
+# realistic layer shapes: big enough for blocking / threading paths
+LARGE = [c for c in [
+    ConvCase(2, 64, 28, 28, 64, 3, 3, 1, 1),                      # VGG-like 3x3
+    ConvCase(1, 3, 64, 61, 16, 7, 7, 2, 3),                       # ResNet stem 7x7/2
+    ConvCase(2, 32, 14, 15, 32, 3, 3, 1, 1, 1, 32),               # depthwise
+    ConvCase(1, 128, 7, 7, 96, 1, 1),                             # 1x1 bottleneck
+    ConvCase(2, 16, 35, 33, 24, 5, 5, 1, 2, 1, 1, "reflect"),
+    ConvCase(1, 24, 20, 22, 48, 3, 3, 2, 1, 1, 4, "circular"),    # grouped, strided
+] if c.valid()]
+
+
+def _width_channel_sweep():
+    """Every output width 1..34 (vector tails) and channel counts 1..17 (GEMM tails)."""
+    out = []
+    for w in range(1, 35):
+        out.append(ConvCase(1, 3, 3, w, 5, 3, 3, 1, 1, 1, 1, MODES[w % 4] if w > 1 else "zeros"))
+        out.append(ConvCase(2, 2, 4, w + 4, 3, 1, 3, (1, 2), (0, 1), (1, 2), 1, MODES[(w + 1) % 4]))
+    for c in range(1, 18):
+        out.append(ConvCase(1, c, 5, 6, 18 - c, 3, 3, 1, 1))
+    return [c for c in out if c.valid()]
+
+
+WIDTH_CHANNEL_SWEEP = _width_channel_sweep()
+
+
 def _dedupe(cs):
     seen, out = set(), []
     for c in cs:
@@ -272,7 +297,7 @@ def _dedupe(cs):
     return out
 
 
-ALL_GEOMETRIES = _dedupe(PAIRWISE + BLOCKS + EDGE)
+ALL_GEOMETRIES = _dedupe(PAIRWISE + BLOCKS + EDGE + LARGE + WIDTH_CHANNEL_SWEEP)
 
 
 # --------------------------------------------------------------------------

@@ -9,6 +9,17 @@ import pytest
 import cases
 
 
+def pytest_configure(config):
+    # expected noise: the numpy reference computing with NaN/Inf on purpose, and
+    # torch's note about asymmetric 'same' padding for even kernels
+    config.addinivalue_line(
+        "filterwarnings", "ignore:invalid value encountered:RuntimeWarning:reference")
+    config.addinivalue_line(
+        "filterwarnings", "ignore:invalid value encountered:RuntimeWarning:numpy")
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Using padding='same' with even kernel:UserWarning")
+
+
 def pytest_generate_tests(metafunc):
     # every test that asks for `isa` runs once per SIMD path this CPU can run
     if "isa" in metafunc.fixturenames:

@@ -174,6 +174,16 @@ def layout(a, kind):
         return np.asfortranarray(a)
     if kind == "channels_last" and a.ndim == 4:
         return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    if kind == "unaligned":
+        buf = np.zeros(a.nbytes + 1, np.uint8)
+        view = buf[1:].view(a.dtype).reshape(a.shape)
+        view[...] = a
+        assert not view.flags.aligned or a.size == 0
+        return view
+    if kind == "readonly":
+        view = a.copy()
+        view.flags.writeable = False
+        return view
     return a[::-1].copy()[::-1] if a.ndim == 1 else a.T.copy().T
 
 
@@ -181,7 +191,7 @@ LAYOUT_CASES = [c for c in cases.ALL_GEOMETRIES
                 if c.groups > 1 and c.mode != "zeros" and c.n > 1][:3] + [cases.EDGE[0]]
 
 
-@pytest.mark.parametrize("kind", ["strided", "negative", "fortran", "channels_last"])
+@pytest.mark.parametrize("kind", ["strided", "negative", "fortran", "channels_last", "unaligned", "readonly"])
 @pytest.mark.parametrize("direction", cases.DIRECTIONS)
 @pytest.mark.parametrize("algo", cases.ALGOS)
 @pytest.mark.parametrize("case", LAYOUT_CASES, ids=_case_id)
@@ -278,3 +288,37 @@ def test_nan_inf_propagate(case, algo, direction, dtype, poison):
     got = call(direction, case, x, w, b, gy, algo)
     check_close(got, expected, dtype=dtype, k=case.reduction_length(direction),
                 case=f"{case.id} {direction}")
+
+
+@pytest.mark.parametrize("algo", cases.ALGOS)
+def test_zero_stride_broadcast_inputs(algo):
+    """np.broadcast_to views (zero strides, read-only) equal contiguous copies."""
+    case = cases.ConvCase(2, 4, 7, 9, 6, 3, 3, 1, 1, 1, 2, "replicate")
+    x, w, b, gy, _ = data(case)
+    xb = np.broadcast_to(x[:1].astype(np.float64), x.shape)
+    wb = np.broadcast_to(w[:, :, :1, :].astype(np.float64), w.shape)
+    bb = np.broadcast_to(np.float64(0.5), b.shape)
+    gyb = np.broadcast_to(gy[:, :1].astype(np.float64), gy.shape)
+    c = [np.ascontiguousarray(a) for a in (xb, wb, bb, gyb)]
+    for direction in cases.DIRECTIONS:
+        np.testing.assert_array_equal(call(direction, case, xb, wb, bb, gyb, algo),
+                                      call(direction, case, *c, algo), err_msg=direction)
+    np.testing.assert_array_equal(F.conv2d_grad_bias(gyb), F.conv2d_grad_bias(c[3]))
+
+
+@pytest.mark.parametrize("algo", cases.ALGOS)
+def test_list_and_tuple_arguments_agree(algo):
+    case = cases.EDGE_GEOM[-3]          # stride (2,1), padding (2,1), dilation (1,2), groups 4
+    x, w, b, gy, refs = data(case)
+    s, p, d, g = case.args
+    kw = dict(padding_mode=case.mode, algo=algo)
+    a = F.conv2d(x, w, b, tuple(s), tuple(p), tuple(d), g, **kw)
+    bl = F.conv2d(x, w, b, list(s), list(p), list(d), g, **kw)
+    np.testing.assert_array_equal(a, bl)
+    gl = F.conv2d_grad_input(gy, w, list(x.shape), list(s), list(p), list(d), g, **kw)
+    np.testing.assert_array_equal(gl, F.conv2d_grad_input(gy, w, x.shape, s, p, d, g, **kw))
+    gw = F.conv2d_grad_weight(x, gy, list(w.shape), list(s), list(p), list(d), g, **kw)
+    np.testing.assert_array_equal(gw, F.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, **kw))
+    # square int == (int, int)
+    np.testing.assert_array_equal(F.conv2d(x, w, b, 2, 1, 2, g, **kw),
+                                  F.conv2d(x, w, b, (2, 2), [1, 1], (2, 2), g, **kw))

@@ -246,17 +246,24 @@ def test_pool_against_torch(geom, dtype):
 # --------------------------------------------------------------------------
 def layouts(a):
     flip = (slice(None, None, -1),) * a.ndim
-    big = np.full(tuple(2 * n + 1 for n in a.shape), np.nan, a.dtype)
+    big = np.full(tuple(2 * n + 1 for n in a.shape), -7 if a.dtype.kind == "i" else np.nan, a.dtype)
     strided = big[(slice(1, None, 2),) * a.ndim]
     strided[...] = a
-    out = {"strided": strided, "negative": a[flip].copy()[flip], "fortran": np.asfortranarray(a)}
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    unaligned = buf[1:].view(a.dtype).reshape(a.shape)
+    unaligned[...] = a
+    readonly = a.copy()
+    readonly.flags.writeable = False
+    out = {"strided": strided, "negative": a[flip].copy()[flip], "fortran": np.asfortranarray(a),
+           "unaligned": unaligned, "readonly": readonly}
     if a.ndim == 4:
         out["channels_last"] = np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     return out
 
 
+@pytest.mark.parametrize("kind", ["strided", "negative", "fortran", "unaligned", "readonly", "channels_last"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
-def test_pool_noncontiguous_equals_contiguous(dtype):
+def test_pool_noncontiguous_equals_contiguous(dtype, kind):
     x = distinct((2, 5, 9, 11), "layout").astype(dtype)
     args = (3, 2, 1, 1, True)
     y, idx = F.max_pool2d(x, *args, return_indices=True)
@@ -265,17 +272,16 @@ def test_pool_noncontiguous_equals_contiguous(dtype):
     gmi = F.max_pool2d_grad(gy, x, *args, indices=idx)
     a = F.avg_pool2d(x, 3, 2, 1, True, False)
     ga = F.avg_pool2d_grad(gy, x.shape, 3, 2, 1, True, False)
-    lx, lg, li = layouts(x), layouts(gy), layouts(idx)
-    for kind in lx:
-        y2, idx2 = F.max_pool2d(lx[kind], *args, return_indices=True)
-        np.testing.assert_array_equal(y2, y, err_msg=kind)
-        np.testing.assert_array_equal(idx2, idx, err_msg=kind)
-        np.testing.assert_array_equal(F.max_pool2d_grad(lg[kind], lx[kind], *args), gm, err_msg=kind)
-        np.testing.assert_array_equal(F.max_pool2d_grad(lg[kind], lx[kind], *args, indices=li[kind]),
-                                      gmi, err_msg=kind)
-        np.testing.assert_array_equal(F.avg_pool2d(lx[kind], 3, 2, 1, True, False), a, err_msg=kind)
-        np.testing.assert_array_equal(F.avg_pool2d_grad(lg[kind], x.shape, 3, 2, 1, True, False), ga,
-                                      err_msg=kind)
+    lx, lg, li = layouts(x)[kind], layouts(gy)[kind], layouts(idx)[kind]
+    y2, idx2 = F.max_pool2d(lx, *args, return_indices=True)
+    np.testing.assert_array_equal(y2, y, err_msg=kind)
+    np.testing.assert_array_equal(idx2, idx, err_msg=kind)
+    np.testing.assert_array_equal(F.max_pool2d_grad(lg, lx, *args), gm, err_msg=kind)
+    np.testing.assert_array_equal(F.max_pool2d_grad(lg, lx, *args, indices=li),
+                                  gmi, err_msg=kind)
+    np.testing.assert_array_equal(F.avg_pool2d(lx, 3, 2, 1, True, False), a, err_msg=kind)
+    np.testing.assert_array_equal(F.avg_pool2d_grad(lg, x.shape, 3, 2, 1, True, False), ga,
+                                  err_msg=kind)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)

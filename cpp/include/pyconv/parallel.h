@@ -12,6 +12,14 @@ int num_threads();          // threads the next operator call will use
 void set_num_threads(int n);
 bool have_openmp();
 
+// Threads worth waking for `work` multiply-adds (or element visits): waking an idle OpenMP team
+// costs tens of microseconds, more than a tiny layer takes on one core.
+inline int threads_for(int64_t work, int threads) {
+  constexpr int64_t kWorkPerThread = int64_t{1} << 15;
+  const int64_t useful = work / kWorkPerThread;
+  return useful < 1 ? 1 : (useful < threads ? static_cast<int>(useful) : threads);
+}
+
 // Runs fn(begin, end) over [0, n) split into at most `threads` contiguous static chunks.
 // Chunks depend only on n and threads; callers keep reductions inside a chunk's own outputs.
 template <class F>

@@ -70,6 +70,13 @@ struct ConvMaps {
   }
 };
 
+// Multiply-adds of one direction (all three do the same number), saturating: only a thread
+// count is derived from it.
+int64_t macs(const Conv2dParams& p) {
+  const double m = static_cast<double>(p.n * p.k * p.oh * p.ow) * static_cast<double>((p.c / p.groups) * p.r * p.s);
+  return m > 1e18 ? int64_t{1000000000000000000} : static_cast<int64_t>(m);
+}
+
 bool is_pointwise(const Conv2dParams& p) {
   return p.r == 1 && p.s == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_t == 0 &&
          p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0;
@@ -178,7 +185,7 @@ void conv2d_fwd(const Conv2dParams& p0, const T* x, const T* w, const T* b, T* y
   a.y = y;
   const KernelTable<T>& tbl = kernel_table<T>();
   const int isa = static_cast<int>(active_isa());
-  const int nt = num_threads();
+  const int nt = threads_for(macs(p), num_threads());
   if (algo == ConvAlgo::direct) {
     auto* fn = tbl.conv2d_fwd_direct[isa];
     parallel_for(p.n * p.k, nt, [&](int64_t b0, int64_t b1) { fn(a, b0, b1); });
@@ -232,7 +239,7 @@ void conv2d_bwd_data(const Conv2dParams& p0, const T* dy, const T* w, T* dx, Con
   a.dx = dx;
   const KernelTable<T>& tbl = kernel_table<T>();
   const int isa = static_cast<int>(active_isa());
-  const int nt = num_threads();
+  const int nt = threads_for(macs(p), num_threads());
   if (algo == ConvAlgo::direct) {
     auto* fn = tbl.conv2d_bwd_data_direct[isa];
     parallel_for(p.n * p.c, nt, [&](int64_t b0, int64_t b1) { fn(a, b0, b1); });
@@ -285,7 +292,7 @@ void conv2d_bwd_weight(const Conv2dParams& p0, const T* x, const T* dy, T* dw, C
   a.dw = dw;
   const KernelTable<T>& tbl = kernel_table<T>();
   const int isa = static_cast<int>(active_isa());
-  const int nt = num_threads();
+  const int nt = threads_for(macs(p), num_threads());
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
   if (algo == ConvAlgo::direct) {
     auto* fn = tbl.conv2d_bwd_weight_direct[isa];

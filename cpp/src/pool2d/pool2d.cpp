@@ -19,6 +19,9 @@ void require(bool ok, const std::string& msg) {
 
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
+// Element visits of one pass: output size times window size.
+int pool_threads(const Pool2dParams& p) { return threads_for(p.n * p.c * p.oh * p.ow * p.kh * p.kw, num_threads()); }
+
 void log_pool(const char* op) {
   if (!verbose()) return;
   const std::string what = std::string(op) + "_direct_" + isa_name(active_isa());
@@ -60,7 +63,7 @@ void max_pool2d_fwd(const Pool2dParams& p0, const T* x, T* y, int64_t* idx) {
   pool2d_validate(p);
   log_pool("max_pool2d_fwd");
   auto* fn = kernel_table<T>().max_pool2d_fwd_direct[static_cast<int>(active_isa())];
-  parallel_for(p.n * p.c, num_threads(), [&](int64_t b, int64_t e) { fn(p, x, y, idx, b, e); });
+  parallel_for(p.n * p.c, pool_threads(p), [&](int64_t b, int64_t e) { fn(p, x, y, idx, b, e); });
 }
 
 template <class T>
@@ -77,7 +80,7 @@ void max_pool2d_bwd(const Pool2dParams& p0, const T* dy, const T* x, const int64
                                     s(idx[i]) + " at flat position " + s(i));
   }
   auto* fn = kernel_table<T>().max_pool2d_bwd_direct[static_cast<int>(active_isa())];
-  parallel_for(p.n * p.c, num_threads(), [&](int64_t b, int64_t e) { fn(p, dy, x, idx, dx, b, e); });
+  parallel_for(p.n * p.c, pool_threads(p), [&](int64_t b, int64_t e) { fn(p, dy, x, idx, dx, b, e); });
 }
 
 template <class T>
@@ -86,7 +89,7 @@ void avg_pool2d_fwd(const Pool2dParams& p0, const T* x, T* y) {
   pool2d_validate(p);
   log_pool("avg_pool2d_fwd");
   auto* fn = kernel_table<T>().avg_pool2d_fwd_direct[static_cast<int>(active_isa())];
-  parallel_for(p.n * p.c, num_threads(), [&](int64_t b, int64_t e) { fn(p, x, y, b, e); });
+  parallel_for(p.n * p.c, pool_threads(p), [&](int64_t b, int64_t e) { fn(p, x, y, b, e); });
 }
 
 template <class T>
@@ -95,7 +98,7 @@ void avg_pool2d_bwd(const Pool2dParams& p0, const T* dy, T* dx) {
   pool2d_validate(p);
   log_pool("avg_pool2d_bwd");
   auto* fn = kernel_table<T>().avg_pool2d_bwd_direct[static_cast<int>(active_isa())];
-  parallel_for(p.n * p.c, num_threads(), [&](int64_t b, int64_t e) { fn(p, dy, dx, b, e); });
+  parallel_for(p.n * p.c, pool_threads(p), [&](int64_t b, int64_t e) { fn(p, dy, dx, b, e); });
 }
 
 #define PYCONV_INSTANTIATE(T)                                                                     \

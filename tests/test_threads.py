@@ -1,0 +1,193 @@
+"""Thread count / ISA hooks, determinism across thread counts, concurrent callers."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import cases
+import reference as ref
+from conftest import check_close
+
+pyconv = pytest.importorskip("pyconv")
+F = pyconv.functional
+
+
+@pytest.fixture
+def restore_threads():
+    prev = pyconv.get_num_threads()
+    yield prev
+    pyconv.set_num_threads(prev)
+
+
+def rnd(shape, seed, dtype):
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(dtype)
+
+
+# big enough that work is split across threads (batch, channels, rows)
+CONV = cases.ConvCase(4, 16, 21, 19, 24, 3, 3, 1, 1, 1, 1, "zeros")
+CONV_G = cases.ConvCase(3, 12, 17, 23, 12, 5, 3, (2, 1), (2, 1), (1, 2), 3, "reflect")
+
+
+def all_ops(dtype, algo):
+    """Run every op once; return the list of results (numpy arrays)."""
+    out = []
+    for i, case in enumerate((CONV, CONV_G)):
+        x = rnd(case.x_shape, 1 + i, dtype)
+        w = rnd(case.w_shape, 2 + i, dtype)
+        b = rnd((case.k,), 3 + i, dtype)
+        gy = rnd(case.out_shape, 4 + i, dtype)
+        s, p, d, g = case.args
+        kw = dict(padding_mode=case.mode, algo=algo)
+        out.append(F.conv2d(x, w, b, s, p, d, g, **kw))
+        out.append(F.conv2d_grad_input(gy, w, x.shape, s, p, d, g, **kw))
+        out.append(F.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, **kw))
+        out.append(F.conv2d_grad_bias(gy))
+    x = rnd((4, 16, 33, 31), 7, dtype)
+    y, idx = F.max_pool2d(x, 3, 2, 1, 1, True, return_indices=True)
+    gy = rnd(y.shape, 8, dtype)
+    out += [y, idx, F.max_pool2d_grad(gy, x, 3, 2, 1, 1, True),
+            F.max_pool2d_grad(gy, x, 3, 2, 1, 1, True, indices=idx)]
+    a = F.avg_pool2d(x, 3, 2, 1, True, False)
+    out += [a, F.avg_pool2d_grad(gy, x.shape, 3, 2, 1, True, False)]
+    xl, wl, gl = rnd((64, 48), 9, dtype), rnd((40, 48), 10, dtype), rnd((64, 40), 11, dtype)
+    out += [F.linear(xl, wl, wl[:, 0].copy()), F.linear_grad_input(gl, wl),
+            F.linear_grad_weight(xl, gl), F.linear_grad_bias(gl), F.relu(xl), F.relu_grad(xl, xl)]
+    return out
+
+
+@pytest.mark.parametrize("dtype", cases.DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("algo", cases.ALGOS)
+def test_bitwise_identical_1_vs_2_threads(algo, dtype, isa, restore_threads):
+    pyconv.set_num_threads(1)
+    one = all_ops(dtype, algo)
+    pyconv.set_num_threads(2)
+    two = all_ops(dtype, algo)
+    assert len(one) == len(two)
+    for i, (a, b) in enumerate(zip(one, two)):
+        assert a.dtype == b.dtype and a.shape == b.shape, i
+        np.testing.assert_array_equal(a, b, err_msg=f"result #{i} differs between 1 and 2 threads")
+
+
+def test_threaded_results_are_correct(restore_threads):
+    pyconv.set_num_threads(2)
+    case = CONV_G
+    x, w = rnd(case.x_shape, 21, np.float64), rnd(case.w_shape, 22, np.float64)
+    gy = rnd(case.out_shape, 23, np.float64)
+    s, p, d, g = case.args
+    for algo in cases.ALGOS:
+        kw = dict(padding_mode=case.mode, algo=algo)
+        check_close(F.conv2d(x, w, None, s, p, d, g, **kw), ref.conv2d(x, w, None, s, p, d, g, case.mode),
+                    dtype=np.float64, k=case.reduction_length("fwd"))
+        check_close(F.conv2d_grad_input(gy, w, x.shape, s, p, d, g, **kw),
+                    ref.conv2d_grad_input(gy, w, x.shape, s, p, d, g, case.mode),
+                    dtype=np.float64, k=case.reduction_length("grad_input"))
+        check_close(F.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, **kw),
+                    ref.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, case.mode),
+                    dtype=np.float64, k=case.reduction_length("grad_weight"))
+
+
+@pytest.mark.parametrize("algo", cases.ALGOS)
+def test_concurrent_python_threads_match_serial(algo):
+    serial = {dt: all_ops(dt, algo) for dt in cases.DTYPES}
+    errors, results = [], {}
+
+    def worker(tid):
+        try:
+            dt = cases.DTYPES[tid % 2]
+            results[tid] = [all_ops(dt, algo) for _ in range(3)]
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append((tid, repr(exc)))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a worker thread hung"
+    assert not errors, errors
+    for tid, runs in results.items():
+        expected = serial[cases.DTYPES[tid % 2]]
+        for run in runs:
+            for i, (a, b) in enumerate(zip(run, expected)):
+                np.testing.assert_array_equal(a, b, err_msg=f"thread {tid} result #{i}")
+    assert len(results) == 4
+
+
+# --------------------------------------------------------------------------
+# hooks
+# --------------------------------------------------------------------------
+def test_num_threads_round_trip(restore_threads):
+    assert isinstance(restore_threads, int) and restore_threads >= 1
+    for n in (1, 2, 3, 1):
+        pyconv.set_num_threads(n)
+        assert pyconv.get_num_threads() == n
+
+
+@pytest.mark.parametrize("bad,exc", [(0, ValueError), (-1, ValueError), ("2", TypeError), (2.0, TypeError),
+                                     (None, TypeError), (True, TypeError)], ids=repr)
+def test_num_threads_invalid(bad, exc, restore_threads):
+    before = pyconv.get_num_threads()
+    with pytest.raises(exc, match="thread"):
+        pyconv.set_num_threads(bad)
+    assert pyconv.get_num_threads() == before
+
+
+def test_isa_hooks():
+    compiled = list(pyconv.compiled_isas())
+    best = pyconv.cpu_isa()
+    assert "scalar" in compiled and all(isinstance(n, str) for n in compiled)
+    assert set(compiled) <= set(cases.ISA_ORDER)
+    assert best in cases.ISA_ORDER
+    prev = pyconv.get_max_isa()
+    try:
+        for name in cases.ISA_ORDER:
+            old = pyconv.get_max_isa()
+            returned = pyconv.set_max_isa(name)
+            assert returned == old or returned in cases.ISA_ORDER
+            # effective = min(detected, cap), limited to what was compiled
+            expect = min(cases.ISA_ORDER.index(name), cases.ISA_ORDER.index(best))
+            assert cases.ISA_ORDER.index(pyconv.get_max_isa()) <= expect
+            if cases.ISA_ORDER[expect] in compiled:
+                assert pyconv.get_max_isa() == cases.ISA_ORDER[expect]
+        pyconv.set_max_isa("scalar")
+        assert pyconv.set_max_isa("avx512") == "scalar"
+    finally:
+        pyconv.set_max_isa(prev)
+    assert pyconv.get_max_isa() == prev
+
+
+@pytest.mark.parametrize("bad,exc", [("sse9", ValueError), ("", ValueError), ("AVX2x", ValueError),
+                                     (3, TypeError), (None, TypeError)], ids=repr)
+def test_isa_invalid(bad, exc):
+    prev = pyconv.get_max_isa()
+    with pytest.raises(exc):
+        pyconv.set_max_isa(bad)
+    assert pyconv.get_max_isa() == prev
+
+
+def test_kernel_names():
+    names = list(pyconv.kernels())
+    assert names and all(isinstance(n, str) and n for n in names)
+    assert len(set(names)) == len(names)
+    for isa_name in pyconv.compiled_isas():
+        assert any(n.endswith("_" + isa_name) for n in names), isa_name
+    for prefix in ("conv2d_fwd_direct", "conv2d_bwd_data_direct", "conv2d_bwd_weight_direct"):
+        assert any(n.startswith(prefix) for n in names), prefix
+
+
+@pytest.mark.parametrize("dtype", cases.DTYPES, ids=["f32", "f64"])
+def test_every_isa_gives_the_same_answer_within_tolerance(dtype):
+    """All SIMD paths agree with the reference on one mid-size case (cross-check of the cap)."""
+    case = CONV
+    x, w = rnd(case.x_shape, 31, dtype), rnd(case.w_shape, 32, dtype)
+    expected = ref.conv2d(x, w, None, *case.args)
+    prev = pyconv.get_max_isa()
+    try:
+        for name in cases.available_isas():
+            pyconv.set_max_isa(name)
+            for algo in cases.ALGOS:
+                check_close(F.conv2d(x, w, algo=algo, padding=1), expected, dtype=dtype,
+                            k=case.reduction_length("fwd"), case=f"{name} {algo}")
+    finally:
+        pyconv.set_max_isa(prev)
