@@ -255,3 +255,107 @@ class Linear(Function):
         gw = F.linear_grad_weight(self.x, g) if self.needs_input_grad[1] else None
         gb = F.linear_grad_bias(g) if self.has_b and self.needs_input_grad[2] else None
         return gx, gw, gb
+
+
+class AdaptiveAvgPool2d(Function):
+    """Average over PyTorch's adaptive windows [floor(i*H/out), ceil((i+1)*H/out))."""
+
+    def forward(self, x, *, output_size):
+        oh, ow = output_size
+        h, w = x.shape[-2:]
+        self.shape = x.shape
+        self.rows = [(i * h // oh, -(-(i + 1) * h // oh)) for i in range(oh)]
+        self.cols = [(j * w // ow, -(-(j + 1) * w // ow)) for j in range(ow)]
+        out = np.empty(x.shape[:-2] + (oh, ow), x.dtype)
+        for i, (h0, h1) in enumerate(self.rows):
+            for j, (w0, w1) in enumerate(self.cols):
+                out[..., i, j] = x[..., h0:h1, w0:w1].mean(axis=(-2, -1))
+        return out
+
+    def backward(self, g):
+        dx = np.zeros(self.shape, g.dtype)
+        for i, (h0, h1) in enumerate(self.rows):
+            for j, (w0, w1) in enumerate(self.cols):
+                dx[..., h0:h1, w0:w1] += g[..., i, j, None, None] / ((h1 - h0) * (w1 - w0))
+        return dx
+
+
+class BatchNorm2d(Function):
+    """Per-channel normalisation over (N, H, W); updates the running statistics in training."""
+
+    def forward(self, x, weight, bias, *, running_mean, running_var, training, momentum, eps):
+        axes = (0, 2, 3)
+        self.has_affine = weight is not None
+        if training:
+            count = x.size // x.shape[1]
+            if count <= 1:
+                raise ValueError(f"batch_norm: training needs more than 1 value per channel, got input shape {x.shape}")
+            mean = x.mean(axis=axes)
+            var = x.var(axis=axes)
+            if running_mean is not None:
+                running_mean *= 1 - momentum
+                running_mean += momentum * mean
+                running_var *= 1 - momentum
+                running_var += momentum * var * count / (count - 1)
+        else:
+            mean, var = running_mean, running_var
+        self.training = training
+        shape = (1, -1, 1, 1)
+        self.invstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+        self.xhat = (x - mean.reshape(shape)) * self.invstd.reshape(shape)
+        self.weight = weight
+        y = self.xhat
+        if weight is not None:
+            y = y * weight.reshape(shape) + bias.reshape(shape)
+        return y
+
+    def backward(self, g):
+        shape = (1, -1, 1, 1)
+        axes = (0, 2, 3)
+        dxhat = g * self.weight.reshape(shape) if self.has_affine else g
+        gx = gw = gb = None
+        if self.needs_input_grad[0]:
+            if self.training:
+                n = g.size // g.shape[1]
+                gx = (self.invstd.reshape(shape) / n) * (
+                    n * dxhat - dxhat.sum(axis=axes).reshape(shape)
+                    - self.xhat * (dxhat * self.xhat).sum(axis=axes).reshape(shape)
+                )
+            else:
+                gx = dxhat * self.invstd.reshape(shape)
+        if self.has_affine and self.needs_input_grad[1]:
+            gw = (g * self.xhat).sum(axis=axes)
+        if self.has_affine and self.needs_input_grad[2]:
+            gb = g.sum(axis=axes)
+        return gx, gw, gb
+
+
+class CrossEntropy(Function):
+    """Softmax cross-entropy of logits (N, C) against class indices (N,)."""
+
+    def forward(self, logits, target, *, weight, ignore_index, reduction, label_smoothing):
+        z = logits - logits.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
+        logp = z - lse
+        n, c = logits.shape
+        valid = target != ignore_index
+        t = np.where(valid, target, 0)
+        w = np.ones(c, logits.dtype) if weight is None else weight
+        wi = w[t] * valid
+        nll = -logp[np.arange(n), t]
+        loss = (1 - label_smoothing) * nll + label_smoothing * (-logp.mean(axis=1)) if label_smoothing else nll
+        loss = loss * wi
+        denom = wi.sum() if reduction == "mean" else 1
+        self.saved = (logp, t, wi, denom, reduction, label_smoothing)
+        if reduction == "none":
+            return loss.astype(logits.dtype)
+        total = loss.sum()
+        return np.asarray(total / denom if reduction == "mean" else total, dtype=logits.dtype)
+
+    def backward(self, g):
+        logp, t, wi, denom, reduction, eps = self.saved
+        n, c = logp.shape
+        q = np.full((n, c), eps / c, logp.dtype) if eps else np.zeros((n, c), logp.dtype)
+        q[np.arange(n), t] += 1 - eps
+        scale = (wi / denom if reduction == "mean" else wi) * (g if reduction == "none" else g.reshape(()))
+        return (np.exp(logp) - q) * scale[:, None], None
