@@ -34,6 +34,11 @@ inline int64_t checked_numel(std::initializer_list<int64_t> dims, const char* wh
   return n;
 }
 
+inline std::string s(int64_t v) { return std::to_string(v); }  // for messages
+
+// Division rounding toward negative infinity (b > 0), as PyTorch's output-size formulas.
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
 // Bytes the im2col column buffers of one call may use in total (default 64 MiB).
 size_t workspace_limit();
 void set_workspace_limit(size_t bytes);

@@ -15,13 +15,10 @@ namespace pyconv {
 
 namespace {
 
-std::string s(int64_t v) { return std::to_string(v); }
-
 void require(bool ok, const std::string& msg) {
   if (!ok) throw std::invalid_argument("conv2d: " + msg);
 }
 
-int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 
 // Padded coordinate -> input coordinate (or -1 for a zero) for one dimension.
@@ -123,6 +120,24 @@ TilePlan plan_tiles(const Conv2dParams& p, size_t elem_size, int nt) {
   return {t, image_threads};
 }
 
+// Runs image(n, cols, tile, threads) for every image: whole images in parallel when the
+// workspace budget has room for a column buffer per thread, else one image at a time with the
+// threads inside im2col/GEMM. Both give identical results (the tile is the same).
+template <class T, class F>
+void for_each_image(const Conv2dParams& p, int nt, bool pointwise, F&& image) {
+  const TilePlan plan = plan_tiles(p, sizeof(T), nt);
+  const size_t cols_size = pointwise ? 0 : static_cast<size_t>(p.c / p.groups * p.r * p.s * plan.tile);
+  if (plan.image_threads > 1) {
+    parallel_for(p.n, plan.image_threads, [&](int64_t n0, int64_t n1) {
+      Buffer<T> cols(cols_size);
+      for (int64_t n = n0; n < n1; ++n) image(n, cols.get(), plan.tile, 1);
+    });
+  } else {
+    Buffer<T> cols(cols_size);
+    for (int64_t n = 0; n < p.n; ++n) image(n, cols.get(), plan.tile, nt);
+  }
+}
+
 }  // namespace
 
 void conv2d_validate(Conv2dParams& p) {
@@ -214,17 +229,7 @@ void conv2d_fwd(const Conv2dParams& p0, const T* x, const T* w, const T* b, T* y
       }
     }
   };
-  const TilePlan plan = plan_tiles(p, sizeof(T), nt);
-  const size_t cols_size = pointwise ? 0 : static_cast<size_t>(rows * plan.tile);
-  if (plan.image_threads > 1) {
-    parallel_for(p.n, plan.image_threads, [&](int64_t n0, int64_t n1) {
-      Buffer<T> cols(cols_size);
-      for (int64_t n = n0; n < n1; ++n) image(n, cols.get(), plan.tile, 1);
-    });
-  } else {
-    Buffer<T> cols(cols_size);
-    for (int64_t n = 0; n < p.n; ++n) image(n, cols.get(), plan.tile, nt);
-  }
+  for_each_image<T>(p, nt, pointwise, image);
 }
 
 template <class T>
@@ -267,17 +272,7 @@ void conv2d_bwd_data(const Conv2dParams& p0, const T* dy, const T* w, T* dx, Con
       }
     }
   };
-  const TilePlan plan = plan_tiles(p, sizeof(T), nt);
-  const size_t cols_size = pointwise ? 0 : static_cast<size_t>(rows * plan.tile);
-  if (plan.image_threads > 1) {
-    parallel_for(p.n, plan.image_threads, [&](int64_t n0, int64_t n1) {
-      Buffer<T> cols(cols_size);
-      for (int64_t n = n0; n < n1; ++n) image(n, cols.get(), plan.tile, 1);
-    });
-  } else {
-    Buffer<T> cols(cols_size);
-    for (int64_t n = 0; n < p.n; ++n) image(n, cols.get(), plan.tile, nt);
-  }
+  for_each_image<T>(p, nt, pointwise, image);
 }
 
 template <class T>

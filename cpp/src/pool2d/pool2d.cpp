@@ -11,13 +11,9 @@ namespace pyconv {
 
 namespace {
 
-std::string s(int64_t v) { return std::to_string(v); }
-
 void require(bool ok, const std::string& msg) {
   if (!ok) throw std::invalid_argument("pool2d: " + msg);
 }
-
-int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 // Element visits of one pass: output size times window size.
 int pool_threads(const Pool2dParams& p) { return threads_for(p.n * p.c * p.oh * p.ow * p.kh * p.kw, num_threads()); }
