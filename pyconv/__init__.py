@@ -11,7 +11,7 @@ except ImportError as exc:  # pragma: no cover - only without a build
         "(or `pip install -e .` for development)"
     ) from exc
 
-from . import functional
+from . import functional, nn, optim
 from ._runtime import (
     compiled_isas,
     cpu_isa,
@@ -24,10 +24,22 @@ from ._runtime import (
     set_workspace_limit,
 )
 
+from .random import manual_seed
+from .summary import summary
+from .tensor import Tensor, enable_grad, no_grad, tensor
+
 __version__ = _core.__version__
 
 __all__ = [
     "functional",
+    "nn",
+    "optim",
+    "Tensor",
+    "tensor",
+    "no_grad",
+    "enable_grad",
+    "manual_seed",
+    "summary",
     "compiled_isas",
     "cpu_isa",
     "get_max_isa",
