@@ -1,5 +1,7 @@
 """Process-wide settings of the C++ core: threads, instruction-set cap, workspace budget."""
 import numbers
+import os
+import warnings
 
 from . import _core
 
@@ -14,13 +16,36 @@ def _positive_int(name, value):
     return int(value)
 
 
+_forked_child = False
+
+
+def _after_fork_in_child():
+    # The OpenMP runtime's worker threads do not survive fork(): a parallel region in the child
+    # would wait for them forever. A forked child (a DataLoader worker, multiprocessing with the
+    # fork start method) therefore runs pyconv's kernels on one thread.
+    global _forked_child
+    _forked_child = True
+    _core.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def set_num_threads(n):
     """Set the number of OpenMP threads pyconv's kernels use (default: OMP_NUM_THREADS or all cores).
 
     Results do not depend on the thread count. Without OpenMP the build is single-threaded and
-    this is a no-op.
+    this is a no-op; in a process created by fork() after pyconv was imported it stays 1 (the
+    OpenMP runtime cannot start threads there), with a warning.
     """
-    _core.set_num_threads(_positive_int("num_threads", n))
+    n = _positive_int("num_threads", n)
+    if _forked_child and n > 1:
+        warnings.warn("pyconv: in a forked child process kernels run single-threaded "
+                      "(OpenMP threads do not survive fork); use the 'spawn' start method for threads",
+                      RuntimeWarning, stacklevel=2)
+        n = 1
+    _core.set_num_threads(n)
 
 
 def get_num_threads():
