@@ -50,9 +50,10 @@ using gemm_ukernel_fn = void(int64_t kc, const T* a, const T* b, T* c, int64_t l
 template <class T>
 using max_pool2d_fwd_direct_fn = void(const Pool2dParams&, const T* x, T* y, int64_t* idx,
                                       int64_t p0, int64_t p1);
+// Returns the flat position of the first index outside [-1, H*W) in its planes (skipped), or -1.
 template <class T>
-using max_pool2d_bwd_direct_fn = void(const Pool2dParams&, const T* dy, const T* x,
-                                      const int64_t* idx, T* dx, int64_t p0, int64_t p1);
+using max_pool2d_bwd_direct_fn = int64_t(const Pool2dParams&, const T* dy, const T* x,
+                                         const int64_t* idx, T* dx, int64_t p0, int64_t p1);
 template <class T>
 using avg_pool2d_fwd_direct_fn = void(const Pool2dParams&, const T* x, T* y, int64_t p0, int64_t p1);
 template <class T>

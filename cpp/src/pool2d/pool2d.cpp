@@ -1,4 +1,5 @@
 // Pooling operators: validation, output size (PyTorch's ceil_mode rule) and threads over planes.
+#include <atomic>
 #include <stdexcept>
 #include <string>
 
@@ -67,16 +68,21 @@ void max_pool2d_bwd(const Pool2dParams& p0, const T* dy, const T* x, const int64
   Pool2dParams p = p0;
   pool2d_validate(p);
   log_pool("max_pool2d_bwd");
-  if (idx != nullptr) {
-    // Caller-provided indices are scattered into dx: each must address its own plane.
-    const int64_t hw = p.h * p.w, total = p.n * p.c * p.oh * p.ow;
-    for (int64_t i = 0; i < total; ++i)
-      if (idx[i] < -1 || idx[i] >= hw)
-        throw std::invalid_argument("max_pool2d_grad: indices must lie in [0, H*W) = [0, " + s(hw) + "), got " +
-                                    s(idx[i]) + " at flat position " + s(i));
-  }
+  // Caller-provided indices are scattered into dx: each must address its own plane. The kernel
+  // skips any that does not and reports the first; the smallest over all chunks is the error.
   auto* fn = kernel_table<T>().max_pool2d_bwd_direct[static_cast<int>(active_isa())];
-  parallel_for(p.n * p.c, pool_threads(p), [&](int64_t b, int64_t e) { fn(p, dy, x, idx, dx, b, e); });
+  const int nt = pool_threads(p);
+  std::atomic<int64_t> bad{-1};
+  parallel_for(p.n * p.c, nt, [&](int64_t b, int64_t e) {
+    const int64_t r = fn(p, dy, x, idx, dx, b, e);
+    if (r < 0) return;
+    int64_t cur = bad.load();
+    while ((cur < 0 || r < cur) && !bad.compare_exchange_weak(cur, r)) {
+    }
+  });
+  if (const int64_t i = bad.load(); i >= 0)
+    throw std::invalid_argument("max_pool2d_grad: indices must lie in [0, H*W) = [0, " + s(p.h * p.w) + "), got " +
+                                s(idx[i]) + " at flat position " + s(i));
 }
 
 template <class T>
