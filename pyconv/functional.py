@@ -17,6 +17,7 @@ All argument checking happens here: bad input raises ``ValueError`` or ``TypeErr
 argument and the values; the C++ core re-checks cheaply. Inputs are never modified.
 """
 import numbers
+import os
 
 import numpy as np
 
@@ -134,6 +135,25 @@ def _check_numel(fn, name, shape):
         n *= d
     if n > _MAX_NUMEL or any(d > _MAX_NUMEL for d in shape):
         raise ValueError(f"{fn}: {name} {tuple(shape)} is too large: its size overflows (limit {_MAX_NUMEL} elements)")
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: let the allocator decide
+        return None
+
+
+_PHYS_MEM = _physical_memory()
+
+
+def _check_alloc(fn, what, shape, dtype):
+    """MemoryError (before allocating) for a result larger than this machine's memory: with
+    overcommit the allocation would succeed and the process be killed when it is filled."""
+    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    if _PHYS_MEM is not None and nbytes > _PHYS_MEM:
+        raise MemoryError(f"{fn}: the {what} of shape {tuple(shape)} ({np.dtype(dtype).name}) needs "
+                          f"{nbytes / 2**30:.1f} GiB, more than this machine's {_PHYS_MEM / 2**30:.1f} GiB of memory")
 
 
 def _shape(fn, name, shape, allowed_ndims):
@@ -305,6 +325,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     if b is not None and b.shape != (spec.weight_shape[0],):
         raise ValueError(f"{fn}: bias must have shape ({spec.weight_shape[0]},) (out_channels), got {b.shape}")
     args = spec.core_args(algo)
+    _check_alloc(fn, "output", spec.output_shape, x.dtype)
     xb = _contig(x.reshape(spec.input_shape))
     y = _core.conv2d_fwd(xb, _contig(w), None if b is None else _contig(b), *args)
     return _unbatch(y, spec.unbatched)
@@ -335,6 +356,7 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
     input_shape = _shape(fn, "input_shape", input_shape, (3, 4))
     spec = _ConvSpec(fn, input_shape, w.shape, stride, padding, dilation, groups, padding_mode)
     g = _grad_output(fn, spec, grad_output, "weight", w)
+    _check_alloc(fn, "input gradient", spec.input_shape, w.dtype)
     dx = _core.conv2d_bwd_data(g, _contig(w), spec.input_shape, *spec.core_args(algo))
     return _unbatch(dx, spec.unbatched)
 
@@ -440,6 +462,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     x = _array(fn, "input", input)
     _ndim(fn, "input", x, (3, 4))
     spec = _PoolSpec(fn, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    _check_alloc(fn, "output and indices", spec.output_shape, np.float64 if return_indices else x.dtype)
     y, idx = _core.max_pool2d_fwd(_contig(x.reshape(spec.input_shape)), *spec.core_args())
     y, idx = _unbatch(y, spec.unbatched), _unbatch(idx, spec.unbatched)
     return (y, idx) if return_indices else y
@@ -513,6 +536,7 @@ def avg_pool2d_grad(grad_output, input_shape, kernel_size, stride=None, padding=
     cip, div = _avg_args(fn, count_include_pad, divisor_override)
     g = _grad_output(fn, spec, grad_output)
     k, s, p, _, c = spec.core_args()
+    _check_alloc(fn, "input gradient", spec.input_shape, g.dtype)
     dx = _core.avg_pool2d_bwd(g, spec.input_shape, k, s, p, c, cip, div)
     return _unbatch(dx, spec.unbatched)
 
