@@ -16,6 +16,7 @@ has (F * F * C + 1) * K parameters (weights plus one bias per filter).
 All argument checking happens here: bad input raises ``ValueError`` or ``TypeError`` naming the
 argument and the values; the C++ core re-checks cheaply. Inputs are never modified.
 """
+import math
 import numbers
 import os
 
@@ -69,7 +70,7 @@ def _has_tensor(*args):
 
 
 def _is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+    return type(v) is int or (isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)))
 
 
 def _int(fn, name, v, minimum):
@@ -126,14 +127,14 @@ def _ndim(fn, name, a, allowed):
 
 def _contig(a):
     """C-contiguous, aligned, native-endian; a no-op for arrays that already are."""
+    f = a.flags
+    if f.c_contiguous and f.aligned and a.dtype.isnative:
+        return a
     return np.require(a, dtype=a.dtype.newbyteorder("="), requirements=["C", "A"])
 
 
 def _check_numel(fn, name, shape):
-    n = 1
-    for d in shape:
-        n *= d
-    if n > _MAX_NUMEL or any(d > _MAX_NUMEL for d in shape):
+    if math.prod(shape) > _MAX_NUMEL or max(shape) > _MAX_NUMEL:
         raise ValueError(f"{fn}: {name} {tuple(shape)} is too large: its size overflows (limit {_MAX_NUMEL} elements)")
 
 
@@ -150,7 +151,7 @@ _PHYS_MEM = _physical_memory()
 def _check_alloc(fn, what, shape, dtype):
     """MemoryError (before allocating) for a result larger than this machine's memory: with
     overcommit the allocation would succeed and the process be killed when it is filled."""
-    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     if _PHYS_MEM is not None and nbytes > _PHYS_MEM:
         raise MemoryError(f"{fn}: the {what} of shape {tuple(shape)} ({np.dtype(dtype).name}) needs "
                           f"{nbytes / 2**30:.1f} GiB, more than this machine's {_PHYS_MEM / 2**30:.1f} GiB of memory")
@@ -191,6 +192,30 @@ def _choice(fn, name, v, choices):
 
 
 # --------------------------------------------------------------------------- convolution
+
+
+def _key(args):
+    # Values plus their types, so that True and 1 (equal hashes) never share an entry.
+    return args, tuple(tuple(map(type, a)) if type(a) in (tuple, list) else type(a) for a in args)
+
+
+_SPECS = {}
+
+
+def _spec(cls, *args):
+    """cls(*args), memoised per distinct argument values: a layer called in a loop validates once.
+    Invalid arguments raise every time (exceptions are not cached)."""
+    try:
+        key = (cls, _key(args))
+        spec = _SPECS.get(key)  # lists among the args make this raise TypeError
+    except TypeError:  # unhashable argument: validate without the cache (and report it)
+        return cls(*args)
+    if spec is None:
+        spec = cls(*args)
+        if len(_SPECS) > 4096:
+            _SPECS.clear()
+        _SPECS[key] = spec
+    return spec
 
 
 class _ConvSpec:
@@ -287,7 +312,7 @@ def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
     weight_shape = _shape(fn, "weight_shape", weight_shape, (4,))
     c = input_shape[-3]
     groups = c // weight_shape[1] if weight_shape[1] and c % weight_shape[1] == 0 else 1
-    return _ConvSpec(fn, input_shape, weight_shape, stride, padding, dilation, groups).out_shape()
+    return _spec(_ConvSpec, fn, input_shape, weight_shape, stride, padding, dilation, groups).out_shape()
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros", algo="auto"):
@@ -321,7 +346,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     _same_dtype(fn, "input", x, ("weight", w), ("bias", b))
     _ndim(fn, "input", x, (3, 4))
     _ndim(fn, "weight", w, (4,))
-    spec = _ConvSpec(fn, x.shape, w.shape, stride, padding, dilation, groups, padding_mode)
+    spec = _spec(_ConvSpec, fn, x.shape, w.shape, stride, padding, dilation, groups, padding_mode)
     if b is not None and b.shape != (spec.weight_shape[0],):
         raise ValueError(f"{fn}: bias must have shape ({spec.weight_shape[0]},) (out_channels), got {b.shape}")
     args = spec.core_args(algo)
@@ -354,7 +379,7 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
     w = _array(fn, "weight", weight)
     _ndim(fn, "weight", w, (4,))
     input_shape = _shape(fn, "input_shape", input_shape, (3, 4))
-    spec = _ConvSpec(fn, input_shape, w.shape, stride, padding, dilation, groups, padding_mode)
+    spec = _spec(_ConvSpec, fn, input_shape, w.shape, stride, padding, dilation, groups, padding_mode)
     g = _grad_output(fn, spec, grad_output, "weight", w)
     _check_alloc(fn, "input gradient", spec.input_shape, w.dtype)
     dx = _core.conv2d_bwd_data(g, _contig(w), spec.input_shape, *spec.core_args(algo))
@@ -368,7 +393,7 @@ def conv2d_grad_weight(input, grad_output, weight_shape, stride=1, padding=0, di
     x = _array(fn, "input", input)
     _ndim(fn, "input", x, (3, 4))
     weight_shape = _shape(fn, "weight_shape", weight_shape, (4,))
-    spec = _ConvSpec(fn, x.shape, weight_shape, stride, padding, dilation, groups, padding_mode)
+    spec = _spec(_ConvSpec, fn, x.shape, weight_shape, stride, padding, dilation, groups, padding_mode)
     g = _grad_output(fn, spec, grad_output, "input", x)
     return _core.conv2d_bwd_weight(_contig(x.reshape(spec.input_shape)), g, spec.weight_shape, *spec.core_args(algo))
 
@@ -438,7 +463,7 @@ def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0, dilati
     """
     fn = "pool2d_output_shape"
     input_shape = _shape(fn, "input_shape", input_shape, (3, 4))
-    return _PoolSpec(fn, input_shape, kernel_size, stride, padding, dilation, ceil_mode).out_shape()
+    return _spec(_PoolSpec, fn, input_shape, kernel_size, stride, padding, dilation, ceil_mode).out_shape()
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
@@ -461,7 +486,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     fn = "max_pool2d"
     x = _array(fn, "input", input)
     _ndim(fn, "input", x, (3, 4))
-    spec = _PoolSpec(fn, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    spec = _spec(_PoolSpec, fn, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     _check_alloc(fn, "output and indices", spec.output_shape, np.float64 if return_indices else x.dtype)
     y, idx = _core.max_pool2d_fwd(_contig(x.reshape(spec.input_shape)), *spec.core_args())
     y, idx = _unbatch(y, spec.unbatched), _unbatch(idx, spec.unbatched)
@@ -478,7 +503,7 @@ def max_pool2d_grad(grad_output, input, kernel_size, stride=None, padding=0, dil
     fn = "max_pool2d_grad"
     x = _array(fn, "input", input)
     _ndim(fn, "input", x, (3, 4))
-    spec = _PoolSpec(fn, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    spec = _spec(_PoolSpec, fn, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     g = _grad_output(fn, spec, grad_output, "input", x)
     idx = None
     if indices is not None:
@@ -520,7 +545,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     fn = "avg_pool2d"
     x = _array(fn, "input", input)
     _ndim(fn, "input", x, (3, 4))
-    spec = _PoolSpec(fn, x.shape, kernel_size, stride, padding, 1, ceil_mode)
+    spec = _spec(_PoolSpec, fn, x.shape, kernel_size, stride, padding, 1, ceil_mode)
     cip, div = _avg_args(fn, count_include_pad, divisor_override)
     k, s, p, _, c = spec.core_args()
     y = _core.avg_pool2d_fwd(_contig(x.reshape(spec.input_shape)), k, s, p, c, cip, div)
@@ -532,7 +557,7 @@ def avg_pool2d_grad(grad_output, input_shape, kernel_size, stride=None, padding=
     """Gradient of :func:`avg_pool2d` with respect to its input (of shape ``input_shape``)."""
     fn = "avg_pool2d_grad"
     input_shape = _shape(fn, "input_shape", input_shape, (3, 4))
-    spec = _PoolSpec(fn, input_shape, kernel_size, stride, padding, 1, ceil_mode)
+    spec = _spec(_PoolSpec, fn, input_shape, kernel_size, stride, padding, 1, ceil_mode)
     cip, div = _avg_args(fn, count_include_pad, divisor_override)
     g = _grad_output(fn, spec, grad_output)
     k, s, p, _, c = spec.core_args()
