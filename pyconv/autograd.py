@@ -119,11 +119,12 @@ class MatMul(Function):
 
     def backward(self, g):
         a, b = self.a, self.b
+        # Promote 1-D operands to matrices as matmul does, then drop the added axes again.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = g
+        g2 = np.asarray(g)
         if a.ndim == 1:
-            g2 = np.expand_dims(g2, -2)
+            g2 = np.expand_dims(g2, -2 if b.ndim > 1 else 0)
         if b.ndim == 1:
             g2 = np.expand_dims(g2, -1)
         ga = gb = None

@@ -14,8 +14,8 @@ class Optimizer:
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
         for i, p in enumerate(params):
-            if not isinstance(p, Tensor) or not p.requires_grad:
-                raise TypeError(f"{type(self).__name__}: parameter {i} is not a Tensor that requires grad")
+            if not isinstance(p, Tensor) or p.dtype.kind != "f":
+                raise TypeError(f"{type(self).__name__}: parameter {i} is not a floating-point Tensor")
         self.params = params
         self.defaults = dict(defaults)
         self.lr = defaults["lr"]
@@ -58,10 +58,13 @@ class Optimizer:
             if i >= len(self.params):
                 raise ValueError(f"optimizer state has an entry for parameter {i}, but the optimizer has "
                                  f"{len(self.params)} parameters")
-            v = np.array(v)
-            if v.ndim and v.shape != self.params[i].shape:
+            if name == "step":
+                self.state[i][name] = int(v)
+                continue
+            v = np.array(v, dtype=self.params[i].dtype)  # a fresh array: updated in place by step()
+            if v.shape != self.params[i].shape:
                 raise ValueError(f"optimizer state '{key}' has shape {v.shape}, parameter {i} has {self.params[i].shape}")
-            self.state[i][name] = v if v.ndim else v.item()
+            self.state[i][name] = v
         return self
 
 
@@ -95,8 +98,8 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction and L2 weight decay, as torch.optim.Adam."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"Adam: invalid lr={lr}, betas={betas} or eps={eps}")
+        if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"Adam: invalid lr={lr}, betas={betas}, eps={eps} or weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     def _update(self, p, g, state):

@@ -45,6 +45,8 @@ def _as_data(value, dtype=None):
         value = value.data
     if isinstance(value, np.ndarray):  # shared, like torch.from_numpy
         return value if dtype is None else value.astype(dtype, copy=False)
+    if isinstance(value, np.generic):  # numpy scalars (0-d results of ops) keep their dtype
+        return np.asarray(value, dtype=dtype)
     arr = np.asarray(value, dtype=dtype)
     if dtype is None and arr.dtype == np.float64:
         arr = arr.astype(np.float32)  # Python floats default to float32, as torch.tensor does

@@ -1,4 +1,6 @@
 """The layers: torch.nn's names, arguments, defaults and initialisation."""
+from collections import OrderedDict
+
 import numpy as np
 
 from .. import functional as F
@@ -62,7 +64,7 @@ class Conv2d(Module):
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
-            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
+            s += f", padding={self.padding}"
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
         if self.groups != 1:
@@ -224,14 +226,17 @@ class BatchNorm2d(Module):
 
 
 class Sequential(Module):
-    """Modules applied in order; indexable, iterable and sliceable like torch.nn.Sequential."""
+    """Modules applied in order; indexable, iterable and sliceable like torch.nn.Sequential
+    (``Sequential(m0, m1, ...)`` or ``Sequential(OrderedDict(name=module, ...))``)."""
 
     def __init__(self, *modules):
         super().__init__()
-        for i, m in enumerate(modules):
+        items = modules[0].items() if len(modules) == 1 and isinstance(modules[0], OrderedDict) else \
+            ((str(i), m) for i, m in enumerate(modules))
+        for name, m in items:
             if not isinstance(m, Module):
-                raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
-            self._modules[str(i)] = m
+                raise TypeError(f"Sequential: entry {name} is a {type(m).__name__}, not a Module")
+            self._modules[str(name)] = m
 
     def forward(self, input):
         for m in self._modules.values():
@@ -239,10 +244,9 @@ class Sequential(Module):
         return input
 
     def __getitem__(self, i):
-        mods = list(self._modules.values())
-        if isinstance(i, slice):
-            return Sequential(*mods[i])
-        return mods[i]
+        if isinstance(i, slice):  # keeps the original names, as torch does
+            return Sequential(OrderedDict(list(self._modules.items())[i]))
+        return list(self._modules.values())[i]
 
     def __len__(self):
         return len(self._modules)
@@ -251,6 +255,8 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def append(self, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential.append: expected a Module, got {type(module).__name__}")
         self._modules[str(len(self._modules))] = module
         return self
 

@@ -30,6 +30,9 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError("call Module.__init__() before assigning attributes")
+        if name in self._buffers and not isinstance(value, (Parameter, Module)):
+            self._buffers[name] = value  # assigning to a buffer's name updates the buffer, as torch
+            return
         for d in (self._parameters, self._buffers, self._modules):
             d.pop(name, None)
         if isinstance(value, Parameter):
@@ -167,24 +170,31 @@ class Module:
         return self.to(np.float64)
 
     # ---------------------------------------------------------------- state
+    def _state_items(self, prefix=""):
+        """(name, owner, kind, attribute) for every parameter then buffer of each module, module by
+        module and without removing shared modules: torch's state_dict order and keys."""
+        for name, p in self._parameters.items():
+            if p is not None:
+                yield prefix + name, self, "param", name
+        for name in self._buffers:
+            yield prefix + name, self, "buffer", name
+        for name, m in self._modules.items():
+            yield from m._state_items(f"{prefix}{name}.")
+
     def state_dict(self):
-        """Ordered name -> ndarray copy of every parameter and buffer (torch's naming: ``0.weight``)."""
+        """Ordered name -> ndarray copy of every parameter and buffer (torch's names and order)."""
         out = OrderedDict()
-        for name, p in self.named_parameters():
-            out[name] = p.data.copy()
-        for name, b in self.named_buffers():
-            out[name] = np.array(b, copy=True)
+        for key, owner, kind, name in self._state_items():
+            value = owner._parameters[name].data if kind == "param" else owner._buffers[name]
+            out[key] = np.array(value, copy=True)
         return out
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into parameters and buffers; errors name the entry and both shapes."""
-        own = OrderedDict(self.named_parameters())
-        buffers = OrderedDict()
-        for mprefix, m in self.named_modules():
-            for name in m._buffers:
-                buffers[f"{mprefix}.{name}" if mprefix else name] = (m, name)
-        missing = [k for k in list(own) + list(buffers) if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own and k not in buffers]
+        items = list(self._state_items())
+        own = {key for key, *_ in items}
+        missing = [key for key, *_ in items if key not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
             parts = []
             if missing:
@@ -192,21 +202,20 @@ class Module:
             if unexpected:
                 parts.append(f"unexpected keys: {', '.join(unexpected)}")
             raise ValueError(f"load_state_dict into {type(self).__name__}: " + "; ".join(parts))
-        for k, v in state_dict.items():
+        for key, owner, kind, name in items:
+            if key not in state_dict:
+                continue
+            v = state_dict[key]
             v = np.asarray(v.data if isinstance(v, Tensor) else v)
-            if k in own:
-                p = own[k]
-                if v.shape != p.shape:
-                    raise ValueError(f"load_state_dict: parameter '{k}' has shape {p.shape} in the model but "
-                                     f"{v.shape} in the checkpoint")
-                p.data[...] = v
-            elif k in buffers:
-                m, name = buffers[k]
-                old = np.asarray(m._buffers[name])
-                if v.shape != old.shape:
-                    raise ValueError(f"load_state_dict: buffer '{k}' has shape {old.shape} in the model but "
-                                     f"{v.shape} in the checkpoint")
-                m._buffers[name] = v.astype(old.dtype, copy=True)
+            old = owner._parameters[name].data if kind == "param" else np.asarray(owner._buffers[name])
+            if v.shape != old.shape:
+                what = "parameter" if kind == "param" else "buffer"
+                raise ValueError(f"load_state_dict: {what} '{key}' has shape {old.shape} in the model but "
+                                 f"{v.shape} in the checkpoint")
+            if kind == "param":
+                owner._parameters[name].data[...] = v
+            else:
+                owner._buffers[name] = v.astype(old.dtype, copy=True)
         return self
 
     # ---------------------------------------------------------------- repr
