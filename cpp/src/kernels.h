@@ -27,7 +27,18 @@ struct ConvArgs {
   T* y;         // output         (fwd)
   T* dx;        // grad of input  (bwd_data, col2im)
   T* dw;        // grad of weight (bwd_weight)
+  T* ws;        // this thread's scratch (direct kernels; conv2d_direct_ws_size elements) or null
 };
+
+// Scratch elements a direct kernel may use per thread (0: it needs none). With cg == 1
+// (depthwise) the kernels work on padded planes: the input (or the gradient) padded through the
+// maps, and for bwd_data a zero-stuffed copy of dy.
+inline int64_t conv2d_direct_ws_size(const Conv2dParams& p) {
+  if (p.c / p.groups != 1) return 0;
+  const int64_t hp = p.h + p.pad_t + p.pad_b, wp = p.w + p.pad_l + p.pad_r;
+  const int64_t uh = hp + (p.r - 1) * p.dil_h, uw = wp + (p.s - 1) * p.dil_w;
+  return hp * wp + uh * uw + 256;
+}
 
 // Work ranges: fwd over planes n*K + k; bwd_data over planes n*C + c; bwd_weight over weight
 // planes k*(C/groups) + c (every image reduced, in order).
@@ -43,6 +54,15 @@ using conv2d_im2col_fn = void(const ConvArgs<T>&, int64_t n, int64_t g, int64_t 
 template <class T>
 using conv2d_col2im_fn = void(const ConvArgs<T>&, int64_t n, int64_t g, int64_t q0, int64_t q1,
                               int64_t cl0, int64_t cl1, const T* cols);
+// Implicit im2col: GEMM B panels packed straight from the input of image n, group g (no column
+// buffer). conv2d_pack_cols: rows [k0, k0+kb) of the column matrix x pixels [q0, q0+nb);
+// conv2d_pack_cols_t: its transpose, pixels [k0, k0+kb) x rows [q0, q0+nb). Both write NR-wide
+// panels bp[panel][k][j], zero-padded to NR (the layout the GEMM micro-kernel reads).
+template <class T>
+using conv2d_pack_cols_fn = void(const ConvArgs<T>&, int64_t n, int64_t g, int64_t k0, int64_t kb, int64_t q0,
+                                 int64_t nb, int nr, T* bp);
+template <class T>
+using conv2d_pack_cols_t_fn = conv2d_pack_cols_fn<T>;
 // C[MR][NR] (+)= packed A (kc x MR, column-major panel) * packed B (kc x NR, row-major panel).
 template <class T>
 using gemm_ukernel_fn = void(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);

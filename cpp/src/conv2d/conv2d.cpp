@@ -9,6 +9,7 @@
 #include "pyconv/gemm.h"
 #include "pyconv/parallel.h"
 #include "sizes.h"
+#include "gemm/gemm_driver.h"
 #include "workspace.h"
 
 namespace pyconv {
@@ -99,6 +100,16 @@ ConvAlgo resolve(const Conv2dParams& p, ConvDir dir, ConvAlgo algo) {
   return algo;
 }
 
+// The calling thread's scratch for a direct kernel (null when it needs none or the planes would
+// exceed the workspace budget; the kernel then takes its general path).
+template <class T>
+ConvArgs<T> with_scratch(const ConvArgs<T>& a, const Conv2dParams& p) {
+  ConvArgs<T> b = a;
+  const int64_t n = conv2d_direct_ws_size(p);
+  b.ws = n > 0 && static_cast<size_t>(n) * sizeof(T) <= workspace_limit() ? scratch<T>(0, static_cast<size_t>(n)) : nullptr;
+  return b;
+}
+
 // im2col tiling: output pixels per tile (as many as the workspace budget allows, at least one)
 // and how many images may run at once, each with its own column buffer, within the budget.
 // The tile depends on the shape only, never on the thread count, so neither does the order in
@@ -112,7 +123,11 @@ TilePlan plan_tiles(const Conv2dParams& p, size_t elem_size, int nt) {
   const int64_t rows = p.c / p.groups * p.r * p.s;
   const int64_t ohw = p.oh * p.ow;
   const int64_t budget = std::max<int64_t>(1, static_cast<int64_t>(workspace_limit() / elem_size));
-  int64_t t = std::max<int64_t>(1, budget / rows);
+  // At most ~4 MiB of columns per tile (at least 256 pixels): the GEMM writes them and col2im
+  // reads them back while they are still in cache, instead of streaming a 64 MiB buffer.
+  constexpr int64_t kCacheTileBytes = int64_t{4} << 20;
+  const int64_t cached = std::max<int64_t>(256, kCacheTileBytes / static_cast<int64_t>(elem_size) / rows);
+  int64_t t = std::max<int64_t>(1, std::min(budget, cached * rows) / rows);
   if (t >= 64) t = t / 64 * 64;
   t = std::min(t, ohw);
   const int64_t bufs = std::max<int64_t>(1, budget / (rows * t));
@@ -123,9 +138,11 @@ TilePlan plan_tiles(const Conv2dParams& p, size_t elem_size, int nt) {
 // Runs image(n, cols, tile, threads) for every image: whole images in parallel when the
 // workspace budget has room for a column buffer per thread, else one image at a time with the
 // threads inside im2col/GEMM. Both give identical results (the tile is the same).
+// Without a column buffer (pointwise, or implicit im2col) whole images always run in parallel.
 template <class T, class F>
 void for_each_image(const Conv2dParams& p, int nt, bool pointwise, F&& image) {
-  const TilePlan plan = plan_tiles(p, sizeof(T), nt);
+  TilePlan plan = plan_tiles(p, sizeof(T), nt);
+  if (pointwise) plan.image_threads = static_cast<int>(std::min<int64_t>(nt, std::max<int64_t>(p.n, 1)));
   const size_t cols_size = pointwise ? 0 : static_cast<size_t>(p.c / p.groups * p.r * p.s * plan.tile);
   if (plan.image_threads > 1) {
     parallel_for(p.n, plan.image_threads, [&](int64_t n0, int64_t n1) {
@@ -203,33 +220,31 @@ void conv2d_fwd(const Conv2dParams& p0, const T* x, const T* w, const T* b, T* y
   const int nt = threads_for(macs(p), num_threads());
   if (algo == ConvAlgo::direct) {
     auto* fn = tbl.conv2d_fwd_direct[isa];
-    parallel_for(p.n * p.k, nt, [&](int64_t b0, int64_t b1) { fn(a, b0, b1); });
+    parallel_for(p.n * p.k, nt, [&](int64_t b0, int64_t b1) { fn(with_scratch(a, p), b0, b1); });
     return;
   }
-  auto* im2col = tbl.conv2d_im2col[isa];
+  auto* pack = tbl.conv2d_pack_cols[isa];
+  const int nr = gemm_tile<T>(static_cast<Isa>(isa)).nr;
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
   const int64_t ohw = p.oh * p.ow, hw = p.h * p.w;
-  const bool pointwise = is_pointwise(p);
-  // y[n][g*kg + i][q] = bias + sum_j w[g*kg + i][j] * cols[j][q]
-  auto image = [&](int64_t n, T* cols, int64_t tile, int gemm_threads) {
+  // y[n][g*kg + i][q] = bias + sum_j w[g*kg + i][j] * cols[j][q]; the GEMM packs its B panels of
+  // cols straight from x (implicit im2col: no column buffer); 1x1 convolutions use x as is.
+  auto image = [&](int64_t n, T*, int64_t, int gemm_threads) {
     T* yn = y + n * p.k * ohw;
     if (b != nullptr)
       for (int64_t k = 0; k < p.k; ++k) std::fill(yn + k * ohw, yn + (k + 1) * ohw, b[k]);
     for (int64_t g = 0; g < p.groups; ++g) {
       const T* wg = w + g * kg * rows;
       T* yg = yn + g * kg * ohw;
-      if (pointwise) {
+      if (is_pointwise(p)) {
         gemm<T>(kg, ohw, rows, wg, rows, 1, x + (n * p.c + g * cg) * hw, hw, 1, yg, ohw, b != nullptr, gemm_threads);
         continue;
       }
-      for (int64_t q0 = 0; q0 < ohw; q0 += tile) {
-        const int64_t q1 = std::min(ohw, q0 + tile);
-        parallel_for(rows, gemm_threads, [&](int64_t r0, int64_t r1) { im2col(a, n, g, q0, q1, r0, r1, cols); });
-        gemm<T>(kg, q1 - q0, rows, wg, rows, 1, cols, q1 - q0, 1, yg + q0, ohw, b != nullptr, gemm_threads);
-      }
+      auto pack_b = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) { pack(a, n, g, pc, kb, jc, nb, nr, bp); };
+      gemm_custom_b<T>(static_cast<Isa>(isa), kg, ohw, rows, wg, rows, 1, pack_b, yg, ohw, b != nullptr, gemm_threads);
     }
   };
-  for_each_image<T>(p, nt, pointwise, image);
+  for_each_image<T>(p, nt, /*no column buffer*/ true, image);
 }
 
 template <class T>
@@ -247,7 +262,7 @@ void conv2d_bwd_data(const Conv2dParams& p0, const T* dy, const T* w, T* dx, Con
   const int nt = threads_for(macs(p), num_threads());
   if (algo == ConvAlgo::direct) {
     auto* fn = tbl.conv2d_bwd_data_direct[isa];
-    parallel_for(p.n * p.c, nt, [&](int64_t b0, int64_t b1) { fn(a, b0, b1); });
+    parallel_for(p.n * p.c, nt, [&](int64_t b0, int64_t b1) { fn(with_scratch(a, p), b0, b1); });
     return;
   }
   auto* col2im = tbl.conv2d_col2im[isa];
@@ -291,34 +306,55 @@ void conv2d_bwd_weight(const Conv2dParams& p0, const T* x, const T* dy, T* dw, C
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
   if (algo == ConvAlgo::direct) {
     auto* fn = tbl.conv2d_bwd_weight_direct[isa];
-    parallel_for(p.k * cg, nt, [&](int64_t b0, int64_t b1) { fn(a, b0, b1); });
+    parallel_for(p.k * cg, nt, [&](int64_t b0, int64_t b1) { fn(with_scratch(a, p), b0, b1); });
     return;
   }
-  auto* im2col = tbl.conv2d_im2col[isa];
+  auto* pack = tbl.conv2d_pack_cols_t[isa];
+  const int nr = gemm_tile<T>(static_cast<Isa>(isa)).nr;
   const int64_t ohw = p.oh * p.ow, hw = p.h * p.w;
   const bool pointwise = is_pointwise(p);
-  std::fill(dw, dw + p.k * rows, T(0));
-  // dw[g*kg + i][j] += sum_q dy[n][g*kg + i][q] * cols[j][q], images and tiles in order.
-  // The tile does not depend on the thread count, so neither does the summation order.
-  const int64_t tile = pointwise ? ohw : plan_tiles(p, sizeof(T), nt).tile;
-  Buffer<T> cols(pointwise ? 0 : static_cast<size_t>(rows * tile));
-  for (int64_t n = 0; n < p.n; ++n) {
-    for (int64_t g = 0; g < p.groups; ++g) {
-      const T* dyg = dy + (n * p.k + g * kg) * ohw;
-      T* dwg = dw + g * kg * rows;
-      for (int64_t q0 = 0; q0 < ohw; q0 += tile) {
-        const int64_t q1 = std::min(ohw, q0 + tile);
-        const T* src = x + (n * p.c + g * cg) * hw + q0;  // pointwise: the input is the column matrix
-        int64_t ld = hw;
-        if (!pointwise) {
-          parallel_for(rows, nt, [&](int64_t r0, int64_t r1) { im2col(a, n, g, q0, q1, r0, r1, cols.get()); });
-          src = cols.get();
-          ld = q1 - q0;
+  // dw[g*kg + i][j] += sum_q dy[n][g*kg + i][q] * cols[j][q], images in order, q in the GEMM's
+  // fixed kc blocks; B (cols transposed) is packed straight from x (implicit im2col).
+  auto images = [&](int64_t n0, int64_t n1, T* dwc, int threads) {
+    std::fill(dwc, dwc + p.k * rows, T(0));
+    for (int64_t n = n0; n < n1; ++n) {
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const T* dyg = dy + (n * p.k + g * kg) * ohw;
+        T* dwg = dwc + g * kg * rows;
+        if (pointwise) {  // the input is the column matrix
+          gemm<T>(kg, rows, ohw, dyg, ohw, 1, x + (n * p.c + g * cg) * hw, 1, hw, dwg, rows, true, threads);
+          continue;
         }
-        gemm<T>(kg, rows, q1 - q0, dyg + q0, ohw, 1, src, 1, ld, dwg, rows, true, nt);
+        auto pack_b = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) { pack(a, n, g, pc, kb, jc, nb, nr, bp); };
+        gemm_custom_b<T>(static_cast<Isa>(isa), kg, rows, ohw, dyg, ohw, 1, pack_b, dwg, rows, true, threads);
       }
     }
+  };
+  // Batches split into a fixed number of image chunks (from the shape, never the thread count)
+  // whose partial gradients are added in chunk order: one parallel region for the whole call
+  // instead of one per image, and serial GEMMs that are not too small to share. Used while the
+  // partial gradients stay small next to the workspace budget.
+  constexpr int64_t kMaxChunks = 8;
+  const int64_t wsize = p.k * rows;
+  const int64_t chunks = std::min<int64_t>(p.n, kMaxChunks);
+  const bool split = chunks > 1 && static_cast<size_t>((chunks - 1) * wsize) * sizeof(T) <= workspace_limit() / 4;
+  if (!split) {
+    images(0, p.n, dw, nt);
+    return;
   }
+  Buffer<T> partial(static_cast<size_t>((chunks - 1) * wsize));
+  parallel_for(chunks, nt, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      T* dwc = c == 0 ? dw : partial.get() + (c - 1) * wsize;
+      images(p.n * c / chunks, p.n * (c + 1) / chunks, dwc, 1);
+    }
+  });
+  parallel_for(wsize, nt, [&](int64_t i0, int64_t i1) {
+    for (int64_t c = 1; c < chunks; ++c) {
+      const T* src = partial.get() + (c - 1) * wsize;
+      for (int64_t i = i0; i < i1; ++i) dw[i] += src[i];
+    }
+  });
 }
 
 #define PYCONV_INSTANTIATE(T)                                                                  \

@@ -12,10 +12,13 @@ namespace PYCONV_ISA {
 namespace {
 
 #include "conv2d/conv_row.h"
+#include "simd.h"
+#include "conv2d/depthwise.h"
 
 template <class T>
 void fwd(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
   const Conv2dParams& p = *a.p;
+  if (p.c == p.groups && a.ws != nullptr) return dw_fwd(a, p0, p1);
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups, hw = p.h * p.w, rs = p.r * p.s;
   for (int64_t plane = p0; plane < p1; ++plane) {
     const int64_t n = plane / p.k, k = plane % p.k, g = k / kg;
@@ -41,6 +44,7 @@ void fwd(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
 template <class T>
 void bwd_data(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
   const Conv2dParams& p = *a.p;
+  if (p.c == p.groups && a.ws != nullptr) return dw_bwd_data(a, p0, p1);
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups, hw = p.h * p.w, rs = p.r * p.s;
   for (int64_t plane = p0; plane < p1; ++plane) {
     const int64_t n = plane / p.c, c = plane % p.c, g = c / cg, cl = c % cg;
@@ -65,6 +69,7 @@ void bwd_data(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
 template <class T>
 void bwd_weight(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
   const Conv2dParams& p = *a.p;
+  if (p.c == p.groups && a.ws != nullptr) return dw_bwd_weight(a, p0, p1);
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups, hw = p.h * p.w, rs = p.r * p.s;
   for (int64_t plane = p0; plane < p1; ++plane) {
     const int64_t k = plane / cg, cl = plane % cg, g = k / kg;

@@ -10,83 +10,55 @@
 #include "kernels.h"
 #include "pyconv/gemm.h"
 #include "pyconv/parallel.h"
+#include "gemm/gemm_driver.h"
 #include "workspace.h"
 
 namespace pyconv {
 namespace {
 
-// Packs an mb x kb block of A into MR-row panels: ap[panel][k][i], zero-padded to MR rows.
-template <class T>
-void pack_a(int64_t mb, int64_t kb, const T* A, int64_t rsa, int64_t csa, int mr, T* ap) {
-  for (int64_t i0 = 0; i0 < mb; i0 += mr) {
-    const int64_t rows = std::min<int64_t>(mr, mb - i0);
-    for (int64_t k = 0; k < kb; ++k) {
-      const T* src = A + i0 * rsa + k * csa;
-      int64_t i = 0;
-      for (; i < rows; ++i) ap[i] = src[i * rsa];
-      for (; i < mr; ++i) ap[i] = T(0);
-      ap += mr;
-    }
-  }
-}
-
 // Packs a kb x nb block of B into NR-column panels: bp[panel][k][j], zero-padded to NR columns.
+// Row-contiguous B (csb == 1) copies rows; column-contiguous B (rsb == 1, the transposed
+// operand of the weight gradient) walks each column contiguously and writes it down the panel.
 template <class T>
 void pack_b(int64_t kb, int64_t nb, const T* B, int64_t rsb, int64_t csb, int nr, T* bp) {
+  if (csb == 1) {
+    // Row by row (each source row read once, sequentially), dealing NR-wide pieces to the panels.
+    const int64_t panel = kb * nr;
+    for (int64_t k = 0; k < kb; ++k) {
+      const T* __restrict src = B + k * rsb;
+      T* __restrict dst = bp + k * nr;
+      int64_t j0 = 0;
+      for (; j0 + nr <= nb; j0 += nr) {
+        T* __restrict d = dst + (j0 / nr) * panel;
+        for (int j = 0; j < nr; ++j) d[j] = src[j0 + j];
+      }
+      if (j0 < nb) {
+        T* __restrict d = dst + (j0 / nr) * panel;
+        int64_t j = 0;
+        for (; j < nb - j0; ++j) d[j] = src[j0 + j];
+        for (; j < nr; ++j) d[j] = T(0);
+      }
+    }
+    return;
+  }
   for (int64_t j0 = 0; j0 < nb; j0 += nr) {
     const int64_t cols = std::min<int64_t>(nr, nb - j0);
-    for (int64_t k = 0; k < kb; ++k) {
-      const T* src = B + k * rsb + j0 * csb;
-      int64_t j = 0;
-      if (csb == 1) {
-        std::memcpy(bp, src, sizeof(T) * cols);
-        j = cols;
-      } else {
-        for (; j < cols; ++j) bp[j] = src[j * csb];
+    if (rsb == 1) {
+      for (int64_t j = 0; j < cols; ++j) {
+        const T* __restrict src = B + (j0 + j) * csb;
+        for (int64_t k = 0; k < kb; ++k) bp[k * nr + j] = src[k];
       }
-      for (; j < nr; ++j) bp[j] = T(0);
-      bp += nr;
-    }
-  }
-}
-
-template <class T>
-void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, int64_t M, int64_t N, int64_t K,
-                 const T* A, int64_t rsa, int64_t csa, const T* B, int64_t rsb, int64_t csb, T* C,
-                 int64_t ldc, bool accumulate) {
-  const int mr = t.mr, nr = t.nr;
-  T* ap = scratch<T>(0, static_cast<size_t>(t.mc * t.kc));
-  T* bp = scratch<T>(1, static_cast<size_t>(t.kc * t.nc));
-  alignas(64) T edge[14 * 32];  // largest tile in kGemmTiles
-  for (int64_t jc = 0; jc < N; jc += t.nc) {  // loop 5: columns of C, nc at a time
-    const int64_t nb = std::min(t.nc, N - jc);
-    for (int64_t pc = 0; pc < K; pc += t.kc) {  // loop 4: K, kc at a time (never parallel)
-      const int64_t kb = std::min(t.kc, K - pc);
-      const bool acc = accumulate || pc > 0;
-      pack_b(kb, nb, B + pc * rsb + jc * csb, rsb, csb, nr, bp);
-      for (int64_t ic = 0; ic < M; ic += t.mc) {  // loop 3: rows of C, mc at a time
-        const int64_t mb = std::min(t.mc, M - ic);
-        pack_a(mb, kb, A + ic * rsa + pc * csa, rsa, csa, mr, ap);
-        for (int64_t jr = 0; jr < nb; jr += nr) {  // loop 2: NR-column micro-panels
-          const int64_t cols = std::min<int64_t>(nr, nb - jr);
-          for (int64_t ir = 0; ir < mb; ir += mr) {  // loop 1: MR-row micro-panels
-            const int64_t rows = std::min<int64_t>(mr, mb - ir);
-            T* c = C + (ic + ir) * ldc + jc + jr;
-            const T* a = ap + ir * kb;
-            const T* b = bp + jr * kb;
-            if (rows == mr && cols == nr) {
-              uk(kb, a, b, c, ldc, acc);
-              continue;
-            }
-            // Edge tile: full tile into a buffer, then the valid part (same sums, same bits).
-            uk(kb, a, b, edge, nr, false);
-            for (int64_t i = 0; i < rows; ++i)
-              for (int64_t j = 0; j < cols; ++j)
-                c[i * ldc + j] = acc ? c[i * ldc + j] + edge[i * nr + j] : edge[i * nr + j];
-          }
-        }
+      for (int64_t k = 0; k < kb; ++k)
+        for (int64_t j = cols; j < nr; ++j) bp[k * nr + j] = T(0);
+    } else {
+      for (int64_t k = 0; k < kb; ++k) {
+        const T* src = B + k * rsb + j0 * csb;
+        int64_t j = 0;
+        for (; j < cols; ++j) bp[k * nr + j] = src[j * csb];
+        for (; j < nr; ++j) bp[k * nr + j] = T(0);
       }
     }
+    bp += kb * nr;
   }
 }
 
@@ -95,29 +67,12 @@ void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, int64_t M, int64_t N
 template <class T>
 void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa, const T* B,
           int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, int nthreads) {
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0) {
-    if (!accumulate)
-      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
-    return;
-  }
   const Isa isa = active_isa();
-  const GemmTile& t = gemm_tile<T>(isa);
-  gemm_ukernel_fn<T>* uk = kernel_table<T>().gemm_ukernel[static_cast<int>(isa)];
-  const int64_t col_panels = (N + t.nr - 1) / t.nr, row_panels = (M + t.mr - 1) / t.mr;
-  if (nthreads <= 1 || (col_panels < 2 && row_panels < 2)) {
-    gemm_serial(t, uk, M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate);
-  } else if (col_panels >= 2 * static_cast<int64_t>(nthreads) || col_panels >= row_panels) {
-    parallel_for(col_panels, nthreads, [&](int64_t p0, int64_t p1) {
-      const int64_t j0 = p0 * t.nr, j1 = std::min(N, p1 * t.nr);
-      gemm_serial(t, uk, M, j1 - j0, K, A, rsa, csa, B + j0 * csb, rsb, csb, C + j0, ldc, accumulate);
-    });
-  } else {
-    parallel_for(row_panels, nthreads, [&](int64_t p0, int64_t p1) {
-      const int64_t i0 = p0 * t.mr, i1 = std::min(M, p1 * t.mr);
-      gemm_serial(t, uk, i1 - i0, N, K, A + i0 * rsa, rsa, csa, B, rsb, csb, C + i0 * ldc, ldc, accumulate);
-    });
-  }
+  const int nr = gemm_tile<T>(isa).nr;
+  auto pack = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) {
+    pack_b(kb, nb, B + pc * rsb + jc * csb, rsb, csb, nr, bp);
+  };
+  gemm_custom_b<T>(isa, M, N, K, A, rsa, csa, pack, C, ldc, accumulate, nthreads);
 }
 
 template void gemm<float>(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*,

@@ -29,8 +29,9 @@ void ukernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* __rest
     vec bv[NV];
     for (int j = 0; j < NV; ++j) __builtin_memcpy(&bv[j], b + k * NV * VL + j * VL, sizeof(vec));
     for (int i = 0; i < MR; ++i) {
-      const vec av = (vec){} + a[k * MR + i];
-      for (int j = 0; j < NV; ++j) acc[i][j] += av * bv[j];
+      // scalar * vector: a broadcast straight from memory (no `0 + a` add on the FMA ports).
+      const T ai = a[k * MR + i];
+      for (int j = 0; j < NV; ++j) acc[i][j] += ai * bv[j];
     }
   }
   for (int i = 0; i < MR; ++i) {

@@ -28,54 +28,7 @@ namespace pyconv {
 namespace PYCONV_ISA {
 namespace {
 
-constexpr Isa kIsa = Isa::PYCONV_ISA;
-constexpr int kVecBytes = kIsa == Isa::avx512 ? 64 : kIsa == Isa::avx2 ? 32 : 16;
-
-// Vector types for element T: VL lanes of T, and an integer vector with the same lane count
-// (int32 for float, int64 for double) that comparisons return and indices live in.
-template <class T>
-struct V;
-template <>
-struct V<float> {
-  static constexpr int L = kVecBytes / 4;
-  typedef float vec __attribute__((vector_size(kVecBytes)));
-  typedef int32_t ivec __attribute__((vector_size(kVecBytes)));
-  typedef int64_t lvec __attribute__((vector_size(kVecBytes * 2)));
-};
-template <>
-struct V<double> {
-  static constexpr int L = kVecBytes / 8;
-  typedef double vec __attribute__((vector_size(kVecBytes)));
-  typedef int64_t ivec __attribute__((vector_size(kVecBytes)));
-  typedef int64_t lvec __attribute__((vector_size(kVecBytes)));
-};
-
-template <class T>
-inline typename V<T>::vec loadu(const T* p) {
-  typename V<T>::vec v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-template <class T>
-inline void storeu(T* p, typename V<T>::vec v) {
-  __builtin_memcpy(p, &v, sizeof(v));
-}
-
-// Lane t = p[t*S] for S = 1 or 2; with S = 2 reads exactly p[0 .. 2*L-2] (two overlapping loads).
-template <class T, int S>
-inline typename V<T>::vec load_strided(const T* p) {
-  using vec = typename V<T>::vec;
-  using ivec = typename V<T>::ivec;
-  constexpr int L = V<T>::L;
-  if constexpr (S == 1) {
-    return loadu(p);
-  } else {
-    const vec a = loadu(p), b = loadu(p + L - 1);  // b[k] = p[L-1+k]
-    ivec m;
-    for (int t = 0; t < L; ++t) m[t] = t < L / 2 ? 2 * t : L + 2 * t - L + 1;
-    return __builtin_shuffle(a, b, m);
-  }
-}
+#include "simd.h"
 
 template <class T>
 inline typename V<T>::ivec lane_iota(int64_t step) {

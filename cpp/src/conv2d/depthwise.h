@@ -1,0 +1,227 @@
+// Direct convolution for one input channel per group (depthwise, channel multiplier kg >= 1),
+// included inside an ISA namespace after simd.h. Every padding mode is applied once per plane:
+// the input (fwd, bwd_weight) is copied into a padded plane through the row/column maps, so the
+// inner loops are plain vector loads with every tap accumulated in a register:
+//   fwd        y[oh][ow]  = b + sum_rs w[r][s] * xp[oh*sh + r*dh][ow*sw + s*dw]
+//   bwd_data   dxp[ph][pw] = sum_k sum_rs w[r][s] * U[ph + (R-1-r)*dh][pw + (S-1-s)*dw], with U
+//              dy zero-stuffed by the stride and shifted by the kernel extent; dxp is then folded
+//              back into dx through the maps (the transpose of padding).
+//   bwd_weight dw[r][s]   = sum_n sum_oh,ow dy[oh][ow] * xp[oh*sh + r*dh][ow*sw + s*dw]
+// Each work item owns its output plane, so the summation order is fixed.
+
+template <class T>
+inline void pad_plane(const ConvArgs<T>& a, const T* xc, T* out) {
+  const Conv2dParams& p = *a.p;
+  const int64_t hp = p.h + p.pad_t + p.pad_b, wp = p.w + p.pad_l + p.pad_r;
+  for (int64_t ph = 0; ph < hp; ++ph) {
+    T* o = out + ph * wp;
+    const int64_t ih = a.row_map[ph];
+    if (ih < 0) {
+      for (int64_t q = 0; q < wp; ++q) o[q] = T(0);
+      continue;
+    }
+    const T* xr = xc + ih * p.w;
+    for (int64_t q = 0; q < p.pad_l; ++q) o[q] = a.col_map[q] >= 0 ? xr[a.col_map[q]] : T(0);
+    __builtin_memcpy(o + p.pad_l, xr, sizeof(T) * static_cast<size_t>(p.w));
+    for (int64_t q = p.pad_l + p.w; q < wp; ++q) o[q] = a.col_map[q] >= 0 ? xr[a.col_map[q]] : T(0);
+  }
+}
+
+template <class T, int S>
+void dw_fwd_plane(const ConvArgs<T>& a, const T* xp, const T* wk, T bias, T* y) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L;
+  const Conv2dParams& p = *a.p;
+  const int64_t wp = p.w + p.pad_l + p.pad_r, sw = p.stride_w;
+  for (int64_t oh = 0; oh < p.oh; ++oh) {
+    T* yr = y + oh * p.ow;
+    const T* x0 = xp + oh * p.stride_h * wp;
+    if (p.ow >= L) {
+      int64_t o = 0;
+      for (; o + 4 * L <= p.ow; o += 4 * L) {  // four independent accumulators
+        vec acc[4];
+        for (int v = 0; v < 4; ++v) acc[v] = splat<T>(bias);
+        for (int64_t r = 0; r < p.r; ++r) {
+          const T* xr = x0 + r * p.dil_h * wp + o * sw;
+          for (int64_t s = 0; s < p.s; ++s) {
+            const T wv = wk[r * p.s + s];
+            for (int v = 0; v < 4; ++v) acc[v] += wv * load_strided<T, S>(xr + (v * L) * sw + s * p.dil_w, sw);
+          }
+        }
+        for (int v = 0; v < 4; ++v) storeu(yr + o + v * L, acc[v]);
+      }
+      for (; o < p.ow; o += L) {
+        const int64_t ow = o + L <= p.ow ? o : p.ow - L;  // last vector overlaps (same values)
+        vec acc = splat<T>(bias);
+        for (int64_t r = 0; r < p.r; ++r) {
+          const T* xr = x0 + r * p.dil_h * wp + ow * sw;
+          for (int64_t s = 0; s < p.s; ++s) acc += wk[r * p.s + s] * load_strided<T, S>(xr + s * p.dil_w, sw);
+        }
+        storeu(yr + ow, acc);
+      }
+    } else {
+      for (int64_t ow = 0; ow < p.ow; ++ow) {
+        T acc = bias;
+        for (int64_t r = 0; r < p.r; ++r)
+          for (int64_t s = 0; s < p.s; ++s) acc += wk[r * p.s + s] * x0[r * p.dil_h * wp + ow * sw + s * p.dil_w];
+        yr[ow] = acc;
+      }
+    }
+  }
+}
+
+template <class T>
+void dw_fwd(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
+  const Conv2dParams& p = *a.p;
+  const int64_t kg = p.k / p.groups, hw = p.h * p.w, rs = p.r * p.s;
+  T* xp = a.ws;
+  for (int64_t plane = p0; plane < p1; ++plane) {
+    const int64_t n = plane / p.k, k = plane % p.k, g = k / kg;
+    pad_plane(a, a.x + (n * p.c + g) * hw, xp);
+    const T bias = a.b ? a.b[k] : T(0);
+    T* y = a.y + plane * p.oh * p.ow;
+    if (p.stride_w == 1) dw_fwd_plane<T, 1>(a, xp, a.w + k * rs, bias, y);
+    else if (p.stride_w == 2) dw_fwd_plane<T, 2>(a, xp, a.w + k * rs, bias, y);
+    else dw_fwd_plane<T, 0>(a, xp, a.w + k * rs, bias, y);
+  }
+}
+
+template <class T>
+void dw_bwd_data(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L;
+  const Conv2dParams& p = *a.p;
+  const int64_t kg = p.k / p.groups, hw = p.h * p.w, rs = p.r * p.s;
+  const int64_t hp = p.h + p.pad_t + p.pad_b, wp = p.w + p.pad_l + p.pad_r;
+  const int64_t eh = (p.r - 1) * p.dil_h, ew = (p.s - 1) * p.dil_w, uw = wp + ew;
+  T* dxp = a.ws;
+  T* u = a.ws + hp * wp;
+  for (int64_t plane = p0; plane < p1; ++plane) {
+    const int64_t n = plane / p.c, c = plane % p.c;  // cg == 1: group c
+    for (int64_t i = 0; i < hp * wp; ++i) dxp[i] = T(0);
+    for (int64_t k = c * kg; k < (c + 1) * kg; ++k) {
+      const T* wk = a.w + k * rs;
+      const T* dyp = a.dy + (n * p.k + k) * p.oh * p.ow;
+      for (int64_t i = 0; i < (hp + eh) * uw; ++i) u[i] = T(0);
+      for (int64_t oh = 0; oh < p.oh; ++oh)
+        for (int64_t ow = 0; ow < p.ow; ++ow) u[(oh * p.stride_h + eh) * uw + ow * p.stride_w + ew] = dyp[oh * p.ow + ow];
+      for (int64_t ph = 0; ph < hp; ++ph) {
+        if (a.row_map[ph] < 0) continue;  // a zero-padding row: nothing to fold back
+        T* d = dxp + ph * wp;
+        const T* u0 = u + ph * uw;
+        int64_t q = 0;
+        for (; q + 4 * L <= wp; q += 4 * L) {  // four independent accumulators
+          vec acc[4];
+          for (int v = 0; v < 4; ++v) acc[v] = loadu(d + q + v * L);
+          for (int64_t r = 0; r < p.r; ++r) {
+            const T* ur = u0 + (eh - r * p.dil_h) * uw + q + ew;
+            for (int64_t s = 0; s < p.s; ++s) {
+              const T wv = wk[r * p.s + s];
+              for (int v = 0; v < 4; ++v) acc[v] += wv * loadu(ur - s * p.dil_w + v * L);
+            }
+          }
+          for (int v = 0; v < 4; ++v) storeu(d + q + v * L, acc[v]);
+        }
+        for (; q + L <= wp; q += L) {
+          vec acc = loadu(d + q);
+          for (int64_t r = 0; r < p.r; ++r) {
+            const T* ur = u0 + (eh - r * p.dil_h) * uw + q + ew;
+            for (int64_t s = 0; s < p.s; ++s) acc += wk[r * p.s + s] * loadu(ur - s * p.dil_w);
+          }
+          storeu(d + q, acc);
+        }
+        for (; q < wp; ++q) {
+          T acc = d[q];
+          for (int64_t r = 0; r < p.r; ++r)
+            for (int64_t s = 0; s < p.s; ++s) acc += wk[r * p.s + s] * u0[(eh - r * p.dil_h) * uw + q + ew - s * p.dil_w];
+          d[q] = acc;
+        }
+      }
+    }
+    // Fold the padded gradient into dx: every padded coordinate adds into the pixel it copied.
+    T* dx = a.dx + plane * hw;
+    for (int64_t i = 0; i < hw; ++i) dx[i] = T(0);
+    for (int64_t ph = 0; ph < hp; ++ph) {
+      const int64_t ih = a.row_map[ph];
+      if (ih < 0) continue;
+      T* dr = dx + ih * p.w;
+      const T* d = dxp + ph * wp;
+      for (int64_t q = 0; q < p.pad_l; ++q)
+        if (a.col_map[q] >= 0) dr[a.col_map[q]] += d[q];
+      for (int64_t iw = 0; iw < p.w; ++iw) dr[iw] += d[p.pad_l + iw];
+      for (int64_t q = p.pad_l + p.w; q < wp; ++q)
+        if (a.col_map[q] >= 0) dr[a.col_map[q]] += d[q];
+    }
+  }
+}
+
+// dw[t] += sum over the plane of dy * x at tap t, for NT taps at once (independent accumulators,
+// dy loaded once per vector). Lanes are summed in order, then the scalar tail.
+template <class T, int S, int NT>
+void dw_taps_dot(const ConvArgs<T>& a, const T* xp, const T* dyp, int64_t t0, T* dw) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L;
+  const Conv2dParams& p = *a.p;
+  const int64_t wp = p.w + p.pad_l + p.pad_r, sw = p.stride_w;
+  int64_t off[NT];
+  for (int t = 0; t < NT; ++t) off[t] = ((t0 + t) / p.s) * p.dil_h * wp + ((t0 + t) % p.s) * p.dil_w;
+  vec acc[NT];
+  T tail[NT];
+  for (int t = 0; t < NT; ++t) {
+    acc[t] = vec{};
+    tail[t] = T(0);
+  }
+  for (int64_t oh = 0; oh < p.oh; ++oh) {
+    const T* xr = xp + oh * p.stride_h * wp;
+    const T* dyr = dyp + oh * p.ow;
+    int64_t ow = 0;
+    for (; ow + L <= p.ow; ow += L) {
+      const vec g = loadu(dyr + ow);
+      for (int t = 0; t < NT; ++t) acc[t] += g * load_strided<T, S>(xr + off[t] + ow * sw, sw);
+    }
+    for (; ow < p.ow; ++ow)
+      for (int t = 0; t < NT; ++t) tail[t] += dyr[ow] * xr[off[t] + ow * sw];
+  }
+  for (int t = 0; t < NT; ++t) {
+    T sum = T(0);
+    for (int l = 0; l < L; ++l) sum += acc[t][l];
+    dw[t0 + t] += sum + tail[t];
+  }
+}
+
+template <class T, int S>
+void dw_all_taps(const ConvArgs<T>& a, const T* xp, const T* dyp, T* dw) {
+  const int64_t rs = a.p->r * a.p->s;
+  int64_t t = 0;
+  for (; t + 9 <= rs; t += 9) dw_taps_dot<T, S, 9>(a, xp, dyp, t, dw);
+  switch (rs - t) {
+    case 8: dw_taps_dot<T, S, 8>(a, xp, dyp, t, dw); break;
+    case 7: dw_taps_dot<T, S, 7>(a, xp, dyp, t, dw); break;
+    case 6: dw_taps_dot<T, S, 6>(a, xp, dyp, t, dw); break;
+    case 5: dw_taps_dot<T, S, 5>(a, xp, dyp, t, dw); break;
+    case 4: dw_taps_dot<T, S, 4>(a, xp, dyp, t, dw); break;
+    case 3: dw_taps_dot<T, S, 3>(a, xp, dyp, t, dw); break;
+    case 2: dw_taps_dot<T, S, 2>(a, xp, dyp, t, dw); break;
+    case 1: dw_taps_dot<T, S, 1>(a, xp, dyp, t, dw); break;
+    default: break;
+  }
+}
+
+template <class T>
+void dw_bwd_weight(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
+  const Conv2dParams& p = *a.p;
+  const int64_t kg = p.k / p.groups, hw = p.h * p.w, rs = p.r * p.s;
+  T* xp = a.ws;
+  for (int64_t plane = p0; plane < p1; ++plane) {  // plane = k (cg == 1)
+    const int64_t k = plane, g = k / kg;
+    T* dw = a.dw + plane * rs;
+    for (int64_t i = 0; i < rs; ++i) dw[i] = T(0);
+    for (int64_t n = 0; n < p.n; ++n) {
+      pad_plane(a, a.x + (n * p.c + g) * hw, xp);
+      const T* dyp = a.dy + (n * p.k + k) * p.oh * p.ow;
+      if (p.stride_w == 1) dw_all_taps<T, 1>(a, xp, dyp, dw);
+      else if (p.stride_w == 2) dw_all_taps<T, 2>(a, xp, dyp, dw);
+      else dw_all_taps<T, 0>(a, xp, dyp, dw);
+    }
+  }
+}

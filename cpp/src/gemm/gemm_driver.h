@@ -1,0 +1,118 @@
+// GEMM driver: packing and the five loops around the micro-kernel (BLIS's structure), as a
+// template over how B is packed, so that the convolution can pack B panels straight from the
+// NCHW input (implicit im2col) instead of from a column buffer.
+// Threads split the columns of C (or its rows when C is narrow), each thread running the serial
+// loops on its part with its own packing buffers; K is never split, so results are identical
+// for any thread count.
+//
+// pack_b(pc, kb, jc, nb, bp): pack B rows [pc, pc+kb) x columns [jc, jc+nb) into NR-column
+// panels bp[panel][k][j], zero-padded to NR columns.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels.h"
+#include "pyconv/gemm.h"
+#include "pyconv/parallel.h"
+#include "workspace.h"
+
+namespace pyconv {
+namespace gemm_detail {
+
+// Packs an mb x kb block of A into MR-row panels: ap[panel][k][i], zero-padded to MR rows.
+template <class T>
+void pack_a(int64_t mb, int64_t kb, const T* A, int64_t rsa, int64_t csa, int mr, T* ap) {
+  for (int64_t i0 = 0; i0 < mb; i0 += mr) {
+    const int64_t rows = std::min<int64_t>(mr, mb - i0);
+    if (csa == 1) {  // row-major A (weights): walk each row contiguously down the panel
+      for (int64_t i = 0; i < rows; ++i) {
+        const T* __restrict src = A + (i0 + i) * rsa;
+        for (int64_t k = 0; k < kb; ++k) ap[k * mr + i] = src[k];
+      }
+      for (int64_t k = 0; k < kb; ++k)
+        for (int64_t i = rows; i < mr; ++i) ap[k * mr + i] = T(0);
+    } else {
+      for (int64_t k = 0; k < kb; ++k) {
+        const T* src = A + i0 * rsa + k * csa;
+        int64_t i = 0;
+        for (; i < rows; ++i) ap[k * mr + i] = src[i * rsa];
+        for (; i < mr; ++i) ap[k * mr + i] = T(0);
+      }
+    }
+    ap += kb * mr;
+  }
+}
+
+template <class T, class PackB>
+void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, int64_t M, int64_t N, int64_t K, const T* A,
+                 int64_t rsa, int64_t csa, PackB&& pack_b, T* C, int64_t ldc, bool accumulate) {
+  const int mr = t.mr, nr = t.nr;
+  T* ap = scratch<T>(0, static_cast<size_t>(t.mc * t.kc));
+  T* bp = scratch<T>(1, static_cast<size_t>(t.kc * (t.nc + nr)));
+  alignas(64) T edge[14 * 32];  // largest tile in kGemmTiles
+  for (int64_t jc = 0; jc < N; jc += t.nc) {  // loop 5: columns of C, nc at a time
+    const int64_t nb = std::min(t.nc, N - jc);
+    for (int64_t pc = 0; pc < K; pc += t.kc) {  // loop 4: K, kc at a time (never parallel)
+      const int64_t kb = std::min(t.kc, K - pc);
+      const bool acc = accumulate || pc > 0;
+      pack_b(pc, kb, jc, nb, bp);
+      for (int64_t ic = 0; ic < M; ic += t.mc) {  // loop 3: rows of C, mc at a time
+        const int64_t mb = std::min(t.mc, M - ic);
+        pack_a(mb, kb, A + ic * rsa + pc * csa, rsa, csa, mr, ap);
+        for (int64_t jr = 0; jr < nb; jr += nr) {  // loop 2: NR-column micro-panels
+          const int64_t cols = std::min<int64_t>(nr, nb - jr);
+          for (int64_t ir = 0; ir < mb; ir += mr) {  // loop 1: MR-row micro-panels
+            const int64_t rows = std::min<int64_t>(mr, mb - ir);
+            T* c = C + (ic + ir) * ldc + jc + jr;
+            const T* a = ap + ir * kb;
+            const T* b = bp + jr * kb;
+            if (rows == mr && cols == nr) {
+              uk(kb, a, b, c, ldc, acc);
+              continue;
+            }
+            // Edge tile: full tile into a buffer, then the valid part (same sums, same bits).
+            uk(kb, a, b, edge, nr, false);
+            for (int64_t i = 0; i < rows; ++i)
+              for (int64_t j = 0; j < cols; ++j)
+                c[i * ldc + j] = acc ? c[i * ldc + j] + edge[i * nr + j] : edge[i * nr + j];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace gemm_detail
+
+// C[M][N] (+)= A * B with B supplied by pack_b (see above).
+// `isa` is resolved once by the caller, so its packing and the micro-kernel agree on the tile
+// even if the ISA cap changes meanwhile.
+template <class T, class PackB>
+void gemm_custom_b(Isa isa, int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa, PackB&& pack_b,
+                   T* C, int64_t ldc, bool accumulate, int nthreads) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
+    return;
+  }
+  const GemmTile& t = gemm_tile<T>(isa);
+  gemm_ukernel_fn<T>* uk = kernel_table<T>().gemm_ukernel[static_cast<int>(isa)];
+  const int64_t col_panels = (N + t.nr - 1) / t.nr, row_panels = (M + t.mr - 1) / t.mr;
+  if (nthreads <= 1 || (col_panels < 2 && row_panels < 2)) {
+    gemm_detail::gemm_serial(t, uk, M, N, K, A, rsa, csa, pack_b, C, ldc, accumulate);
+  } else if (col_panels >= 2 * static_cast<int64_t>(nthreads) || col_panels >= row_panels) {
+    parallel_for(col_panels, nthreads, [&](int64_t p0, int64_t p1) {
+      const int64_t j0 = p0 * t.nr, j1 = std::min(N, p1 * t.nr);
+      auto shifted = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) { pack_b(pc, kb, j0 + jc, nb, bp); };
+      gemm_detail::gemm_serial(t, uk, M, j1 - j0, K, A, rsa, csa, shifted, C + j0, ldc, accumulate);
+    });
+  } else {
+    parallel_for(row_panels, nthreads, [&](int64_t p0, int64_t p1) {
+      const int64_t i0 = p0 * t.mr, i1 = std::min(M, p1 * t.mr);
+      gemm_detail::gemm_serial(t, uk, i1 - i0, N, K, A + i0 * rsa, rsa, csa, pack_b, C + i0 * ldc, ldc, accumulate);
+    });
+  }
+}
+
+}  // namespace pyconv
