@@ -395,6 +395,7 @@ def conv2d_grad_weight(input, grad_output, weight_shape, stride=1, padding=0, di
     weight_shape = _shape(fn, "weight_shape", weight_shape, (4,))
     spec = _spec(_ConvSpec, fn, x.shape, weight_shape, stride, padding, dilation, groups, padding_mode)
     g = _grad_output(fn, spec, grad_output, "input", x)
+    _check_alloc(fn, "weight gradient", spec.weight_shape, x.dtype)
     return _core.conv2d_bwd_weight(_contig(x.reshape(spec.input_shape)), g, spec.weight_shape, *spec.core_args(algo))
 
 
