@@ -179,10 +179,13 @@ def run(cases, threads=None, repeats=7, algos=("direct", "im2col"), directions=D
 def _run_pool(case, x, torch, repeats, rng):
     kw = dict(kernel_size=case.kernel, stride=case.stride, padding=case.padding)
     pool = F.max_pool2d if case.op == "max" else F.avg_pool2d
-    y = pool(x, **kw)
+    if case.op == "max":  # the gradient uses the forward's indices, as autograd (and torch's) does
+        y, idx = F.max_pool2d(x, return_indices=True, **kw)
+    else:
+        y = pool(x, **kw)
     dy = rng.standard_normal(y.shape).astype(x.dtype)
     if case.op == "max":
-        grad = lambda: F.max_pool2d_grad(dy, x, **kw)  # noqa: E731
+        grad = lambda: F.max_pool2d_grad(dy, x, indices=idx, **kw)  # noqa: E731
     else:
         grad = lambda: F.avg_pool2d_grad(dy, x.shape, **kw)  # noqa: E731
     calls = {("fwd", "direct"): lambda: pool(x, **kw), ("bwd", "direct"): grad}

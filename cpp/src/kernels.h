@@ -1,6 +1,7 @@
 // Kernel signatures and declarations (expanded from kernels.def). Kernels take pointers, sizes
 // and a work range; they never allocate, never start threads and never touch Python.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 #include "pyconv/conv2d.h"
@@ -33,11 +34,14 @@ struct ConvArgs {
 // Scratch elements a direct kernel may use per thread (0: it needs none). With cg == 1
 // (depthwise) the kernels work on padded planes: the input (or the gradient) padded through the
 // maps, and for bwd_data a zero-stuffed copy of dy.
+// With groups == 1 and C <= 4 (first layers) the weight gradient pads all C input planes.
 inline int64_t conv2d_direct_ws_size(const Conv2dParams& p) {
-  if (p.c / p.groups != 1) return 0;
   const int64_t hp = p.h + p.pad_t + p.pad_b, wp = p.w + p.pad_l + p.pad_r;
   const int64_t uh = hp + (p.r - 1) * p.dil_h, uw = wp + (p.s - 1) * p.dil_w;
-  return hp * wp + uh * uw + 256;
+  int64_t n = 0;
+  if (p.c / p.groups == 1) n = hp * wp + uh * uw + 256;
+  if (p.groups == 1 && p.c <= 4) n = std::max<int64_t>(n, p.c * hp * wp + 64 + p.k * p.c * p.r * p.s * 16 + 256);
+  return n;
 }
 
 // Work ranges: fwd over planes n*K + k; bwd_data over planes n*C + c; bwd_weight over weight

@@ -33,7 +33,7 @@ class Buffer {
   T* p_ = nullptr;
 };
 
-// Per-thread scratch slot `slot` (0 or 1) with room for at least n elements of T.
+// Per-thread scratch slot `slot` (0, 1 or 2) with room for at least n elements of T.
 template <class T>
 T* scratch(int slot, size_t n) {
   struct Slot {
@@ -41,7 +41,7 @@ T* scratch(int slot, size_t n) {
     size_t bytes = 0;
     ~Slot() { std::free(p); }
   };
-  thread_local Slot slots[2];
+  thread_local Slot slots[3];
   Slot& s = slots[slot];
   const size_t bytes = n * sizeof(T);
   if (s.bytes < bytes) {

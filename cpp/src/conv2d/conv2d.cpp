@@ -189,19 +189,38 @@ void conv2d_validate(Conv2dParams& p) {
   checked_numel({p.n, p.k, p.oh, p.ow}, "output");
 }
 
-// "auto": 1x1 stride-1 unpadded convolutions are a plain GEMM on the input (no im2col copy).
-// Otherwise im2col + GEMM, unless a group has fewer than 4 filters: the GEMM's M dimension then
-// cannot fill the micro-kernel and the direct row AXPYs win (depthwise convolutions).
-// Measured 2026-11-26, 2 threads, AVX-512, float32, GFLOP/s fwd/bwd_data/bwd_weight:
-//   shape                          direct          im2col
-//   1x3x32x32, 10 5x5 pad 2        13 / 10 /  7    32 / 21 / 19
-//   128x3x32x32, 32 3x3 pad 1      17 / 16 /  8    95 / 95 / 32
-//   32x64x16x16, 128 3x3 pad 1      9 / 10 /  5   152 /159 /138
-//   1x32x112x112 depthwise 3x3     38 / 24 / 24     5 /  5 /  1
+// "auto": 1x1 stride-1 unpadded convolutions are a plain GEMM on the input (no column copy).
+// One input channel per group (depthwise; cg == 1) runs the direct kernels' depthwise path
+// (padded planes, taps accumulated in registers) while the channel multiplier kg is small
+// (bwd_data rebuilds a zero-stuffed dy plane per filter, so it keeps that only for kg <= 2).
+// Otherwise implicit im2col + GEMM, unless a group has fewer than 4 filters (the GEMM's M cannot
+// fill the micro-kernel; grouped layers).
+// Measured 2026-11-26, 1 thread (the shared 2-core machine was loaded), AVX-512, float32,
+// GFLOP/s fwd / bwd_data / bwd_weight, direct vs im2col:
+//   shape (x; w; groups)                 direct              im2col
+//   64x1x28x28;  6x1x5x5   (kg 6)         32 /  4 / 16         21 / 18 / 12
+//   64x1x28x28;  32x1x3x3  (kg 32)        24 /  4 / 14         45 / 36 / 16
+//   8x32x56x56;  64x1x3x3; g32 (kg 2)     26 /  8 / 24          7 /  8 /  3
+//   8x64x56x56;  64x2x3x3; g32 (cg 2)     15 / 14 /  8          8 / 10 /  4
+//   64x6x12x12;  16x6x5x5                  5 /  3 /  2         30 / 20 / 20
+//   128x3x32x32; 32x3x3x3                  9 /  9 /  4         86 / 62 / 37
+//   1x3x32x32;   6x3x5x5                   9 /  8 /  4         20 / 18 / 12
+// and after the first-layer weight-gradient kernel (direct bwd_weight vs im2col bwd_weight):
+//   128x3x32x32; 32x3x3x3 pad 1           77 vs 34       1x3x32x32; 10x3x5x5 pad 2   54 vs 16
+//   8x3x224x224; 64x3x11x11 stride 4      22 vs 91 (element-wise loads: stays im2col)
+// (2 threads, unloaded moments: 1x32x112x112 depthwise 3x3 direct 46 / 28 / 29 vs torch 30 / 28 / 32.)
 ConvAlgo conv2d_choose_algo(const Conv2dParams& p, ConvDir dir) {
-  (void)dir;
   if (is_pointwise(p)) return ConvAlgo::im2col;
-  return p.k / p.groups >= 4 ? ConvAlgo::im2col : ConvAlgo::direct;
+  const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
+  if (cg == 1) {
+    if (kg <= 2) return ConvAlgo::direct;
+    if (kg <= 8 && dir != ConvDir::bwd_data) return ConvAlgo::direct;
+    return ConvAlgo::im2col;
+  }
+  // First layers' weight gradient (C <= 4): the direct kernel's register-blocked dot products
+  // beat packing a 27-row column matrix per image (strides 1-2; wider strides load element-wise).
+  if (dir == ConvDir::bwd_weight && p.groups == 1 && p.c <= 4 && p.stride_w <= 2) return ConvAlgo::direct;
+  return kg >= 4 ? ConvAlgo::im2col : ConvAlgo::direct;
 }
 
 template <class T>
@@ -287,7 +306,32 @@ void conv2d_bwd_data(const Conv2dParams& p0, const T* dy, const T* w, T* dx, Con
       }
     }
   };
-  for_each_image<T>(p, nt, pointwise, image);
+  const TilePlan plan = plan_tiles(p, sizeof(T), nt);
+  if (pointwise || plan.image_threads > 1 || nt <= 1 || cg < 2) {
+    for_each_image<T>(p, nt, pointwise, image);
+    return;
+  }
+  // Fewer images than threads: one parallel region in which each thread owns a range of input
+  // channels, i.e. its rows (cl, r, s) of the column matrix, for every image and tile: its own
+  // GEMM rows and its own col2im, instead of two parallel regions per tile. Same tile, same
+  // per-element sums as above, so the same bits.
+  const int64_t rs = p.r * p.s, tile = plan.tile;
+  parallel_for(cg, nt, [&](int64_t c0, int64_t c1) {
+    Buffer<T> cols(static_cast<size_t>((c1 - c0) * rs * tile));
+    for (int64_t n = 0; n < p.n; ++n) {
+      T* dxn = dx + n * p.c * hw;
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const T* wg = w + g * kg * rows + c0 * rs;  // columns [c0*rs, c1*rs) of the weight block
+        const T* dyg = dy + (n * p.k + g * kg) * ohw;
+        std::fill(dxn + (g * cg + c0) * hw, dxn + (g * cg + c1) * hw, T(0));
+        for (int64_t q0 = 0; q0 < ohw; q0 += tile) {
+          const int64_t q1 = std::min(ohw, q0 + tile), np = q1 - q0;
+          gemm<T>((c1 - c0) * rs, np, kg, wg, 1, rows, dyg + q0, ohw, 1, cols.get(), np, false, 1);
+          col2im(a, n, g, q0, q1, c0, c1, cols.get() - c0 * rs * np);  // col2im indexes rows from 0
+        }
+      }
+    }
+  });
 }
 
 template <class T>

@@ -70,6 +70,7 @@ template <class T>
 void bwd_weight(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
   const Conv2dParams& p = *a.p;
   if (p.c == p.groups && a.ws != nullptr) return dw_bwd_weight(a, p0, p1);
+  if (p.groups == 1 && p.c <= kSmallC && a.ws != nullptr) return small_c_bwd_weight(a, p0, p1);
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups, hw = p.h * p.w, rs = p.r * p.s;
   for (int64_t plane = p0; plane < p1; ++plane) {
     const int64_t k = plane / cg, cl = plane % cg, g = k / kg;

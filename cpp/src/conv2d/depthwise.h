@@ -225,3 +225,110 @@ void dw_bwd_weight(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
     }
   }
 }
+
+// ---- Weight gradient for layers with few input channels (groups == 1, C <= kSmallC) ----------
+// dw[k][t] (t = (cl*R + r)*S + s) = sum_n sum_oh,ow dy[n][k][oh][ow] * xp_cl[oh*sh + r*dh][ow*sw + s*dw]
+// with the C input planes of image n padded once into the scratch. Register blocks of KB filters
+// x TB taps (independent vector accumulators, dy and x each loaded once per block and vector);
+// every dw element has its own chain (vector lanes in output order, lanes summed in order, then
+// the scalar tail), so the blocking and the thread split never change a result.
+constexpr int64_t kSmallC = 4;
+
+template <class T, int S, int KB, int TB>
+void small_c_block(const ConvArgs<T>& a, const T* xp, int64_t n, int64_t k0, int64_t t0, T* vb, T* dw) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L;
+  const Conv2dParams& p = *a.p;
+  const int64_t hp = p.h + p.pad_t + p.pad_b, wp = p.w + p.pad_l + p.pad_r, sw = p.stride_w;
+  const int64_t rs = p.r * p.s, rows = p.c * rs;
+  int64_t off[TB];
+  for (int t = 0; t < TB; ++t) {
+    const int64_t tt = t0 + t, cl = tt / rs, r = (tt / p.s) % p.r, s = tt % p.s;
+    off[t] = cl * hp * wp + r * p.dil_h * wp + s * p.dil_w;
+  }
+  const T* dyk[KB];
+  for (int kk = 0; kk < KB; ++kk) dyk[kk] = a.dy + (n * p.k + k0 + kk) * p.oh * p.ow;
+  vec acc[KB][TB];
+  T tail[KB][TB];
+  for (int kk = 0; kk < KB; ++kk)
+    for (int t = 0; t < TB; ++t) {
+      acc[kk][t] = loadu(vb + ((k0 + kk) * rows + t0 + t) * L);  // lanes carried across images
+      tail[kk][t] = T(0);
+    }
+  for (int64_t oh = 0; oh < p.oh; ++oh) {
+    const T* xr = xp + oh * p.stride_h * wp;
+    int64_t ow = 0;
+    for (; ow + L <= p.ow; ow += L) {
+      vec g[KB];
+      for (int kk = 0; kk < KB; ++kk) g[kk] = loadu(dyk[kk] + oh * p.ow + ow);
+      for (int t = 0; t < TB; ++t) {
+        const vec xv = load_strided<T, S>(xr + off[t] + ow * sw, sw);
+        for (int kk = 0; kk < KB; ++kk) acc[kk][t] += g[kk] * xv;
+      }
+    }
+    for (; ow < p.ow; ++ow)
+      for (int kk = 0; kk < KB; ++kk)
+        for (int t = 0; t < TB; ++t) tail[kk][t] += dyk[kk][oh * p.ow + ow] * xr[off[t] + ow * sw];
+  }
+  for (int kk = 0; kk < KB; ++kk)
+    for (int t = 0; t < TB; ++t) {
+      storeu(vb + ((k0 + kk) * rows + t0 + t) * L, acc[kk][t]);
+      dw[(k0 + kk) * rows + t0 + t] += tail[kk][t];
+    }
+}
+
+// Filters [k0, k1) x taps [t0, t1) of image n.
+template <class T, int S>
+void small_c_range(const ConvArgs<T>& a, const T* xp, int64_t n, int64_t k0, int64_t k1, int64_t t0, int64_t t1,
+                   T* vb, T* dw) {
+  constexpr int KB = 4, TB = 6;
+  int64_t k = k0;
+  for (; k + KB <= k1; k += KB) {
+    int64_t t = t0;
+    for (; t + TB <= t1; t += TB) small_c_block<T, S, KB, TB>(a, xp, n, k, t, vb, dw);
+    for (; t < t1; ++t) small_c_block<T, S, KB, 1>(a, xp, n, k, t, vb, dw);
+  }
+  for (; k < k1; ++k) {
+    int64_t t = t0;
+    for (; t + TB <= t1; t += TB) small_c_block<T, S, 1, TB>(a, xp, n, k, t, vb, dw);
+    for (; t < t1; ++t) small_c_block<T, S, 1, 1>(a, xp, n, k, t, vb, dw);
+  }
+}
+
+template <class T>
+void small_c_bwd_weight(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
+  constexpr int L = V<T>::L;
+  const Conv2dParams& p = *a.p;
+  const int64_t hw = p.h * p.w, rs = p.r * p.s, cg = p.c;  // groups == 1
+  const int64_t hp = p.h + p.pad_t + p.pad_b, wp = p.w + p.pad_l + p.pad_r;
+  T* xp = a.ws;
+  T* vb = a.ws + cg * hp * wp + 64;  // vector partial sums, L lanes per dw element
+  // dw holds the scalar tails until the end; vb the vector lanes (carried across images).
+  for (int64_t i = p0 * rs; i < p1 * rs; ++i) a.dw[i] = T(0);  // planes k*cg + cl, rs taps each
+  for (int64_t i = p0 * rs * L; i < p1 * rs * L; ++i) vb[i] = T(0);
+  // Whole filters in the middle, partial ones (a thread range may start or end inside a filter)
+  // at the ends: same arithmetic either way.
+  const int64_t ka = (p0 + cg - 1) / cg, kb = p1 / cg;
+  for (int64_t n = 0; n < p.n; ++n) {
+    for (int64_t cl = 0; cl < cg; ++cl) pad_plane(a, a.x + (n * p.c + cl) * hw, xp + cl * hp * wp);
+    auto run = [&](int64_t k0, int64_t k1, int64_t t0, int64_t t1) {
+      if (k0 >= k1 || t0 >= t1) return;
+      if (p.stride_w == 1) small_c_range<T, 1>(a, xp, n, k0, k1, t0, t1, vb, a.dw);
+      else if (p.stride_w == 2) small_c_range<T, 2>(a, xp, n, k0, k1, t0, t1, vb, a.dw);
+      else small_c_range<T, 0>(a, xp, n, k0, k1, t0, t1, vb, a.dw);
+    };
+    if (ka > kb) {  // the range lies inside one filter
+      run(p0 / cg, p0 / cg + 1, (p0 % cg) * rs, (p1 - (p0 / cg) * cg) * rs);
+      continue;
+    }
+    run(ka - 1, ka, (p0 - (ka - 1) * cg) * rs, cg * rs);  // head: filter ka-1 from plane p0 (if partial)
+    run(ka, kb, 0, cg * rs);
+    run(kb, kb + 1, 0, (p1 - kb * cg) * rs);  // tail: filter kb up to plane p1 (if partial)
+  }
+  // dw = (sum of the lanes in order) + the scalar tails.
+  for (int64_t i = p0 * rs; i < p1 * rs; ++i) {
+    T sum = T(0);
+    for (int l = 0; l < L; ++l) sum += vb[i * L + l];
+    a.dw[i] = sum + a.dw[i];
+  }
+}

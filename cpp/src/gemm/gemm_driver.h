@@ -43,11 +43,21 @@ void pack_a(int64_t mb, int64_t kb, const T* A, int64_t rsa, int64_t csa, int mr
   }
 }
 
+// A packed once for the whole call: block (pc, ic) of the serial loops at
+// (pc / kc) * (Mp * kc) + ic * kb (Mp = M rounded up to MR), shared by every thread and column
+// block instead of being packed again per thread and per nc columns.
+template <class T>
+struct PrepackedA {
+  const T* data = nullptr;
+  int64_t mp = 0;  // M rounded up to MR
+};
+
 template <class T, class PackB>
 void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, int64_t M, int64_t N, int64_t K, const T* A,
-                 int64_t rsa, int64_t csa, PackB&& pack_b, T* C, int64_t ldc, bool accumulate) {
+                 int64_t rsa, int64_t csa, PackB&& pack_b, T* C, int64_t ldc, bool accumulate,
+                 PrepackedA<T> pre = {}, int64_t pre_row0 = 0) {
   const int mr = t.mr, nr = t.nr;
-  T* ap = scratch<T>(0, static_cast<size_t>(t.mc * t.kc));
+  T* ap = pre.data ? nullptr : scratch<T>(0, static_cast<size_t>(t.mc * t.kc));
   T* bp = scratch<T>(1, static_cast<size_t>(t.kc * (t.nc + nr)));
   alignas(64) T edge[14 * 32];  // largest tile in kGemmTiles
   for (int64_t jc = 0; jc < N; jc += t.nc) {  // loop 5: columns of C, nc at a time
@@ -58,7 +68,11 @@ void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, int64_t M, int64_t N
       pack_b(pc, kb, jc, nb, bp);
       for (int64_t ic = 0; ic < M; ic += t.mc) {  // loop 3: rows of C, mc at a time
         const int64_t mb = std::min(t.mc, M - ic);
-        pack_a(mb, kb, A + ic * rsa + pc * csa, rsa, csa, mr, ap);
+        if (pre.data != nullptr) {  // rows [pre_row0 + ic, ...) of the prepacked A (pre_row0 % MR == 0)
+          ap = const_cast<T*>(pre.data) + (pc / t.kc) * (pre.mp * t.kc) + (pre_row0 + ic) * kb;
+        } else {
+          pack_a(mb, kb, A + ic * rsa + pc * csa, rsa, csa, mr, ap);
+        }
         for (int64_t jr = 0; jr < nb; jr += nr) {  // loop 2: NR-column micro-panels
           const int64_t cols = std::min<int64_t>(nr, nb - jr);
           for (int64_t ir = 0; ir < mb; ir += mr) {  // loop 1: MR-row micro-panels
@@ -99,18 +113,40 @@ void gemm_custom_b(Isa isa, int64_t M, int64_t N, int64_t K, const T* A, int64_t
   const GemmTile& t = gemm_tile<T>(isa);
   gemm_ukernel_fn<T>* uk = kernel_table<T>().gemm_ukernel[static_cast<int>(isa)];
   const int64_t col_panels = (N + t.nr - 1) / t.nr, row_panels = (M + t.mr - 1) / t.mr;
+  const bool split_cols = nthreads > 1 && (col_panels >= 2 || row_panels >= 2) &&
+                          (col_panels >= 2 * static_cast<int64_t>(nthreads) || col_panels >= row_panels);
+  // Prepack A when it would otherwise be packed more than once (several threads over the
+  // columns, or several nc blocks), within a few MiB of the calling thread's scratch.
+  gemm_detail::PrepackedA<T> pre;
+  const int64_t mp = row_panels * t.mr;
+  const int64_t col_blocks = (N + t.nc - 1) / t.nc;
+  constexpr int64_t kMaxPrepackBytes = int64_t{16} << 20;
+  if ((split_cols || col_blocks > 1) && mp * K * static_cast<int64_t>(sizeof(T)) <= kMaxPrepackBytes) {
+    const int64_t kblocks = (K + t.kc - 1) / t.kc, mblocks = (M + t.mc - 1) / t.mc;
+    T* buf = scratch<T>(2, static_cast<size_t>(mp * K));
+    parallel_for(kblocks * mblocks, split_cols ? nthreads : 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t pc = (b / mblocks) * t.kc, ic = (b % mblocks) * t.mc;
+        const int64_t kb = std::min(t.kc, K - pc), mb = std::min(t.mc, M - ic);
+        gemm_detail::pack_a(mb, kb, A + ic * rsa + pc * csa, rsa, csa, t.mr, buf + (pc / t.kc) * (mp * t.kc) + ic * kb);
+      }
+    });
+    pre.data = buf;
+    pre.mp = mp;
+  }
   if (nthreads <= 1 || (col_panels < 2 && row_panels < 2)) {
-    gemm_detail::gemm_serial(t, uk, M, N, K, A, rsa, csa, pack_b, C, ldc, accumulate);
-  } else if (col_panels >= 2 * static_cast<int64_t>(nthreads) || col_panels >= row_panels) {
+    gemm_detail::gemm_serial(t, uk, M, N, K, A, rsa, csa, pack_b, C, ldc, accumulate, pre);
+  } else if (split_cols) {
     parallel_for(col_panels, nthreads, [&](int64_t p0, int64_t p1) {
       const int64_t j0 = p0 * t.nr, j1 = std::min(N, p1 * t.nr);
       auto shifted = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) { pack_b(pc, kb, j0 + jc, nb, bp); };
-      gemm_detail::gemm_serial(t, uk, M, j1 - j0, K, A, rsa, csa, shifted, C + j0, ldc, accumulate);
+      gemm_detail::gemm_serial(t, uk, M, j1 - j0, K, A, rsa, csa, shifted, C + j0, ldc, accumulate, pre);
     });
   } else {
     parallel_for(row_panels, nthreads, [&](int64_t p0, int64_t p1) {
       const int64_t i0 = p0 * t.mr, i1 = std::min(M, p1 * t.mr);
-      gemm_detail::gemm_serial(t, uk, i1 - i0, N, K, A + i0 * rsa, rsa, csa, pack_b, C + i0 * ldc, ldc, accumulate);
+      gemm_detail::gemm_serial(t, uk, i1 - i0, N, K, A + i0 * rsa, rsa, csa, pack_b, C + i0 * ldc, ldc, accumulate,
+                               pre, i0);
     });
   }
 }
