@@ -24,6 +24,7 @@ from ._runtime import (
     set_workspace_limit,
 )
 
+from .check import check
 from .random import manual_seed
 from .summary import summary
 from .tensor import Tensor, enable_grad, no_grad, tensor
@@ -40,6 +41,7 @@ __all__ = [
     "enable_grad",
     "manual_seed",
     "summary",
+    "check",
     "compiled_isas",
     "cpu_isa",
     "get_max_isa",

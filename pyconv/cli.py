@@ -238,6 +238,12 @@ def _predict(args):
     return 0
 
 
+def _check(args):
+    from .check import run
+
+    return run(quiet=args.quiet, isas=args.isa)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump): `pyconv X: error: ...`, exit status 2."""
 
@@ -303,6 +309,12 @@ def build_parser():
     p.add_argument("--no-torch", action="store_true", help="do not time torch even if importable")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("check", help="self-test: every compiled kernel on this CPU against a float64 reference")
+    from .check import add_arguments as _check_arguments
+
+    _check_arguments(p)
+    p.set_defaults(func=_check)
     return parser
 
 

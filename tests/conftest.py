@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import cases
+import hypothesis_profiles  # noqa: F401  (profiles must exist before the hypothesis plugin loads one)
 
 
 def pytest_configure(config):
