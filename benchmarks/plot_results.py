@@ -31,7 +31,7 @@ def main():
         sel = {r["case"]: r for r in conv if r["direction"] == d}
         x = np.arange(len(cases))
         py = [sel[c]["gflops"] if c in sel else 0 for c in cases]
-        tt = [sel[c]["gflops"] * sel[c]["ratio"] if c in sel and "ratio" in sel[c] else 0 for c in cases]
+        tt = [sel[c]["gflops"] / sel[c]["ratio"] if c in sel and "ratio" in sel[c] else 0 for c in cases]
         ax.bar(x - 0.2, py, 0.4, label=f"pyconv ({args.algo})")
         ax.bar(x + 0.2, tt, 0.4, label="torch")
         ax.set_xticks(x)
@@ -44,7 +44,7 @@ def main():
     labels = [f"{r['case']} {r['direction']}" for r in pool]
     x = np.arange(len(pool))
     ax.bar(x - 0.2, [r["gbps"] for r in pool], 0.4, label="pyconv")
-    ax.bar(x + 0.2, [r["gbps"] * r["ratio"] if "ratio" in r else 0 for r in pool], 0.4, label="torch")
+    ax.bar(x + 0.2, [r["gbps"] / r["ratio"] if "ratio" in r else 0 for r in pool], 0.4, label="torch")
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("GB/s")

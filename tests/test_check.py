@@ -188,10 +188,12 @@ def test_wired_into_package_and_cli():
     if not callable(getattr(pyconv, "check", None)):
         pytest.skip("pyconv.check is not wired into pyconv/__init__.py yet")
     assert pyconv.check is chk.check
+    # From "/": in the repository root `-m` would import the source tree, which lacks the compiled
+    # extension when pyconv is installed non-editable (the sanitizer run).
     proc = subprocess.run([sys.executable, "-m", "pyconv", "check", "--quiet"], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd="/")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "all passed" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "pyconv.check", "--quiet"], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd="/")
     assert proc.returncode == 0 and "all passed" in proc.stdout, proc.stderr[-2000:]

@@ -96,19 +96,49 @@ void dw_bwd_data(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
   const int64_t eh = (p.r - 1) * p.dil_h, ew = (p.s - 1) * p.dil_w, uw = wp + ew;
   T* dxp = a.ws;
   T* u = a.ws + hp * wp;
+  // Every plane writes dy to the same positions of u, so the zeros around them are set once.
+  for (int64_t i = 0; i < (hp + eh) * uw; ++i) u[i] = T(0);
   for (int64_t plane = p0; plane < p1; ++plane) {
     const int64_t n = plane / p.c, c = plane % p.c;  // cg == 1: group c
-    for (int64_t i = 0; i < hp * wp; ++i) dxp[i] = T(0);
+    if (kg > 1 || wp < L)  // accumulated over filters (else each row is written whole below)
+      for (int64_t i = 0; i < hp * wp; ++i) dxp[i] = T(0);
     for (int64_t k = c * kg; k < (c + 1) * kg; ++k) {
       const T* wk = a.w + k * rs;
       const T* dyp = a.dy + (n * p.k + k) * p.oh * p.ow;
-      for (int64_t i = 0; i < (hp + eh) * uw; ++i) u[i] = T(0);
-      for (int64_t oh = 0; oh < p.oh; ++oh)
-        for (int64_t ow = 0; ow < p.ow; ++ow) u[(oh * p.stride_h + eh) * uw + ow * p.stride_w + ew] = dyp[oh * p.ow + ow];
+      for (int64_t oh = 0; oh < p.oh; ++oh) {
+        T* ur = u + (oh * p.stride_h + eh) * uw + ew;
+        const T* dr = dyp + oh * p.ow;
+        if (p.stride_w == 1) {
+          __builtin_memcpy(ur, dr, sizeof(T) * static_cast<size_t>(p.ow));
+        } else {
+          for (int64_t ow = 0; ow < p.ow; ++ow) ur[ow * p.stride_w] = dr[ow];
+        }
+      }
       for (int64_t ph = 0; ph < hp; ++ph) {
         if (a.row_map[ph] < 0) continue;  // a zero-padding row: nothing to fold back
         T* d = dxp + ph * wp;
         const T* u0 = u + ph * uw;
+        if (kg == 1 && wp >= L) {
+          // One filter: the row is written, not accumulated, so the last vectors may overlap.
+          for (int64_t q0 = 0; q0 < wp; q0 += 4 * L) {
+            const int64_t q = q0 + 4 * L <= wp ? q0 : (wp >= 4 * L ? wp - 4 * L : q0);
+            const int nv = wp >= 4 * L ? 4 : static_cast<int>((wp - q + L - 1) / L);
+            vec acc[4] = {};
+            for (int64_t r = 0; r < p.r; ++r) {
+              const T* ur = u0 + (eh - r * p.dil_h) * uw + ew;
+              for (int64_t s = 0; s < p.s; ++s) {
+                const T wv = wk[r * p.s + s];
+                for (int v = 0; v < 4; ++v) {
+                  const int64_t qv = q + v * L + L <= wp ? q + v * L : wp - L;
+                  if (v < nv) acc[v] += wv * loadu(ur - s * p.dil_w + qv);
+                }
+              }
+            }
+            for (int v = 0; v < nv; ++v) storeu(d + (q + v * L + L <= wp ? q + v * L : wp - L), acc[v]);
+            if (wp < 4 * L) break;
+          }
+          continue;
+        }
         int64_t q = 0;
         for (; q + 4 * L <= wp; q += 4 * L) {  // four independent accumulators
           vec acc[4];
@@ -140,6 +170,11 @@ void dw_bwd_data(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
     }
     // Fold the padded gradient into dx: every padded coordinate adds into the pixel it copied.
     T* dx = a.dx + plane * hw;
+    if (p.mode == PadMode::zeros) {  // only the interior maps anywhere: a copy
+      for (int64_t ih = 0; ih < p.h; ++ih)
+        __builtin_memcpy(dx + ih * p.w, dxp + (ih + p.pad_t) * wp + p.pad_l, sizeof(T) * static_cast<size_t>(p.w));
+      continue;
+    }
     for (int64_t i = 0; i < hw; ++i) dx[i] = T(0);
     for (int64_t ph = 0; ph < hp; ++ph) {
       const int64_t ih = a.row_map[ph];
@@ -286,11 +321,13 @@ void small_c_range(const ConvArgs<T>& a, const T* xp, int64_t n, int64_t k0, int
   for (; k + KB <= k1; k += KB) {
     int64_t t = t0;
     for (; t + TB <= t1; t += TB) small_c_block<T, S, KB, TB>(a, xp, n, k, t, vb, dw);
+    for (; t + 3 <= t1; t += 3) small_c_block<T, S, KB, 3>(a, xp, n, k, t, vb, dw);
     for (; t < t1; ++t) small_c_block<T, S, KB, 1>(a, xp, n, k, t, vb, dw);
   }
   for (; k < k1; ++k) {
     int64_t t = t0;
     for (; t + TB <= t1; t += TB) small_c_block<T, S, 1, TB>(a, xp, n, k, t, vb, dw);
+    for (; t + 3 <= t1; t += 3) small_c_block<T, S, 1, 3>(a, xp, n, k, t, vb, dw);
     for (; t < t1; ++t) small_c_block<T, S, 1, 1>(a, xp, n, k, t, vb, dw);
   }
 }
