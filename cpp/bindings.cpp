@@ -307,6 +307,9 @@ PYBIND11_MODULE(_core, m) {
     if (dir < 0 || dir > 2) throw std::invalid_argument("direction code must be 0..2");
     return conv2d_choose_algo(p, static_cast<ConvDir>(dir)) == ConvAlgo::direct ? "direct" : "im2col";
   });
+  m.def("conv2d_column_bytes", [](I4 in, I4 ws, I2 stride, I4 pad, I2 dil, int64_t groups, int mode, size_t itemsize) {
+    return conv2d_column_bytes(conv_params(in, ws, stride, pad, dil, groups, mode), itemsize, num_threads());
+  });
   m.def("max_pool2d_fwd", [](py::array x, I2 k, I2 stride, I2 pad, I2 dil, bool ceil_mode) {
     return by_dtype<py::tuple>(x, "input", [&] { return max_pool2d_fwd_t<float>(x, k, stride, pad, dil, ceil_mode); },
                                [&] { return max_pool2d_fwd_t<double>(x, k, stride, pad, dil, ceil_mode); });

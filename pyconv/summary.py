@@ -19,7 +19,7 @@ class Row:
     params: int
     flops: int  # per image; a multiply-add counts 2
     receptive_field: tuple = None  # (rows, cols) of input pixels one output sees
-    workspace_bytes: int = 0  # im2col column buffer per image (0 for direct and 1x1 layers)
+    workspace_bytes: int = 0  # im2col column buffers of the input-gradient pass, one image (0: none)
     notes: list = field(default_factory=list)
 
 
@@ -63,7 +63,8 @@ class Summary:
         out += [fmt(x) for x in lines]
         out.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
         out.append(f"total params: {self.total_params:,}   total MFLOPs per image: {self.total_flops / 1e6:.3f}   "
-                   f"largest im2col workspace: {self.max_workspace_bytes / 1024:.1f} KiB ({self.dtype})")
+                   f"largest im2col column buffer: {self.max_workspace_bytes / 1024:.1f} KiB ({self.dtype}; "
+                   "input-gradient pass, batch 1)")
         for r in self.rows:
             for note in r.notes:
                 out.append(f"! {r.name}: {r.layer}: {note}")
@@ -132,11 +133,11 @@ def summary(model, input_shape, dtype=np.float32):
                 row.flops = 2 * out_elems * cg * k[0] * k[1]
                 algo = m.algo if m.algo != "auto" else _core.conv2d_choose_algo(
                     (1,) + ishape, m.weight.shape, m.stride, spec.pads, m.dilation, m.groups,
-                    F._MODE_CODE[m.padding_mode], 0)
-                pointwise = k == (1, 1) and stride == (1, 1) and spec.pads == (0, 0, 0, 0)
-                if algo == "im2col" and not pointwise:
-                    cols = cg * k[0] * k[1] * oshape[1] * oshape[2] * itemsize
-                    row.workspace_bytes = int(min(cols, _runtime.get_workspace_limit()))
+                    F._MODE_CODE[m.padding_mode], 1)
+                if algo == "im2col":
+                    row.workspace_bytes = int(_core.conv2d_column_bytes(
+                        (1,) + ishape, m.weight.shape, m.stride, spec.pads, m.dilation, m.groups,
+                        F._MODE_CODE[m.padding_mode], itemsize))
             else:
                 k = _pair(m.kernel_size)
                 stride = _pair(m.stride)

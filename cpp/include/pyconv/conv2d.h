@@ -32,6 +32,11 @@ void conv2d_validate(Conv2dParams& p);
 // The "auto" heuristic: which algorithm runs for this shape and direction.
 ConvAlgo conv2d_choose_algo(const Conv2dParams& p, ConvDir dir);
 
+// Bytes of im2col column buffers one call allocates with `threads` threads. Only the input-
+// gradient pass has them (the forward and weight-gradient passes pack GEMM panels straight from
+// the input); 0 for 1x1 stride-1 layers. Bounded by workspace_limit().
+int64_t conv2d_column_bytes(const Conv2dParams& p, size_t elem_size, int threads);
+
 template <class T>
 void conv2d_fwd(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, ConvAlgo algo);
 template <class T>

@@ -157,6 +157,15 @@ void for_each_image(const Conv2dParams& p, int nt, bool pointwise, F&& image) {
 
 }  // namespace
 
+int64_t conv2d_column_bytes(const Conv2dParams& p0, size_t elem_size, int threads) {
+  Conv2dParams p = p0;
+  conv2d_validate(p);
+  if (is_pointwise(p) || p.n == 0) return 0;
+  const TilePlan plan = plan_tiles(p, elem_size, threads_for(macs(p), threads));
+  const int64_t rows = p.c / p.groups * p.r * p.s;
+  return rows * plan.tile * static_cast<int64_t>(elem_size) * std::max(plan.image_threads, 1);
+}
+
 void conv2d_validate(Conv2dParams& p) {
   require(p.n >= 0, "batch size must be >= 0, got " + s(p.n));
   require(p.c >= 1 && p.h >= 1 && p.w >= 1,
