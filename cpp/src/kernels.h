@@ -49,12 +49,8 @@ inline int64_t conv2d_direct_ws_size(const Conv2dParams& p) {
 template <class T> using conv2d_fwd_direct_fn = void(const ConvArgs<T>&, int64_t, int64_t);
 template <class T> using conv2d_bwd_data_direct_fn = void(const ConvArgs<T>&, int64_t, int64_t);
 template <class T> using conv2d_bwd_weight_direct_fn = void(const ConvArgs<T>&, int64_t, int64_t);
-// Columns of image n, group g, output pixels [q0, q1): cols[(cl*R + r)*S + s][q - q0], for
-// rows [row0, row1) of the C/groups*R*S rows.
-template <class T>
-using conv2d_im2col_fn = void(const ConvArgs<T>&, int64_t n, int64_t g, int64_t q0, int64_t q1,
-                              int64_t row0, int64_t row1, T* cols);
-// Adds the columns back into dx for group-local channels [cl0, cl1) (the inverse walk).
+// Adds columns cols[(cl*R + r)*S + s][q - q0] (image n, group g, output pixels [q0, q1)) back
+// into dx for group-local channels [cl0, cl1): the gradient of im2col.
 template <class T>
 using conv2d_col2im_fn = void(const ConvArgs<T>&, int64_t n, int64_t g, int64_t q0, int64_t q1,
                               int64_t cl0, int64_t cl1, const T* cols);
