@@ -148,10 +148,11 @@ def _physical_memory():
 _PHYS_MEM = _physical_memory()
 
 
-def _check_alloc(fn, what, shape, dtype):
+def _check_alloc(fn, what, shape, dtype, extra_bytes=0):
     """MemoryError (before allocating) for a result larger than this machine's memory: with
-    overcommit the allocation would succeed and the process be killed when it is filled."""
-    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    overcommit the allocation would succeed and the process be killed when it is filled.
+    ``extra_bytes`` per element count companions allocated with it (max-pool indices)."""
+    nbytes = math.prod(shape) * (np.dtype(dtype).itemsize + extra_bytes)
     if _PHYS_MEM is not None and nbytes > _PHYS_MEM:
         raise MemoryError(f"{fn}: the {what} of shape {tuple(shape)} ({np.dtype(dtype).name}) needs "
                           f"{nbytes / 2**30:.1f} GiB, more than this machine's {_PHYS_MEM / 2**30:.1f} GiB of memory")
@@ -477,18 +478,14 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     :func:`max_pool2d_grad` skips.
     """
     if isinstance(input, Tensor):
-        out = _ag.MaxPool2d.apply(input, kernel_size=kernel_size, stride=stride, padding=padding,
-                                  dilation=dilation, ceil_mode=ceil_mode)
-        if return_indices:
-            indices = out._ctx.indices if out._ctx is not None else max_pool2d(
-                input.data, kernel_size, stride, padding, dilation, ceil_mode, True)[1]
-            return out, indices
-        return out
+        out, ctx = _ag.MaxPool2d.apply_with_ctx(input, kernel_size=kernel_size, stride=stride, padding=padding,
+                                                dilation=dilation, ceil_mode=ceil_mode)
+        return (out, ctx.indices) if return_indices else out
     fn = "max_pool2d"
     x = _array(fn, "input", input)
     _ndim(fn, "input", x, (3, 4))
     spec = _spec(_PoolSpec, fn, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    _check_alloc(fn, "output and indices", spec.output_shape, np.float64 if return_indices else x.dtype)
+    _check_alloc(fn, "output and its int64 indices", spec.output_shape, x.dtype, extra_bytes=8)  # always both
     y, idx = _core.max_pool2d_fwd(_contig(x.reshape(spec.input_shape)), *spec.core_args())
     y, idx = _unbatch(y, spec.unbatched), _unbatch(idx, spec.unbatched)
     return (y, idx) if return_indices else y

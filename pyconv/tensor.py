@@ -311,6 +311,11 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **kwargs):
+        return cls.apply_with_ctx(*inputs, **kwargs)[0]
+
+    @classmethod
+    def apply_with_ctx(cls, *inputs, **kwargs):
+        """Like :meth:`apply`, also returning the node (for what its forward saved, e.g. indices)."""
         ctx = cls()
         ctx.needs_input_grad = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
         arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
@@ -321,7 +326,7 @@ class Function:
             result.requires_grad = True
             result._ctx = ctx
             ctx.parents = inputs
-        return result
+        return result, ctx
 
     def forward(self, *args, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError
