@@ -44,6 +44,68 @@ inline int64_t conv2d_direct_ws_size(const Conv2dParams& p) {
   return n;
 }
 
+// A stride-1 correlation of padded planes, register-blocked (conv2d_blocked_impl.h):
+//   out[n][g*cout + o][i][j] = bias[g*cout + o]
+//       + sum_{ci, r, s} wpk(g, o, ci, r, s) * P[n][g][ci][i + r*dh][j + s*dw]
+// where P is the source plane [n][g*cin + ci] gathered through row_map (sh entries) and
+// col_map (sw entries; -1 = zero; col_map[v] == v - col_off on [col_lo, col_hi)), with
+// sh = out_h + (r-1)*dh and sw = out_w + (s-1)*dw. The forward maps the input through the
+// padding maps; bwd_data maps grad_output into its zero frame, with the filters flipped and
+// transposed. wpk[((g*nkb + kbi)*cin + ci)*r*s + tap][kb] holds output-channel block kbi
+// (kb channels, zero-filled past cout). Work items it = (n*groups + g)*nkb + kbi; each call
+// needs cin*ps elements of scratch (ps >= sh*sw + the overrun of the last vector tile).
+template <class T>
+struct BlockedConv {
+  int64_t groups, cin, cout, r, s, dh, dw;
+  const T* src;
+  int64_t src_h, src_w;
+  const int64_t* row_map;
+  const int64_t* col_map;
+  int64_t col_lo, col_hi, col_off;
+  int64_t sh, sw, ps;
+  int64_t out_h, out_w;
+  T* out;
+  const T* wpk;
+  const T* bias;
+  int64_t kb, nkb;
+  int nv;     // vectors per pixel tile: 1 or 2
+  bool flat;  // tiles run along the flattened padded rows (narrow outputs)
+};
+// Output channels per register tile with nv == 1 (half that with nv == 2): accumulators fill
+// the vector registers but a few (32 on AVX-512, 16 otherwise).
+template <class T>
+constexpr int kBlockedMaxKb(Isa isa) { return isa == Isa::avx512 ? 24 : 12; }
+template <class T>
+using conv2d_blocked_fn = void(const BlockedConv<T>&, int64_t i0, int64_t i1, T* ws);
+
+// The weight gradient on the same padded planes (conv2d_blocked_impl.h), images [n0, n1):
+//   dw[g*cout + o][ci][r][s] += sum dy[n][g*cout + o][i][j] * P[n][g][ci][i + r*dh][j + s*dw]
+// planes: P of those images, [n - n0][g*cin + ci] with pitch ps (conv2d_blocked_gather fills
+// planes [p0, p1) of the whole input; BlockedConv gives the maps); dy_end bounds tail reads.
+// Work items it = (g*nkb + kbi)*cin + ci, kb output channels each; s <= 7.
+template <class T>
+struct BlockedWgrad {
+  int64_t n0, n1, groups, cin, cout, r, s, dh, dw;
+  const T* planes;
+  int64_t sh, sw, ps;
+  const T* dy;
+  const T* dy_end;
+  int64_t oh, ow;
+  T* dwt;
+  int64_t kb, nkb;
+};
+constexpr int kWgradMaxS = 7;
+// Output channels per weight-gradient tile for s taps: kb*s accumulators, kb gradient vectors
+// and one input vector in the registers.
+constexpr int kWgradMaxKb(Isa isa, int s) {
+  const int k = ((isa == Isa::avx512 ? 32 : 16) - 1) / (s + 1);
+  return k < 1 ? 1 : k > 8 ? 8 : k;
+}
+template <class T>
+using conv2d_blocked_gather_fn = void(const BlockedConv<T>&, int64_t p0, int64_t p1, T* planes);
+template <class T>
+using conv2d_blocked_wgrad_fn = void(const BlockedWgrad<T>&, int64_t i0, int64_t i1);
+
 // Work ranges: fwd over planes n*K + k; bwd_data over planes n*C + c; bwd_weight over weight
 // planes k*(C/groups) + c (every image reduced, in order).
 template <class T> using conv2d_fwd_direct_fn = void(const ConvArgs<T>&, int64_t, int64_t);

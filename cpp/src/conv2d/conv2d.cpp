@@ -80,6 +80,163 @@ bool is_pointwise(const Conv2dParams& p) {
          p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0;
 }
 
+// The register-blocked stride-1 path of the direct algorithm (conv2d_blocked_impl.h): the
+// forward of every padding mode and, zero padding only, the gradient of the input.
+bool blocked_applies(const Conv2dParams& p, ConvDir dir) {
+  if (p.stride_h != 1 || p.stride_w != 1 || p.c / p.groups < 2 || dir == ConvDir::bwd_weight) return false;
+  return dir == ConvDir::fwd || p.mode == PadMode::zeros;
+}
+
+// Tile shape for an out_h x out_w output read from sh x sw planes: one or two vectors of pixels
+// along the rows or along the flattened padded rows, whichever wastes fewer lanes (two vectors,
+// which halve the broadcasts per FMA, unless they waste clearly more); as many output channels
+// per tile as the registers hold, split evenly over the blocks.
+template <class T>
+void plan_blocked(BlockedConv<T>& c, Isa isa) {
+  const int64_t L = (isa == Isa::avx512 ? 64 : isa == Isa::avx2 ? 32 : 16) / static_cast<int64_t>(sizeof(T));
+  double best = -1;
+  for (int nv = 2; nv >= 1; --nv) {
+    const int64_t P = nv * L;
+    const double row = static_cast<double>(c.out_h * c.out_w) / static_cast<double>(c.out_h * ceil_div(c.out_w, P) * P);
+    const double flat = static_cast<double>(c.out_h * c.out_w) / static_cast<double>(ceil_div(c.out_h * c.sw, P) * P);
+    const double eff = std::max(row, flat) + (nv == 2 ? 0.05 : 0.0);
+    if (eff > best) {
+      best = eff;
+      c.nv = nv;
+      c.flat = flat > row;
+    }
+  }
+  const int64_t kbmax = kBlockedMaxKb<T>(isa) / c.nv;
+  c.nkb = ceil_div(c.cout, kbmax);
+  c.kb = ceil_div(c.cout, c.nkb);
+  c.ps = (c.sh * c.sw + c.nv * L + (c.s - 1) * c.dw + 15) / 16 * 16;
+}
+
+// Weights in the blocked layout: wpk[((g*nkb + kbi)*cin + ci)*rs + t][kk]; the gradient of the
+// input correlates with the filters flipped and input/output channels swapped.
+template <class T>
+void pack_blocked_weights(const BlockedConv<T>& c, const T* w, bool flip, T* wpk, int nt) {
+  const int64_t rs = c.r * c.s, blocks = c.groups * c.nkb;
+  parallel_for(blocks, nt, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t g = b / c.nkb, kbi = b % c.nkb;
+      for (int64_t ci = 0; ci < c.cin; ++ci)
+        for (int64_t t = 0; t < rs; ++t) {
+          T* o = wpk + ((b * c.cin + ci) * rs + t) * c.kb;
+          for (int64_t kk = 0; kk < c.kb; ++kk) {
+            const int64_t co = kbi * c.kb + kk;
+            if (co >= c.cout) o[kk] = T(0);
+            else if (!flip) o[kk] = w[((g * c.cout + co) * c.cin + ci) * rs + t];
+            else o[kk] = w[((g * c.cin + ci) * c.cout + co) * rs + (rs - 1 - t)];
+          }
+        }
+    }
+  });
+}
+
+// Runs the blocked kernel; false (nothing done) when its padded planes exceed the workspace.
+template <class T>
+bool run_blocked(BlockedConv<T>& c, int64_t n, const T* w, bool flip, int nt) {
+  const Isa isa = active_isa();
+  plan_blocked(c, isa);
+  if (static_cast<size_t>(c.cin * c.ps) * sizeof(T) > workspace_limit()) return false;
+  Buffer<T> wpk(static_cast<size_t>(c.groups * c.nkb * c.cin * c.r * c.s * c.kb));
+  pack_blocked_weights(c, w, flip, wpk.get(), nt);
+  c.wpk = wpk.get();
+  auto* fn = kernel_table<T>().conv2d_blocked[static_cast<int>(isa)];
+  parallel_for(n * c.groups * c.nkb, nt, [&](int64_t i0, int64_t i1) {
+    fn(c, i0, i1, scratch<T>(0, static_cast<size_t>(c.cin * c.ps)));
+  });
+  return true;
+}
+
+template <class T>
+bool blocked_fwd(const Conv2dParams& p, const ConvMaps& maps, const T* x, const T* w, const T* b, T* y, int nt) {
+  BlockedConv<T> c{};
+  c.groups = p.groups;
+  c.cin = p.c / p.groups;
+  c.cout = p.k / p.groups;
+  c.r = p.r, c.s = p.s, c.dh = p.dil_h, c.dw = p.dil_w;
+  c.src = x, c.src_h = p.h, c.src_w = p.w;
+  c.row_map = maps.row.data(), c.col_map = maps.col.data();
+  c.col_off = p.pad_l, c.col_lo = p.pad_l, c.col_hi = p.pad_l + p.w;
+  c.sh = p.h + p.pad_t + p.pad_b, c.sw = p.w + p.pad_l + p.pad_r;
+  c.out_h = p.oh, c.out_w = p.ow, c.out = y, c.bias = b;
+  return run_blocked(c, p.n, w, false, nt);
+}
+
+// dx = the correlation of dy, set in a zero frame of (R-1)*dil rows/columns and cropped by the
+// padding, with the flipped filters (stride 1, zero padding).
+template <class T>
+bool blocked_bwd_data(const Conv2dParams& p, const T* dy, const T* w, T* dx, int nt) {
+  BlockedConv<T> c{};
+  c.groups = p.groups;
+  c.cin = p.k / p.groups;
+  c.cout = p.c / p.groups;
+  c.r = p.r, c.s = p.s, c.dh = p.dil_h, c.dw = p.dil_w;
+  c.src = dy, c.src_h = p.oh, c.src_w = p.ow;
+  c.sh = p.h + (p.r - 1) * p.dil_h, c.sw = p.w + (p.s - 1) * p.dil_w;
+  const int64_t top = p.pad_t - (p.r - 1) * p.dil_h, left = p.pad_l - (p.s - 1) * p.dil_w;
+  std::vector<int64_t> rows(static_cast<size_t>(c.sh)), cols(static_cast<size_t>(c.sw));
+  for (int64_t u = 0; u < c.sh; ++u) rows[static_cast<size_t>(u)] = u + top >= 0 && u + top < p.oh ? u + top : -1;
+  for (int64_t v = 0; v < c.sw; ++v) cols[static_cast<size_t>(v)] = v + left >= 0 && v + left < p.ow ? v + left : -1;
+  c.row_map = rows.data(), c.col_map = cols.data();
+  c.col_off = -left;
+  c.col_lo = std::clamp<int64_t>(-left, 0, c.sw);
+  c.col_hi = std::clamp<int64_t>(p.ow - left, c.col_lo, c.sw);
+  c.out_h = p.h, c.out_w = p.w, c.out = dx, c.bias = nullptr;
+  return run_blocked(c, p.n, w, true, nt);
+}
+
+// The weight gradient's register-blocked path: stride 1, at most kWgradMaxS taps per row.
+bool blocked_wgrad_applies(const Conv2dParams& p) {
+  return p.stride_h == 1 && p.stride_w == 1 && p.c / p.groups >= 2 && p.s <= kWgradMaxS;
+}
+
+// Pads the input planes of as many images at a time as the workspace holds (and as keep a
+// tile's gradient rows near 1 MiB, so they stay in L2 while every input channel reads them),
+// then accumulates each chunk into dw in image order.
+template <class T>
+bool blocked_bwd_weight(const Conv2dParams& p, const ConvMaps& maps, const T* x, const T* dy, T* dw, int nt) {
+  const Isa isa = active_isa();
+  const int64_t L = (isa == Isa::avx512 ? 64 : isa == Isa::avx2 ? 32 : 16) / static_cast<int64_t>(sizeof(T));
+  BlockedConv<T> c{};
+  c.groups = p.groups, c.cin = p.c / p.groups;
+  c.src = x, c.src_h = p.h, c.src_w = p.w;
+  c.row_map = maps.row.data(), c.col_map = maps.col.data();
+  c.col_off = p.pad_l, c.col_lo = p.pad_l, c.col_hi = p.pad_l + p.w;
+  c.sh = p.h + p.pad_t + p.pad_b, c.sw = p.w + p.pad_l + p.pad_r;
+  c.ps = (c.sh * c.sw + L + 15) / 16 * 16;
+  BlockedWgrad<T> g{};
+  g.groups = p.groups, g.cin = p.c / p.groups, g.cout = p.k / p.groups;
+  g.r = p.r, g.s = p.s, g.dh = p.dil_h, g.dw = p.dil_w;
+  g.sh = c.sh, g.sw = c.sw, g.ps = c.ps;
+  g.dy = dy, g.dy_end = dy + p.n * p.k * p.oh * p.ow, g.oh = p.oh, g.ow = p.ow;
+  g.dwt = dw;
+  g.nkb = ceil_div(g.cout, kWgradMaxKb(isa, static_cast<int>(p.s)));
+  g.kb = ceil_div(g.cout, g.nkb);
+  const int64_t image = p.c * c.ps * static_cast<int64_t>(sizeof(T));
+  const int64_t budget = static_cast<int64_t>(workspace_limit()) / image;
+  if (budget < 1) return false;
+  const int64_t rows = std::max<int64_t>(1, (int64_t{1} << 20) / (g.kb * p.oh * p.ow * static_cast<int64_t>(sizeof(T))));
+  const int64_t chunk = std::min({budget, rows, p.n});
+  Buffer<T> planes(static_cast<size_t>(chunk * p.c * c.ps));
+  g.planes = planes.get();
+  std::fill(dw, dw + p.k * g.cin * p.r * p.s, T(0));
+  const KernelTable<T>& tbl = kernel_table<T>();
+  auto* gather = tbl.conv2d_blocked_gather[static_cast<int>(isa)];
+  auto* fn = tbl.conv2d_blocked_wgrad[static_cast<int>(isa)];
+  for (int64_t n0 = 0; n0 < p.n; n0 += chunk) {
+    g.n0 = n0, g.n1 = std::min(p.n, n0 + chunk);
+    const int64_t first = n0 * p.c;
+    parallel_for((g.n1 - n0) * p.c, nt, [&](int64_t q0, int64_t q1) {
+      gather(c, first + q0, first + q1, planes.get() + q0 * c.ps);
+    });
+    parallel_for(g.groups * g.nkb * g.cin, nt, [&](int64_t i0, int64_t i1) { fn(g, i0, i1); });
+  }
+  return true;
+}
+
 const char* algo_name(ConvAlgo a) { return a == ConvAlgo::direct ? "direct" : "im2col"; }
 const char* dir_name(ConvDir d) {
   return d == ConvDir::fwd ? "fwd" : d == ConvDir::bwd_data ? "bwd_data" : "bwd_weight";
@@ -90,6 +247,8 @@ ConvAlgo resolve(const Conv2dParams& p, ConvDir dir, ConvAlgo algo) {
   if (verbose()) {
     const Isa isa = active_isa();
     std::string what = std::string("conv2d_") + dir_name(dir) + "_" + algo_name(algo) + "_" + isa_name(isa);
+    if (algo == ConvAlgo::direct && (dir == ConvDir::bwd_weight ? blocked_wgrad_applies(p) : blocked_applies(p, dir)))
+      what += " (register-blocked)";
     if (algo == ConvAlgo::im2col) {
       const GemmTile& t = gemm_tile<float>(isa);
       what += std::string(is_pointwise(p) ? " (1x1: gemm only)" : "") + " + gemm_ukernel_" +
@@ -229,6 +388,28 @@ ConvAlgo conv2d_choose_algo(const Conv2dParams& p, ConvDir dir) {
   // First layers' weight gradient (C <= 4): the direct kernel's register-blocked dot products
   // beat packing a 27-row column matrix per image (strides 1-2; wider strides load element-wise).
   if (dir == ConvDir::bwd_weight && p.groups == 1 && p.c <= 4 && p.stride_w <= 2) return ConvAlgo::direct;
+  // Stride 1: the register-blocked direct kernels (no packing at all) while their working set
+  // stays in cache: the forward and grad-input read cin padded planes per tile, the
+  // weight gradient re-reads a tile's gradient rows for every input channel, so it keeps them
+  // only for few filters. Measured 1 thread (loaded machine), float32, GFLOP/s direct vs im2col:
+  //   64x16x16x16;  20x16x5x5 pad 2     fwd 157 / 55   bwd_data 156 / 43   bwd_weight 116 / 39
+  //   64x20x8x8;    20x20x5x5 pad 2     fwd 110 / 33   bwd_data 108 / 28   bwd_weight  50 / 26
+  //   128x32x32x32; 64x32x3x3 pad 1     fwd 160 / 121  bwd_data 150 / 116  bwd_weight  58 / 88
+  //   128x64x16x16; 128x64x3x3 pad 1    fwd 144 / 135  bwd_data 149 / 125  bwd_weight  54 / 125
+  //   8x64x56x56;   64x64x3x3 pad 1     fwd 156 / 130  bwd_data 157 / 131  bwd_weight  74 / 97
+  //   1x128x112x112; 128x128x3x3 pad 1  fwd 119 / 154  bwd_data 113 / 165
+  //   1x256x56x56;  256x256x3x3 pad 1   fwd 115 / 177  bwd_data 117 / 179
+  if (p.stride_h == 1 && p.stride_w == 1) {
+    if (dir == ConvDir::bwd_weight) {
+      if (blocked_wgrad_applies(p) && kg <= 24) return ConvAlgo::direct;
+    } else if (blocked_applies(p, dir)) {
+      const bool fwd = dir == ConvDir::fwd;
+      const int64_t cin = fwd ? cg : kg;
+      const int64_t sh = fwd ? p.h + p.pad_t + p.pad_b : p.h + (p.r - 1) * p.dil_h;
+      const int64_t sw = fwd ? p.w + p.pad_l + p.pad_r : p.w + (p.s - 1) * p.dil_w;
+      if (cin <= 64 || cin * sh * sw * 4 <= (int64_t{256} << 10)) return ConvAlgo::direct;
+    }
+  }
   return kg >= 4 ? ConvAlgo::im2col : ConvAlgo::direct;
 }
 
@@ -247,6 +428,7 @@ void conv2d_fwd(const Conv2dParams& p0, const T* x, const T* w, const T* b, T* y
   const int isa = static_cast<int>(active_isa());
   const int nt = threads_for(macs(p), num_threads());
   if (algo == ConvAlgo::direct) {
+    if (blocked_applies(p, ConvDir::fwd) && blocked_fwd(p, maps, x, w, b, y, nt)) return;
     auto* fn = tbl.conv2d_fwd_direct[isa];
     parallel_for(p.n * p.k, nt, [&](int64_t b0, int64_t b1) { fn(with_scratch(a, p), b0, b1); });
     return;
@@ -289,6 +471,7 @@ void conv2d_bwd_data(const Conv2dParams& p0, const T* dy, const T* w, T* dx, Con
   const int isa = static_cast<int>(active_isa());
   const int nt = threads_for(macs(p), num_threads());
   if (algo == ConvAlgo::direct) {
+    if (blocked_applies(p, ConvDir::bwd_data) && blocked_bwd_data(p, dy, w, dx, nt)) return;
     auto* fn = tbl.conv2d_bwd_data_direct[isa];
     parallel_for(p.n * p.c, nt, [&](int64_t b0, int64_t b1) { fn(with_scratch(a, p), b0, b1); });
     return;
@@ -358,6 +541,7 @@ void conv2d_bwd_weight(const Conv2dParams& p0, const T* x, const T* dy, T* dw, C
   const int nt = threads_for(macs(p), num_threads());
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
   if (algo == ConvAlgo::direct) {
+    if (blocked_wgrad_applies(p) && blocked_bwd_weight(p, maps, x, dy, dw, nt)) return;
     auto* fn = tbl.conv2d_bwd_weight_direct[isa];
     parallel_for(p.k * cg, nt, [&](int64_t b0, int64_t b1) { fn(with_scratch(a, p), b0, b1); });
     return;

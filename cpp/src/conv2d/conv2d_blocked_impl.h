@@ -1,0 +1,259 @@
+// conv2d_blocked_<isa>: stride-1 correlation register-blocked over output channels and pixels
+// (see BlockedConv in kernels.h). The input planes of one image and group are first gathered
+// into padded planes (through the maps, so every padding mode and the zero frame of bwd_data
+// cost one copy), after which each tap is a plain unaligned vector load: a KB x NV*L tile of
+// outputs lives in registers while the (channel, r, s) loop streams NV input vectors and KB
+// broadcast weights per step, the structure of a GEMM micro-kernel with its B operand read
+// straight from the image instead of packed.
+// Pixel blocks run along output rows, or (narrow outputs) along the padded rows flattened into
+// one line, computing the columns between rows too and discarding them, so that an 8-wide
+// output still fills 16-lane vectors.
+#include <cstdint>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace pyconv {
+namespace PYCONV_ISA {
+namespace {
+
+#include "simd.h"
+
+// Gathers one source plane through the maps into a padded plane of pitch ps (tail zeroed).
+template <class T>
+void gather_plane(const BlockedConv<T>& c, const T* src, T* o) {
+  T* const start = o;
+  for (int64_t u = 0; u < c.sh; ++u, o += c.sw) {
+    const int64_t row = c.row_map[u];
+    if (row < 0) {
+      std::memset(o, 0, sizeof(T) * static_cast<size_t>(c.sw));
+      continue;
+    }
+    const T* sr = src + row * c.src_w;
+    const int64_t l = c.col_lo, h = c.col_hi;  // [l, h): col_map[v] == v - col_off
+    for (int64_t v = 0; v < l; ++v) o[v] = c.col_map[v] >= 0 ? sr[c.col_map[v]] : T(0);
+    if (h > l) std::memcpy(o + l, sr + (l - c.col_off), sizeof(T) * static_cast<size_t>(h - l));
+    for (int64_t v = h; v < c.sw; ++v) o[v] = c.col_map[v] >= 0 ? sr[c.col_map[v]] : T(0);
+  }
+  std::memset(start + c.sh * c.sw, 0, sizeof(T) * static_cast<size_t>(c.ps - c.sh * c.sw));
+}
+
+// The cin source planes of image n, group g.
+template <class T>
+void gather(const BlockedConv<T>& c, int64_t n, int64_t g, T* sp) {
+  for (int64_t ci = 0; ci < c.cin; ++ci)
+    gather_plane(c, c.src + ((n * c.groups + g) * c.cin + ci) * c.src_h * c.src_w, sp + ci * c.ps);
+}
+
+// One KB x NV*L tile: out pixels starting at padded offset `base` for block channels [0, KB).
+template <class T, int KB, int NV>
+inline void tile(const BlockedConv<T>& c, const T* sp, const T* wk, const T* bias,
+                 int64_t base, T (*res)[NV * V<T>::L]) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L;
+  vec acc[KB][NV];  // fixed-trip loops fully unrolled so that acc lives in registers
+#pragma GCC unroll 32
+  for (int k = 0; k < KB; ++k)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[k][v] = bias ? splat<T>(bias[k]) : vec{};
+  for (int64_t ci = 0; ci < c.cin; ++ci) {
+    const T* sc = sp + ci * c.ps + base;
+    for (int64_t r = 0; r < c.r; ++r) {
+      const T* sr = sc + r * c.dh * c.sw;
+      for (int64_t s = 0; s < c.s; ++s, wk += c.kb) {
+        vec x[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) x[v] = loadu(sr + s * c.dw + v * L);
+#pragma GCC unroll 32
+        for (int k = 0; k < KB; ++k) {
+          const T w = wk[k];
+#pragma GCC unroll 4
+          for (int v = 0; v < NV; ++v) acc[k][v] += w * x[v];
+        }
+      }
+    }
+  }
+#pragma GCC unroll 32
+  for (int k = 0; k < KB; ++k)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) storeu(res[k] + v * L, acc[k][v]);
+}
+
+// Output channels [o0, o0 + KB) of image n, group g, every pixel.
+template <class T, int KB, int NV>
+void block(const BlockedConv<T>& c, const T* sp, int64_t n, int64_t g, int64_t kbi, int64_t kb) {
+  constexpr int P = NV * V<T>::L;
+  const int64_t o0 = kbi * c.kb;
+  const T* wk = c.wpk + (g * c.nkb + kbi) * c.cin * c.r * c.s * c.kb;
+  const T* bias = c.bias ? c.bias + g * c.cout + o0 : nullptr;
+  T* out = c.out + ((n * c.groups + g) * c.cout + o0) * c.out_h * c.out_w;
+  const int64_t ohw = c.out_h * c.out_w;
+  alignas(64) T res[KB][P];
+  if (!c.flat) {
+    for (int64_t i = 0; i < c.out_h; ++i)
+      for (int64_t j0 = 0; j0 < c.out_w; j0 += P) {
+        tile<T, KB, NV>(c, sp, wk, bias, i * c.sw + j0, res);
+        const int64_t m = std::min<int64_t>(P, c.out_w - j0);
+        for (int64_t k = 0; k < kb; ++k) std::memcpy(out + k * ohw + i * c.out_w + j0, res[k], sizeof(T) * m);
+      }
+    return;
+  }
+  const int64_t total = c.out_h * c.sw;  // flattened padded rows; columns >= out_w are discarded
+  for (int64_t q0 = 0; q0 < total; q0 += P) {
+    tile<T, KB, NV>(c, sp, wk, bias, q0, res);
+    for (int64_t q = q0; q < std::min(total, q0 + P);) {
+      const int64_t i = q / c.sw, j = q % c.sw;
+      const int64_t row_end = std::min(q0 + P, (i + 1) * c.sw);
+      if (j < c.out_w) {
+        const int64_t m = std::min(row_end - q, c.out_w - j);
+        for (int64_t k = 0; k < kb; ++k) std::memcpy(out + k * ohw + i * c.out_w + j, res[k] + (q - q0), sizeof(T) * m);
+      }
+      q = row_end;
+    }
+  }
+}
+
+template <class T, int NV, int KB>
+void block_dispatch(const BlockedConv<T>& c, const T* sp, int64_t n, int64_t g, int64_t kbi, int64_t kb) {
+  if constexpr (KB > 1) {
+    if (kb < KB) return block_dispatch<T, NV, KB - 1>(c, sp, n, g, kbi, kb);
+  }
+  block<T, KB, NV>(c, sp, n, g, kbi, kb);
+}
+
+template <class T>
+void run(const BlockedConv<T>& c, int64_t i0, int64_t i1, T* ws) {
+  int64_t cur = -1;  // (n, g) whose planes are in ws
+  for (int64_t it = i0; it < i1; ++it) {
+    const int64_t ng = it / c.nkb, kbi = it % c.nkb, n = ng / c.groups, g = ng % c.groups;
+    if (ng != cur) {
+      gather(c, n, g, ws);
+      cur = ng;
+    }
+    const int64_t kb = std::min(c.kb, c.cout - kbi * c.kb);
+    if (c.nv == 2) block_dispatch<T, 2, kBlockedMaxKb<T>(kIsa) / 2>(c, ws, n, g, kbi, kb);
+    else block_dispatch<T, 1, kBlockedMaxKb<T>(kIsa)>(c, ws, n, g, kbi, kb);
+  }
+}
+
+
+// Weight gradient: dw[g*cout + o][ci][r][s] += sum over images and output pixels of
+// dy[n][g*cout + o][i][j] * P[n][g][ci][i + r*dh][j + s*dw], for a KB x S tile of (o, s) per
+// (ci, r): the tile's accumulators stay in registers over every pixel of every image of the
+// chunk (rows vectorised along j; the last vector of a row masks both operands, so nothing
+// beyond the row, even inf, enters a sum) and are reduced once at the end.
+template <class T, int KB, int S>
+void wgrad_tile(const BlockedWgrad<T>& c, int64_t g, int64_t o0, int64_t ci, int64_t r) {
+  using vec = typename V<T>::vec;
+  using ivec = typename V<T>::ivec;
+  constexpr int L = V<T>::L;
+  vec acc[KB][S];
+#pragma GCC unroll 16
+  for (int k = 0; k < KB; ++k)
+#pragma GCC unroll 8
+    for (int s = 0; s < S; ++s) acc[k][s] = vec{};
+  const int64_t full = c.ow / L * L, rem = c.ow - full, ohw = c.oh * c.ow;
+  ivec lanes;
+  for (int l = 0; l < L; ++l) lanes[l] = l;
+  const ivec keep = lanes < static_cast<decltype(lanes[0] + 0)>(rem);
+  alignas(64) T tmp[KB][L];
+  for (int64_t n = c.n0; n < c.n1; ++n) {
+    const T* dyn = c.dy + (n * c.groups * c.cout + g * c.cout + o0) * ohw;
+    const T* pn = c.planes + ((n - c.n0) * c.groups * c.cin + g * c.cin + ci) * c.ps + r * c.dh * c.sw;
+    for (int64_t i = 0; i < c.oh; ++i) {
+      const T* dr = dyn + i * c.ow;
+      const T* xr = pn + i * c.sw;
+      auto step = [&](int64_t j, bool tail) {
+        vec d[KB];
+#pragma GCC unroll 16
+        for (int k = 0; k < KB; ++k) {
+          const T* src = dr + k * ohw + j;
+          if (tail && src + L > c.dy_end) {  // the last row of the array: no over-read
+            for (int l = 0; l < L; ++l) tmp[k][l] = l < rem ? src[l] : T(0);
+            src = tmp[k];
+          }
+          d[k] = loadu(src);
+          if (tail) d[k] = keep ? d[k] : vec{};
+        }
+#pragma GCC unroll 8
+        for (int s = 0; s < S; ++s) {
+          vec x = loadu(xr + j + s * c.dw);
+          if (tail) x = keep ? x : vec{};
+#pragma GCC unroll 16
+          for (int k = 0; k < KB; ++k) acc[k][s] += d[k] * x;
+        }
+      };
+      for (int64_t j = 0; j < full; j += L) step(j, false);
+      if (rem) step(full, true);
+    }
+  }
+  for (int k = 0; k < KB; ++k)
+    for (int s = 0; s < S; ++s) {
+      T sum = T(0);
+      for (int l = 0; l < L; ++l) sum += acc[k][s][l];
+      c.dwt[(((g * c.cout + o0 + k) * c.cin + ci) * c.r + r) * S + s] += sum;
+    }
+}
+
+template <class T, int S, int KB>
+void wgrad_dispatch(const BlockedWgrad<T>& c, int64_t g, int64_t o0, int64_t kb, int64_t ci, int64_t r) {
+  if constexpr (KB > 1) {
+    if (kb < KB) return wgrad_dispatch<T, S, KB - 1>(c, g, o0, kb, ci, r);
+  }
+  wgrad_tile<T, KB, S>(c, g, o0, ci, r);
+}
+
+template <class T, int S>
+void wgrad_run(const BlockedWgrad<T>& c, int64_t i0, int64_t i1) {
+  for (int64_t it = i0; it < i1; ++it) {
+    const int64_t ci = it % c.cin, gk = it / c.cin, g = gk / c.nkb, kbi = gk % c.nkb;
+    const int64_t o0 = kbi * c.kb, kb = std::min(c.kb, c.cout - o0);
+    for (int64_t r = 0; r < c.r; ++r) wgrad_dispatch<T, S, kWgradMaxKb(kIsa, S)>(c, g, o0, kb, ci, r);
+  }
+}
+
+template <class T>
+void wgrad(const BlockedWgrad<T>& c, int64_t i0, int64_t i1) {
+  switch (c.s) {
+    case 1: return wgrad_run<T, 1>(c, i0, i1);
+    case 2: return wgrad_run<T, 2>(c, i0, i1);
+    case 3: return wgrad_run<T, 3>(c, i0, i1);
+    case 4: return wgrad_run<T, 4>(c, i0, i1);
+    case 5: return wgrad_run<T, 5>(c, i0, i1);
+    case 6: return wgrad_run<T, 6>(c, i0, i1);
+    default: return wgrad_run<T, 7>(c, i0, i1);
+  }
+}
+
+template <class T>
+void gather_planes(const BlockedConv<T>& c, int64_t p0, int64_t p1, T* planes) {
+  for (int64_t q = p0; q < p1; ++q) gather_plane(c, c.src + q * c.src_h * c.src_w, planes + (q - p0) * c.ps);
+}
+}  // namespace
+
+void PYCONV_CAT(conv2d_blocked, PYCONV_ISA)(const BlockedConv<float>& c, int64_t i0, int64_t i1, float* ws) {
+  run<float>(c, i0, i1, ws);
+}
+void PYCONV_CAT(conv2d_blocked, PYCONV_ISA)(const BlockedConv<double>& c, int64_t i0, int64_t i1, double* ws) {
+  run<double>(c, i0, i1, ws);
+}
+
+}  // namespace PYCONV_ISA
+}  // namespace pyconv
+
+namespace pyconv {
+namespace PYCONV_ISA {
+void PYCONV_CAT(conv2d_blocked_gather, PYCONV_ISA)(const BlockedConv<float>& c, int64_t p0, int64_t p1, float* planes) {
+  gather_planes<float>(c, p0, p1, planes);
+}
+void PYCONV_CAT(conv2d_blocked_gather, PYCONV_ISA)(const BlockedConv<double>& c, int64_t p0, int64_t p1, double* planes) {
+  gather_planes<double>(c, p0, p1, planes);
+}
+void PYCONV_CAT(conv2d_blocked_wgrad, PYCONV_ISA)(const BlockedWgrad<float>& c, int64_t i0, int64_t i1) {
+  wgrad<float>(c, i0, i1);
+}
+void PYCONV_CAT(conv2d_blocked_wgrad, PYCONV_ISA)(const BlockedWgrad<double>& c, int64_t i0, int64_t i1) {
+  wgrad<double>(c, i0, i1);
+}
+}  // namespace PYCONV_ISA
+}  // namespace pyconv
