@@ -78,16 +78,18 @@ constexpr int kBlockedMaxKb(Isa isa) { return isa == Isa::avx512 ? 24 : 12; }
 template <class T>
 using conv2d_blocked_fn = void(const BlockedConv<T>&, int64_t i0, int64_t i1, T* ws);
 
-// The weight gradient on the same padded planes (conv2d_blocked_impl.h), images [n0, n1):
-//   dw[g*cout + o][ci][r][s] += sum dy[n][g*cout + o][i][j] * P[n][g][ci][i + r*dh][j + s*dw]
-// planes: P of those images, [n - n0][g*cin + ci] with pitch ps (conv2d_blocked_gather fills
-// planes [p0, p1) of the whole input; BlockedConv gives the maps); dy_end bounds tail reads.
-// Work items it = (g*nkb + kbi)*cin + ci, kb output channels each; s <= 7.
+// The weight gradient (conv2d_blocked_impl.h), images [n0, n1):
+//   dw[g*cout + o][ci][r][s] += sum_{i,j} dy[n][g*cout + o][i][j] * P[n][g*cin + ci][i + r*dh][j + s*dw]
+// with P the input padded through the maps (sh x sw). planes: for each image of the chunk and
+// input channel a block of ps elements holding, for every tap s, P shifted s*dw columns left
+// and cropped to ow columns (pitch ow, sh rows, pss elements per tap, zero tail), filled by
+// conv2d_blocked_gather for input planes [p0, p1) (row: sw elements of scratch).
+// dy_end bounds tail reads. Work items it = (g*nkb + kbi)*cin + ci, kb output channels each.
 template <class T>
 struct BlockedWgrad {
   int64_t n0, n1, groups, cin, cout, r, s, dh, dw;
   const T* planes;
-  int64_t sh, sw, ps;
+  int64_t ps, pss;
   const T* dy;
   const T* dy_end;
   int64_t oh, ow;
@@ -102,7 +104,8 @@ constexpr int kWgradMaxKb(Isa isa, int s) {
   return k < 1 ? 1 : k > 8 ? 8 : k;
 }
 template <class T>
-using conv2d_blocked_gather_fn = void(const BlockedConv<T>&, int64_t p0, int64_t p1, T* planes);
+using conv2d_blocked_gather_fn = void(const BlockedConv<T>&, const BlockedWgrad<T>&, int64_t p0, int64_t p1, T* planes,
+                                      T* row);
 template <class T>
 using conv2d_blocked_wgrad_fn = void(const BlockedWgrad<T>&, int64_t i0, int64_t i1);
 

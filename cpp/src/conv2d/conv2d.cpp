@@ -193,34 +193,34 @@ bool blocked_wgrad_applies(const Conv2dParams& p) {
   return p.stride_h == 1 && p.stride_w == 1 && p.c / p.groups >= 2 && p.s <= kWgradMaxS;
 }
 
-// Pads the input planes of as many images at a time as the workspace holds (and as keep a
-// tile's gradient rows near 1 MiB, so they stay in L2 while every input channel reads them),
-// then accumulates each chunk into dw in image order.
+// Gathers the shifted input planes of as many images at a time as the workspace holds and as
+// keep what one tile streams (its gradient planes and one channel's shifted planes) near 1 MiB,
+// in L2 while the taps and the channels that share them read it again; then accumulates each
+// chunk into dw in image order.
 template <class T>
 bool blocked_bwd_weight(const Conv2dParams& p, const ConvMaps& maps, const T* x, const T* dy, T* dw, int nt) {
   const Isa isa = active_isa();
   const int64_t L = (isa == Isa::avx512 ? 64 : isa == Isa::avx2 ? 32 : 16) / static_cast<int64_t>(sizeof(T));
   BlockedConv<T> c{};
-  c.groups = p.groups, c.cin = p.c / p.groups;
   c.src = x, c.src_h = p.h, c.src_w = p.w;
   c.row_map = maps.row.data(), c.col_map = maps.col.data();
-  c.col_off = p.pad_l, c.col_lo = p.pad_l, c.col_hi = p.pad_l + p.w;
   c.sh = p.h + p.pad_t + p.pad_b, c.sw = p.w + p.pad_l + p.pad_r;
-  c.ps = (c.sh * c.sw + L + 15) / 16 * 16;
   BlockedWgrad<T> g{};
   g.groups = p.groups, g.cin = p.c / p.groups, g.cout = p.k / p.groups;
   g.r = p.r, g.s = p.s, g.dh = p.dil_h, g.dw = p.dil_w;
-  g.sh = c.sh, g.sw = c.sw, g.ps = c.ps;
+  g.pss = (c.sh * p.ow + L + 15) / 16 * 16;
+  g.ps = g.pss * p.s;
   g.dy = dy, g.dy_end = dy + p.n * p.k * p.oh * p.ow, g.oh = p.oh, g.ow = p.ow;
   g.dwt = dw;
   g.nkb = ceil_div(g.cout, kWgradMaxKb(isa, static_cast<int>(p.s)));
   g.kb = ceil_div(g.cout, g.nkb);
-  const int64_t image = p.c * c.ps * static_cast<int64_t>(sizeof(T));
+  const int64_t image = p.c * g.ps * static_cast<int64_t>(sizeof(T));
   const int64_t budget = static_cast<int64_t>(workspace_limit()) / image;
   if (budget < 1) return false;
-  const int64_t rows = std::max<int64_t>(1, (int64_t{1} << 20) / (g.kb * p.oh * p.ow * static_cast<int64_t>(sizeof(T))));
-  const int64_t chunk = std::min({budget, rows, p.n});
-  Buffer<T> planes(static_cast<size_t>(chunk * p.c * c.ps));
+  const int64_t streamed = (g.kb * p.oh * p.ow + g.ps) * static_cast<int64_t>(sizeof(T));  // per image and tile
+  const int64_t cached = std::max<int64_t>(1, (int64_t{1} << 20) / streamed);
+  const int64_t chunk = std::min({budget, cached, p.n});
+  Buffer<T> planes(static_cast<size_t>(chunk * image / static_cast<int64_t>(sizeof(T))));
   g.planes = planes.get();
   std::fill(dw, dw + p.k * g.cin * p.r * p.s, T(0));
   const KernelTable<T>& tbl = kernel_table<T>();
@@ -230,7 +230,7 @@ bool blocked_bwd_weight(const Conv2dParams& p, const ConvMaps& maps, const T* x,
     g.n0 = n0, g.n1 = std::min(p.n, n0 + chunk);
     const int64_t first = n0 * p.c;
     parallel_for((g.n1 - n0) * p.c, nt, [&](int64_t q0, int64_t q1) {
-      gather(c, first + q0, first + q1, planes.get() + q0 * c.ps);
+      gather(c, g, first + q0, first + q1, planes.get() + q0 * g.ps, scratch<T>(0, static_cast<size_t>(c.sw)));
     });
     parallel_for(g.groups * g.nkb * g.cin, nt, [&](int64_t i0, int64_t i1) { fn(g, i0, i1); });
   }

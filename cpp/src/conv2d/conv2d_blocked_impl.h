@@ -137,11 +137,13 @@ void run(const BlockedConv<T>& c, int64_t i0, int64_t i1, T* ws) {
 }
 
 
-// Weight gradient: dw[g*cout + o][ci][r][s] += sum over images and output pixels of
-// dy[n][g*cout + o][i][j] * P[n][g][ci][i + r*dh][j + s*dw], for a KB x S tile of (o, s) per
-// (ci, r): the tile's accumulators stay in registers over every pixel of every image of the
-// chunk (rows vectorised along j; the last vector of a row masks both operands, so nothing
-// beyond the row, even inf, enters a sum) and are reduced once at the end.
+// Weight gradient: dw[g*cout + o][ci][r][s] += sum over images and output pixels q = i*ow + j of
+// dy[n][g*cout + o][q] * X[n][g*cin + ci][s][q + r*dh*ow], where X[.][s] holds the padded
+// input shifted left by s*dw and cropped to ow columns: every tap is then a contiguous dot
+// product over the whole output plane, vectorised with no lanes lost between rows. A KB x S
+// tile of (o, s) accumulates in registers over every pixel of every image of the chunk and is
+// reduced once; the plane's last vector masks both operands, so nothing past the plane (even
+// inf) enters a sum.
 template <class T, int KB, int S>
 void wgrad_tile(const BlockedWgrad<T>& c, int64_t g, int64_t o0, int64_t ci, int64_t r) {
   using vec = typename V<T>::vec;
@@ -152,40 +154,36 @@ void wgrad_tile(const BlockedWgrad<T>& c, int64_t g, int64_t o0, int64_t ci, int
   for (int k = 0; k < KB; ++k)
 #pragma GCC unroll 8
     for (int s = 0; s < S; ++s) acc[k][s] = vec{};
-  const int64_t full = c.ow / L * L, rem = c.ow - full, ohw = c.oh * c.ow;
+  const int64_t ohw = c.oh * c.ow, full = ohw / L * L, rem = ohw - full;
   ivec lanes;
   for (int l = 0; l < L; ++l) lanes[l] = l;
   const ivec keep = lanes < static_cast<decltype(lanes[0] + 0)>(rem);
   alignas(64) T tmp[KB][L];
   for (int64_t n = c.n0; n < c.n1; ++n) {
     const T* dyn = c.dy + (n * c.groups * c.cout + g * c.cout + o0) * ohw;
-    const T* pn = c.planes + ((n - c.n0) * c.groups * c.cin + g * c.cin + ci) * c.ps + r * c.dh * c.sw;
-    for (int64_t i = 0; i < c.oh; ++i) {
-      const T* dr = dyn + i * c.ow;
-      const T* xr = pn + i * c.sw;
-      auto step = [&](int64_t j, bool tail) {
-        vec d[KB];
+    const T* xn = c.planes + ((n - c.n0) * c.groups * c.cin + g * c.cin + ci) * c.ps + r * c.dh * c.ow;
+    auto step = [&](int64_t q, bool tail) {
+      vec d[KB];
 #pragma GCC unroll 16
-        for (int k = 0; k < KB; ++k) {
-          const T* src = dr + k * ohw + j;
-          if (tail && src + L > c.dy_end) {  // the last row of the array: no over-read
-            for (int l = 0; l < L; ++l) tmp[k][l] = l < rem ? src[l] : T(0);
-            src = tmp[k];
-          }
-          d[k] = loadu(src);
-          if (tail) d[k] = keep ? d[k] : vec{};
+      for (int k = 0; k < KB; ++k) {
+        const T* src = dyn + k * ohw + q;
+        if (tail && src + L > c.dy_end) {  // the end of the array: no over-read
+          for (int l = 0; l < L; ++l) tmp[k][l] = l < rem ? src[l] : T(0);
+          src = tmp[k];
         }
+        d[k] = loadu(src);
+        if (tail) d[k] = keep ? d[k] : vec{};
+      }
 #pragma GCC unroll 8
-        for (int s = 0; s < S; ++s) {
-          vec x = loadu(xr + j + s * c.dw);
-          if (tail) x = keep ? x : vec{};
+      for (int s = 0; s < S; ++s) {
+        vec x = loadu(xn + s * c.pss + q);
+        if (tail) x = keep ? x : vec{};
 #pragma GCC unroll 16
-          for (int k = 0; k < KB; ++k) acc[k][s] += d[k] * x;
-        }
-      };
-      for (int64_t j = 0; j < full; j += L) step(j, false);
-      if (rem) step(full, true);
-    }
+        for (int k = 0; k < KB; ++k) acc[k][s] += d[k] * x;
+      }
+    };
+    for (int64_t q = 0; q < full; q += L) step(q, false);
+    if (rem) step(full, true);
   }
   for (int k = 0; k < KB; ++k)
     for (int s = 0; s < S; ++s) {
@@ -225,9 +223,21 @@ void wgrad(const BlockedWgrad<T>& c, int64_t i0, int64_t i1) {
   }
 }
 
+// The shifted planes X of input planes [p0, p1) (see wgrad_tile): each padded row is built once
+// through the maps, then cropped s*dw columns in for every tap s.
 template <class T>
-void gather_planes(const BlockedConv<T>& c, int64_t p0, int64_t p1, T* planes) {
-  for (int64_t q = p0; q < p1; ++q) gather_plane(c, c.src + q * c.src_h * c.src_w, planes + (q - p0) * c.ps);
+void gather_shifted(const BlockedConv<T>& c, const BlockedWgrad<T>& g, int64_t p0, int64_t p1, T* planes, T* row) {
+  for (int64_t q = p0; q < p1; ++q) {
+    const T* src = c.src + q * c.src_h * c.src_w;
+    T* out = planes + (q - p0) * g.ps;
+    for (int64_t u = 0; u < c.sh; ++u) {
+      const int64_t ir = c.row_map[u];
+      for (int64_t v = 0; v < c.sw; ++v) row[v] = ir >= 0 && c.col_map[v] >= 0 ? src[ir * c.src_w + c.col_map[v]] : T(0);
+      for (int64_t s = 0; s < g.s; ++s) std::memcpy(out + s * g.pss + u * g.ow, row + s * g.dw, sizeof(T) * g.ow);
+    }
+    for (int64_t s = 0; s < g.s; ++s)
+      std::memset(out + s * g.pss + c.sh * g.ow, 0, sizeof(T) * static_cast<size_t>(g.pss - c.sh * g.ow));
+  }
 }
 }  // namespace
 
@@ -243,11 +253,13 @@ void PYCONV_CAT(conv2d_blocked, PYCONV_ISA)(const BlockedConv<double>& c, int64_
 
 namespace pyconv {
 namespace PYCONV_ISA {
-void PYCONV_CAT(conv2d_blocked_gather, PYCONV_ISA)(const BlockedConv<float>& c, int64_t p0, int64_t p1, float* planes) {
-  gather_planes<float>(c, p0, p1, planes);
+void PYCONV_CAT(conv2d_blocked_gather, PYCONV_ISA)(const BlockedConv<float>& c, const BlockedWgrad<float>& g,
+                                                   int64_t p0, int64_t p1, float* planes, float* row) {
+  gather_shifted<float>(c, g, p0, p1, planes, row);
 }
-void PYCONV_CAT(conv2d_blocked_gather, PYCONV_ISA)(const BlockedConv<double>& c, int64_t p0, int64_t p1, double* planes) {
-  gather_planes<double>(c, p0, p1, planes);
+void PYCONV_CAT(conv2d_blocked_gather, PYCONV_ISA)(const BlockedConv<double>& c, const BlockedWgrad<double>& g,
+                                                   int64_t p0, int64_t p1, double* planes, double* row) {
+  gather_shifted<double>(c, g, p0, p1, planes, row);
 }
 void PYCONV_CAT(conv2d_blocked_wgrad, PYCONV_ISA)(const BlockedWgrad<float>& c, int64_t i0, int64_t i1) {
   wgrad<float>(c, i0, i1);
