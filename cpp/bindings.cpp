@@ -15,6 +15,7 @@
 
 #include "kernels.h"
 #include "pyconv/conv2d.h"
+#include "pyconv/eltwise.h"
 #include "pyconv/gemm.h"
 #include "pyconv/isa.h"
 #include "pyconv/parallel.h"
@@ -96,7 +97,7 @@ Conv2dParams conv_params(const I4& in, const I4& wshape, const I2& stride, const
 }
 
 ConvAlgo conv_algo(int algo) {
-  if (algo < 0 || algo > 2) throw std::invalid_argument("algo code must be 0..2, got " + std::to_string(algo));
+  if (algo < 0 || algo > 3) throw std::invalid_argument("algo code must be 0..3, got " + std::to_string(algo));
   return static_cast<ConvAlgo>(algo);
 }
 
@@ -175,14 +176,20 @@ Pool2dParams pool_params(const I4& in, I2 k, I2 stride, I2 pad, I2 dil, bool cei
   return p;
 }
 
+// (y, indices), or (y, None) without return_indices: the kernel then tracks no indices.
 template <class T>
-py::tuple max_pool2d_fwd_t(const py::array& x, I2 k, I2 stride, I2 pad, I2 dil, bool ceil_mode) {
+py::tuple max_pool2d_fwd_t(const py::array& x, I2 k, I2 stride, I2 pad, I2 dil, bool ceil_mode, bool with_idx) {
   check_array(x, "input", 4, py::dtype::of<T>());
   const Pool2dParams p = pool_params(shape4(x), k, stride, pad, dil, ceil_mode);
   auto y = new_array<T>({p.n, p.c, p.oh, p.ow});
-  auto idx = new_array<int64_t>({p.n, p.c, p.oh, p.ow});
+  py::object idx = py::none();
+  int64_t* ip = nullptr;
+  if (with_idx) {
+    auto a = new_array<int64_t>({p.n, p.c, p.oh, p.ow});
+    ip = a.mutable_data();
+    idx = std::move(a);
+  }
   T* yp = y.mutable_data();
-  int64_t* ip = idx.mutable_data();
   {
     py::gil_scoped_release nogil;
     max_pool2d_fwd<T>(p, data<T>(x), yp, ip);
@@ -259,6 +266,57 @@ R by_dtype(const py::array& a, const char* name, F32&& f32, F64&& f64) {
   throw py::type_error(std::string(name) + " must be float32 or float64, got " + std::string(py::str(a.dtype())));
 }
 
+// Elementwise ops take any shape (C-contiguous); results have the input's shape.
+std::vector<int64_t> shape_of(const py::array& a) { return std::vector<int64_t>(a.shape(), a.shape() + a.ndim()); }
+
+void check_any_shape(const py::array& a, const char* name, const py::dtype& dt) {
+  if (!same_dtype(a.dtype(), dt))
+    throw std::invalid_argument(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) + ", expected " +
+                                std::string(py::str(dt)));
+  if (!(a.flags() & py::array::c_style) || !(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw std::invalid_argument(std::string(name) + " must be C-contiguous and aligned");
+}
+
+template <class T>
+py::array relu_fwd_t(const py::array& x) {
+  check_any_shape(x, "input", py::dtype::of<T>());
+  auto y = new_array<T>(shape_of(x));
+  T* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    relu_fwd<T>(data<T>(x), yp, x.size());
+  }
+  return std::move(y);
+}
+
+template <class T>
+py::array relu_bwd_t(const py::array& dy, const py::array& x) {
+  const auto dt = py::dtype::of<T>();
+  check_any_shape(dy, "grad_output", dt);
+  check_any_shape(x, "input", dt);
+  check_shape(dy, "grad_output", shape_of(x));
+  auto dx = new_array<T>(shape_of(x));
+  T* dxp = dx.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    relu_bwd<T>(data<T>(dy), data<T>(x), dxp, x.size());
+  }
+  return std::move(dx);
+}
+
+template <class T>
+py::array bias_grad_t(const py::array& dy) {
+  check_array(dy, "grad_output", 4, py::dtype::of<T>());
+  const I4 s = shape4(dy);
+  auto db = new_array<T>({s[1]});
+  T* dbp = db.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    bias_grad<T>(data<T>(dy), s[0], s[1], s[2] * s[3], dbp);
+  }
+  return std::move(db);
+}
+
 std::vector<std::string> kernel_names() {
   std::vector<std::string> names;
   for (Isa isa : compiled_isas()) {
@@ -305,15 +363,17 @@ PYBIND11_MODULE(_core, m) {
   m.def("conv2d_choose_algo", [](I4 in, I4 ws, I2 stride, I4 pad, I2 dil, int64_t groups, int mode, int dir) {
     const Conv2dParams p = conv_params(in, ws, stride, pad, dil, groups, mode);
     if (dir < 0 || dir > 2) throw std::invalid_argument("direction code must be 0..2");
-    return conv2d_choose_algo(p, static_cast<ConvDir>(dir)) == ConvAlgo::direct ? "direct" : "im2col";
+    const ConvAlgo a = conv2d_choose_algo(p, static_cast<ConvDir>(dir));
+    return a == ConvAlgo::direct ? "direct" : a == ConvAlgo::winograd ? "winograd" : "im2col";
   });
   m.def("conv2d_column_bytes", [](I4 in, I4 ws, I2 stride, I4 pad, I2 dil, int64_t groups, int mode, size_t itemsize) {
     return conv2d_column_bytes(conv_params(in, ws, stride, pad, dil, groups, mode), itemsize, num_threads());
   });
-  m.def("max_pool2d_fwd", [](py::array x, I2 k, I2 stride, I2 pad, I2 dil, bool ceil_mode) {
-    return by_dtype<py::tuple>(x, "input", [&] { return max_pool2d_fwd_t<float>(x, k, stride, pad, dil, ceil_mode); },
-                               [&] { return max_pool2d_fwd_t<double>(x, k, stride, pad, dil, ceil_mode); });
-  });
+  m.def("max_pool2d_fwd", [](py::array x, I2 k, I2 stride, I2 pad, I2 dil, bool ceil_mode, bool with_idx) {
+    return by_dtype<py::tuple>(x, "input", [&] { return max_pool2d_fwd_t<float>(x, k, stride, pad, dil, ceil_mode, with_idx); },
+                               [&] { return max_pool2d_fwd_t<double>(x, k, stride, pad, dil, ceil_mode, with_idx); });
+  }, py::arg("x"), py::arg("kernel"), py::arg("stride"), py::arg("pad"), py::arg("dilation"), py::arg("ceil_mode"),
+     py::arg("with_indices") = true);
   m.def("max_pool2d_bwd", [](py::array dy, py::array x, py::object idx, I2 k, I2 stride, I2 pad, I2 dil, bool ceil_mode) {
     return by_dtype<py::array>(dy, "grad_output", [&] { return max_pool2d_bwd_t<float>(dy, x, idx, k, stride, pad, dil, ceil_mode); },
                                [&] { return max_pool2d_bwd_t<double>(dy, x, idx, k, stride, pad, dil, ceil_mode); });
@@ -325,6 +385,17 @@ PYBIND11_MODULE(_core, m) {
   m.def("avg_pool2d_bwd", [](py::array dy, I4 in, I2 k, I2 stride, I2 pad, bool ceil_mode, bool cip, int64_t divisor) {
     return by_dtype<py::array>(dy, "grad_output", [&] { return avg_pool2d_bwd_t<float>(dy, in, k, stride, pad, ceil_mode, cip, divisor); },
                                [&] { return avg_pool2d_bwd_t<double>(dy, in, k, stride, pad, ceil_mode, cip, divisor); });
+  });
+  m.def("relu_fwd", [](py::array x) {
+    return by_dtype<py::array>(x, "input", [&] { return relu_fwd_t<float>(x); }, [&] { return relu_fwd_t<double>(x); });
+  });
+  m.def("relu_bwd", [](py::array dy, py::array x) {
+    return by_dtype<py::array>(x, "input", [&] { return relu_bwd_t<float>(dy, x); },
+                               [&] { return relu_bwd_t<double>(dy, x); });
+  });
+  m.def("bias_grad", [](py::array dy) {
+    return by_dtype<py::array>(dy, "grad_output", [&] { return bias_grad_t<float>(dy); },
+                               [&] { return bias_grad_t<double>(dy); });
   });
   m.def("pool2d_out_size", &pool2d_out_size, py::arg("size"), py::arg("kernel"), py::arg("stride"), py::arg("pad"),
         py::arg("dilation"), py::arg("ceil_mode"));

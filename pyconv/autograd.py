@@ -238,12 +238,14 @@ class AvgPool2d(Function):
 
 
 class ReLU(Function):
+    # Saves the output, not the input: the same mask (y <= 0 exactly where x <= 0, NaN stays NaN),
+    # and the next layer (pooling) usually keeps y alive anyway, so x can be freed.
     def forward(self, x):
-        self.x = x
-        return F.relu(x)
+        self.y = F.relu(x)
+        return self.y
 
     def backward(self, g):
-        return F.relu_grad(g, self.x)
+        return F.relu_grad(g, self.y)
 
 
 class Linear(Function):
@@ -340,9 +342,12 @@ class CrossEntropy(Function):
         logp = z - lse
         n, c = logits.shape
         valid = target != ignore_index
-        t = np.where(valid, target, 0)
-        w = np.ones(c, logits.dtype) if weight is None else weight
-        wi = w[t] * valid
+        if weight is None and valid.all():  # the common case: unit weights, nothing ignored
+            t, wi = target, np.ones(n, logits.dtype)
+        else:
+            t = np.where(valid, target, 0)
+            w = np.ones(c, logits.dtype) if weight is None else weight
+            wi = w[t] * valid
         nll = -logp[np.arange(n), t]
         loss = (1 - label_smoothing) * nll + label_smoothing * (-logp.mean(axis=1)) if label_smoothing else nll
         loss = loss * wi

@@ -304,7 +304,7 @@ def build_parser():
     p.add_argument("--list", action="store_true", help="list the case names and exit")
     p.add_argument("--threads", type=int, default=None, help="threads for pyconv and torch (default: current)")
     p.add_argument("--repeats", type=int, default=7, help="timed repeats per case; the median is reported")
-    p.add_argument("--algo", nargs="+", default=["direct", "im2col"], choices=["auto", "direct", "im2col"])
+    p.add_argument("--algo", nargs="+", default=["direct", "im2col"], choices=["auto", "direct", "im2col", "winograd"])
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--no-torch", action="store_true", help="do not time torch even if importable")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")

@@ -50,13 +50,13 @@ __all__ = [
     "cross_entropy",
 ]
 
-#: Accepted values of ``algo=``; "auto" picks "direct" or "im2col" per shape (see
+#: Accepted values of ``algo=``; "auto" picks "direct", "im2col" or "winograd" per shape (see
 #: ``conv2d_choose_algo`` in cpp/src/conv2d/conv2d.cpp).
-CONV_ALGORITHMS = ("auto", "direct", "im2col")
+CONV_ALGORITHMS = ("auto", "direct", "im2col", "winograd")
 #: Accepted values of ``padding_mode=``: zero, mirror (reflect), extend (replicate), wrap (circular).
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
-_ALGO_CODE = {"auto": 0, "direct": 1, "im2col": 2}
+_ALGO_CODE = {"auto": 0, "direct": 1, "im2col": 2, "winograd": 3}
 _MODE_CODE = {m: i for i, m in enumerate(PADDING_MODES)}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _MAX_NUMEL = 1 << 59  # the C++ core's limit: byte sizes stay far from int64 overflow
@@ -332,7 +332,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             convolution). Default: 1.
         padding_mode: ``"zeros"``, ``"reflect"`` (mirror), ``"replicate"`` (extend) or
             ``"circular"``, as ``torch.nn.Conv2d``. Default: ``"zeros"``.
-        algo: ``"auto"``, ``"direct"`` or ``"im2col"``. Default: ``"auto"``.
+        algo: ``"auto"``, ``"direct"``, ``"im2col"`` or ``"winograd"`` (F(4x4, 3x3): 3x3 kernels,
+            stride 1, dilation 1; about 1e-5 * max|output| float32 error instead of 5e-7; other
+            shapes silently run ``"im2col"``). Default: ``"auto"``.
 
     Returns:
         ``(N, out_channels, OH, OW)`` with ``OH = floor((H + 2*pH - dH*(kH-1) - 1) / sH) + 1``.
@@ -374,7 +376,8 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
 
     ``input_shape`` disambiguates the input size when a stride > 1 maps several sizes to one
     output size. With a non-zero ``padding_mode`` the gradient of the padded border is folded back
-    onto the input pixels it was copied from.
+    onto the input pixels it was copied from. ``algo="winograd"`` applies to 3x3 stride-1
+    dilation-1 zero-padded layers and runs ``"im2col"`` otherwise.
     """
     fn = "conv2d_grad_input"
     w = _array(fn, "weight", weight)
@@ -389,7 +392,10 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
 
 def conv2d_grad_weight(input, grad_output, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
                        padding_mode="zeros", algo="auto"):
-    """Gradient of :func:`conv2d` with respect to its weight, of shape ``weight_shape``."""
+    """Gradient of :func:`conv2d` with respect to its weight, of shape ``weight_shape``.
+
+    ``algo="winograd"`` runs ``"im2col"`` (Winograd covers the forward and the input gradient).
+    """
     fn = "conv2d_grad_weight"
     x = _array(fn, "input", input)
     _ndim(fn, "input", x, (3, 4))
@@ -407,7 +413,7 @@ def conv2d_grad_bias(grad_output):
     _ndim(fn, "grad_output", g, (3, 4))
     if min(g.shape[-3:]) < 1:
         raise ValueError(f"{fn}: grad_output channels, height and width must be >= 1, got shape {g.shape}")
-    return g.sum(axis=(0, 2, 3) if g.ndim == 4 else (1, 2))
+    return _core.bias_grad(_contig(g.reshape((1,) + g.shape if g.ndim == 3 else g.shape)))
 
 
 # --------------------------------------------------------------------------- pooling
@@ -485,10 +491,11 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     x = _array(fn, "input", input)
     _ndim(fn, "input", x, (3, 4))
     spec = _spec(_PoolSpec, fn, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    _check_alloc(fn, "output and its int64 indices", spec.output_shape, x.dtype, extra_bytes=8)  # always both
-    y, idx = _core.max_pool2d_fwd(_contig(x.reshape(spec.input_shape)), *spec.core_args())
-    y, idx = _unbatch(y, spec.unbatched), _unbatch(idx, spec.unbatched)
-    return (y, idx) if return_indices else y
+    _check_alloc(fn, "output and its int64 indices" if return_indices else "output", spec.output_shape, x.dtype,
+                 extra_bytes=8 if return_indices else 0)
+    y, idx = _core.max_pool2d_fwd(_contig(x.reshape(spec.input_shape)), *spec.core_args(), bool(return_indices))
+    y = _unbatch(y, spec.unbatched)
+    return (y, _unbatch(idx, spec.unbatched)) if return_indices else y
 
 
 def max_pool2d_grad(grad_output, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
@@ -568,11 +575,10 @@ def avg_pool2d_grad(grad_output, input_shape, kernel_size, stride=None, padding=
 
 
 def relu(input):
-    """max(input, 0) elementwise; NaN propagates."""
+    """max(input, 0) elementwise; NaN propagates (-0 gives +0)."""
     if isinstance(input, Tensor):
         return _ag.ReLU.apply(input)
-    x = _array("relu", "input", input)
-    return np.maximum(x, x.dtype.type(0))
+    return _core.relu_fwd(_contig(_array("relu", "input", input)))
 
 
 def relu_grad(grad_output, input):
@@ -583,7 +589,7 @@ def relu_grad(grad_output, input):
     _same_dtype(fn, "input", x, ("grad_output", g))
     if g.shape != x.shape:
         raise ValueError(f"{fn}: grad_output shape {g.shape} must equal input shape {x.shape}")
-    return np.where(x <= 0, x.dtype.type(0), g)
+    return _core.relu_bwd(_contig(g), _contig(x))
 
 
 def _linear_shapes(fn, x, w):
@@ -612,7 +618,7 @@ def linear(input, weight, bias=None):
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf propagate silently, as in torch
         y = x @ w.T
         if b is not None:
-            y = y + b
+            y += b  # y is a new array of the same dtype: no second one
     return y
 
 
@@ -726,10 +732,12 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         raise TypeError(f"{fn}: target must hold integer class indices, got dtype {t.dtype}")
     if t.shape != (x.shape[0],):
         raise ValueError(f"{fn}: target must have shape ({x.shape[0]},) for input {x.shape}, got {t.shape}")
-    valid = t != ignore_index
-    if valid.any() and (t[valid].min() < 0 or t[valid].max() >= x.shape[1]):
-        raise ValueError(f"{fn}: target values must be in [0, {x.shape[1]}), got range "
-                         f"[{t[valid].min()}, {t[valid].max()}]")
+    # Common case first: every target is a class index (then ignore_index needs no mask).
+    if t.size and not (0 <= t.min() and t.max() < x.shape[1]):
+        valid = t != ignore_index
+        if valid.any() and (t[valid].min() < 0 or t[valid].max() >= x.shape[1]):
+            raise ValueError(f"{fn}: target values must be in [0, {x.shape[1]}), got range "
+                             f"[{t[valid].min()}, {t[valid].max()}]")
     _choice(fn, "reduction", reduction, ("mean", "sum", "none"))
     if not 0 <= label_smoothing <= 1:
         raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing}")

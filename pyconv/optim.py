@@ -79,19 +79,31 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=nesterov))
 
-    def _update(self, p, g, state):
+    def step(self):
+        # The per-parameter rule inlined with the hyper-parameters read once: small models are
+        # dominated by this loop's Python overhead.
+        self.step_count += 1
         d = self.defaults
-        if d["weight_decay"]:
-            g = g + d["weight_decay"] * p.data
-        if d["momentum"]:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = np.array(g, copy=True)
-            else:
-                buf *= d["momentum"]
-                buf += (1 - d["dampening"]) * g
-            g = g + d["momentum"] * buf if d["nesterov"] else buf
-        p.data -= p.data.dtype.type(self.lr) * g
+        wd, mom, damp, nesterov = d["weight_decay"], d["momentum"], d["dampening"], d["nesterov"]
+        for p, state in zip(self.params, self.state):
+            g = p.grad
+            if g is None:
+                continue
+            data = p.data
+            if wd:
+                g = g + wd * data
+            if mom:
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = np.array(g, copy=True)
+                else:
+                    buf *= mom
+                    if damp:
+                        buf += (1 - damp) * g
+                    else:
+                        buf += g  # (1 - 0) * g is g exactly
+                g = g + mom * buf if nesterov else buf
+            data -= data.dtype.type(self.lr) * g
 
 
 class Adam(Optimizer):

@@ -158,44 +158,51 @@ class Tensor:
             grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.data.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(): grad has shape {grad.shape}, expected {self.shape}")
-        order = []
-        seen = set()
-        stack = [(self, False)]
-        while stack:  # iterative DFS: deep nets must not hit the recursion limit
-            t, done = stack.pop()
-            if done:
-                order.append(t)
+        # Kahn's algorithm: count each tensor's consumers in the graph, then run a node once all
+        # of them have delivered its gradient. Tensors are keys (identity hash).
+        pending = {}
+        stack = [self]
+        while stack:  # iterative: deep nets must not hit the recursion limit
+            ctx = stack.pop()._ctx
+            if ctx is None:
                 continue
-            if id(t) in seen:
-                continue
-            seen.add(id(t))
-            stack.append((t, True))
-            if t._ctx is not None:
-                for p in t._ctx.parents:
-                    if isinstance(p, Tensor) and p.requires_grad and id(p) not in seen:
-                        stack.append((p, False))
-        grads = {id(self): grad}
-        for t in reversed(order):
-            g = grads.pop(id(t), None)
-            if g is None:
-                continue
-            if t._ctx is None:
-                t.grad = g.copy() if t.grad is None else t.grad + g
-                continue
+            for p in ctx.parents:
+                if isinstance(p, Tensor) and p.requires_grad:
+                    n = pending.get(p)
+                    if n is None:
+                        stack.append(p)
+                    pending[p] = 1 if n is None else n + 1
+        grads = {self: grad}
+        ready = [self]
+        while ready:
+            t = ready.pop()
+            g = grads.pop(t, None)
             ctx = t._ctx
-            in_grads = ctx.backward(g)
+            if ctx is None:
+                if g is not None:
+                    t.grad = g.copy() if t.grad is None else t.grad + g
+                continue
+            in_grads = ctx.backward(g) if g is not None else ()
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
-            for p, pg in zip(ctx.parents, in_grads):
-                if pg is None or not (isinstance(p, Tensor) and p.requires_grad):
+            for i, p in enumerate(ctx.parents):
+                if not (isinstance(p, Tensor) and p.requires_grad):
                     continue
-                pg = np.asarray(pg, dtype=p.dtype)
-                if pg.shape != p.shape:
-                    raise RuntimeError(
-                        f"{type(ctx).__name__}.backward returned a gradient of shape {pg.shape} for an input "
-                        f"of shape {p.shape}"
-                    )
-                grads[id(p)] = grads[id(p)] + pg if id(p) in grads else pg
+                pg = in_grads[i] if i < len(in_grads) else None
+                if pg is not None:
+                    if type(pg) is not np.ndarray or pg.dtype != p.data.dtype:
+                        pg = np.asarray(pg, dtype=p.data.dtype)
+                    if pg.shape != p.data.shape:
+                        raise RuntimeError(
+                            f"{type(ctx).__name__}.backward returned a gradient of shape {pg.shape} for an input "
+                            f"of shape {p.shape}"
+                        )
+                    prev = grads.get(p)
+                    grads[p] = pg if prev is None else prev + pg
+                n = pending[p] - 1
+                pending[p] = n
+                if n == 0:
+                    ready.append(p)
 
     # ------------------------------------------------------------------ ops
     def _ag(self):
@@ -317,12 +324,10 @@ class Function:
     def apply_with_ctx(cls, *inputs, **kwargs):
         """Like :meth:`apply`, also returning the node (for what its forward saved, e.g. indices)."""
         ctx = cls()
-        ctx.needs_input_grad = tuple(isinstance(t, Tensor) and t.requires_grad for t in inputs)
-        arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
-        out = ctx.forward(*arrays, **kwargs)
-        record = is_grad_enabled() and any(ctx.needs_input_grad)
+        needs = ctx.needs_input_grad = tuple([isinstance(t, Tensor) and t.requires_grad for t in inputs])
+        out = ctx.forward(*[t.data if isinstance(t, Tensor) else t for t in inputs], **kwargs)
         result = Tensor(out)
-        if record:
+        if True in needs and is_grad_enabled():
             result.requires_grad = True
             result._ctx = ctx
             ctx.parents = inputs

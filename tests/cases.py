@@ -24,7 +24,7 @@ import numpy as np
 import reference as ref
 
 ISA_ORDER = ("scalar", "avx2", "avx512")
-ALGOS = ("direct", "im2col", "auto")
+ALGOS = ("direct", "im2col", "winograd", "auto")
 DIRECTIONS = ("fwd", "grad_input", "grad_weight")
 DTYPES = (np.float32, np.float64)
 MODES = ("zeros", "reflect", "replicate", "circular")

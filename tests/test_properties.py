@@ -15,7 +15,7 @@ import pytest
 import cases
 import hypothesis_profiles  # noqa: F401  (registers and loads the profiles)
 import reference as ref
-from conftest import check_close
+from conftest import check_close, conv_algo_run
 from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 from hypothesis_profiles import examples
@@ -219,7 +219,10 @@ def describe(cfg):
 def check_conv(direction, cfg):
     with isa_cap(cfg["isa"]):
         got, expected, k = run_conv(direction, cfg)
-    check_close(got, expected, dtype=cfg["dtype"], k=k, case=f"{direction}: {describe(cfg)}")
+    ran = conv_algo_run(cfg["algo"], direction, (cfg["n"], cfg["c"], cfg["h"], cfg["w"]),
+                        (cfg["k"], cfg["c"] // cfg["groups"], cfg["r"], cfg["s"]), cfg["stride"], cfg["padding"],
+                        cfg["dilation"], cfg["groups"], cfg["mode"])
+    check_close(got, expected, dtype=cfg["dtype"], k=k, case=f"{direction}: {describe(cfg)}", algo=ran)
 
 
 def conv_cfg(n=1, c=1, h=1, w=1, k=1, r=1, s=1, stride=1, padding=0, dilation=1, groups=1, mode="zeros",

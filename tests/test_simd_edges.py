@@ -27,7 +27,7 @@ import pytest
 import cases
 import reference as ref
 from cases import ConvCase
-from conftest import check_close
+from conftest import check_close, conv_algo_run
 
 pyconv = pytest.importorskip("pyconv")
 F = pyconv.functional
@@ -116,7 +116,8 @@ def test_conv_gemm_and_full_kernel_edges(case, algo, dtype, isa, poison):
                            ("grad_input", F.conv2d_grad_input(gy, w, x.shape, s, p, d, g, **kw)),
                            ("grad_weight", F.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, **kw))):
         k = case.reduction_length(direction) * (fold if direction == "grad_input" else 1)
-        check_close(got, refs[direction], dtype=dtype, k=k, case=f"{case.id} {algo} {direction} isa={isa}")
+        check_close(got, refs[direction], dtype=dtype, k=k, case=f"{case.id} {algo} {direction} isa={isa}",
+                    algo=conv_algo_run(algo, direction, case.x_shape, case.w_shape, s, p, d, g, case.mode))
 
 
 # --------------------------------------------------------------------------

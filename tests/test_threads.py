@@ -7,7 +7,7 @@ import pytest
 
 import cases
 import reference as ref
-from conftest import check_close
+from conftest import check_close, conv_algo_run
 
 pyconv = pytest.importorskip("pyconv")
 F = pyconv.functional
@@ -188,6 +188,7 @@ def test_every_isa_gives_the_same_answer_within_tolerance(dtype):
             pyconv.set_max_isa(name)
             for algo in cases.ALGOS:
                 check_close(F.conv2d(x, w, algo=algo, padding=1), expected, dtype=dtype,
+                            algo=conv_algo_run(algo, "fwd", x.shape, w.shape, padding=1),
                             k=case.reduction_length("fwd"), case=f"{name} {algo}")
     finally:
         pyconv.set_max_isa(prev)

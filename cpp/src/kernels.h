@@ -131,6 +131,46 @@ using conv2d_pack_cols_t_fn = conv2d_pack_cols_fn<T>;
 // C[MR][NR] (+)= packed A (kc x MR, column-major panel) * packed B (kc x NR, row-major panel).
 template <class T>
 using gemm_ukernel_fn = void(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
+// Winograd F(4x4, 3x3) (conv2d/winograd.cpp): 4x4 output tiles from 6x6 input tiles, 36
+// transform positions xi. A unit is a run of tiles (tile t = image * tiles_per_image + tile row *
+// tiles_w + tile column) cut into vectors of the kernel's lane count; a segment is the part of one
+// vector inside one tile row of one image.
+struct WinoSeg {
+  int64_t v, lane0, count;  // vector, its first lane and lane count
+  int64_t n, th, tw;        // image, tile row, first tile column
+  int64_t poff;             // plane element read by lane 0's (0, 0) input (may lie before the segment)
+};
+template <class T>
+struct WinoTiles {
+  int64_t cin, kout, kp;         // channels in and out; kout rounded up to the GEMM's MR
+  int64_t hout, wout, win;       // output plane, input width
+  const int64_t* rmap;           // padded row -> input row or -1 (4 * tiles_h + 2 entries)
+  const int64_t* cmap;           // padded column -> input column or -1 (pw entries)
+  int64_t pw, clo, chi, coff;    // plane width; cmap[q] == q - coff for q in [clo, chi)
+  const T* x;                    // input channel 0 of image 0
+  int64_t x_img, x_ch;           // input strides (elements) of an image and of a channel
+  T* y;                          // output channel 0 of image 0
+  int64_t y_img, y_ch;
+  const T* bias;                 // or null
+  const WinoSeg* segs;           // this unit's segments, in lane order
+  int64_t nsegs, ntiles, tp;     // tiles in the unit, and rounded up to the GEMM's NR
+  const int64_t* plane_rows;     // per image of the unit (from n0): first padded row, row count,
+  int64_t n0, nimg;              //   element offset in the plane buffer (3 entries each)
+};
+// U[xi] = G g G^T for output channels (GEMM rows) of MR-panels [kp0, kp1), packed as the
+// micro-kernel's A panels: xi block xi * kp * cin, C-block c0 (kc rows) at + c0 * kp, panel at
+// + panel * MR * kb, element (c, lane) at + (c - c0) * MR + lane (rows past kout are zero).
+// g(o, i, tap) = w[o * so + i * si + (flip ? 8 - tap : tap)].
+template <class T>
+using conv2d_winograd_filter_fn = void(const T* w, int64_t kout, int64_t cin, int64_t so, int64_t si, bool flip,
+                                       int64_t kc, int64_t kp0, int64_t kp1, T* u);
+// V[xi] = B^T d B for input channels [c0, c1) of the unit, as NR-wide B panels:
+// v[((xi * (tp / NR) + t / NR) * cin + c) * NR + t % NR]. `plane` is this thread's scratch.
+template <class T>
+using conv2d_winograd_input_fn = void(const WinoTiles<T>&, int64_t c0, int64_t c1, T* plane, T* v);
+// y = A^T m A (+ bias) for output channels [k0, k1) of the unit, m[(xi * kp + k) * tp + t].
+template <class T>
+using conv2d_winograd_output_fn = void(const WinoTiles<T>&, int64_t k0, int64_t k1, const T* m);
 // Pooling, over planes n*C + c.
 template <class T>
 using max_pool2d_fwd_direct_fn = void(const Pool2dParams&, const T* x, T* y, int64_t* idx,
@@ -143,6 +183,13 @@ template <class T>
 using avg_pool2d_fwd_direct_fn = void(const Pool2dParams&, const T* x, T* y, int64_t p0, int64_t p1);
 template <class T>
 using avg_pool2d_bwd_direct_fn = void(const Pool2dParams&, const T* dy, T* dx, int64_t p0, int64_t p1);
+// Elementwise (pyconv/eltwise.h), over elements [i0, i1); bias_grad over channels [c0, c1).
+template <class T>
+using relu_fwd_fn = void(const T* x, T* y, int64_t i0, int64_t i1);
+template <class T>
+using relu_bwd_fn = void(const T* dy, const T* x, T* dx, int64_t i0, int64_t i1);
+template <class T>
+using bias_grad_fn = void(const T* dy, int64_t n, int64_t c, int64_t hw, T* db, int64_t c0, int64_t c1);
 
 #define PYCONV_KERNEL(fam, op, dir, algo) \
   fam##_fn<float> PYCONV_KNAME(fam);      \

@@ -13,7 +13,7 @@
 namespace pyconv {
 
 enum class PadMode : int { zeros = 0, reflect = 1, replicate = 2, circular = 3 };
-enum class ConvAlgo : int { automatic = 0, direct = 1, im2col = 2 };
+enum class ConvAlgo : int { automatic = 0, direct = 1, im2col = 2, winograd = 3 };
 enum class ConvDir : int { fwd = 0, bwd_data = 1, bwd_weight = 2 };
 
 struct Conv2dParams {

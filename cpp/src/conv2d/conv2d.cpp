@@ -9,6 +9,7 @@
 #include "pyconv/gemm.h"
 #include "pyconv/parallel.h"
 #include "sizes.h"
+#include "conv2d/winograd.h"
 #include "gemm/gemm_driver.h"
 #include "workspace.h"
 
@@ -237,16 +238,21 @@ bool blocked_bwd_weight(const Conv2dParams& p, const ConvMaps& maps, const T* x,
   return true;
 }
 
-const char* algo_name(ConvAlgo a) { return a == ConvAlgo::direct ? "direct" : "im2col"; }
+const char* algo_name(ConvAlgo a) {
+  return a == ConvAlgo::direct ? "direct" : a == ConvAlgo::winograd ? "winograd_f4x4" : "im2col";
+}
 const char* dir_name(ConvDir d) {
   return d == ConvDir::fwd ? "fwd" : d == ConvDir::bwd_data ? "bwd_data" : "bwd_weight";
 }
 
 ConvAlgo resolve(const Conv2dParams& p, ConvDir dir, ConvAlgo algo) {
   if (algo == ConvAlgo::automatic) algo = conv2d_choose_algo(p, dir);
+  const bool not_winograd = algo == ConvAlgo::winograd && !winograd_applies(p, dir);
+  if (not_winograd) algo = ConvAlgo::im2col;
   if (verbose()) {
     const Isa isa = active_isa();
     std::string what = std::string("conv2d_") + dir_name(dir) + "_" + algo_name(algo) + "_" + isa_name(isa);
+    if (not_winograd) what += " (winograd not applicable)";
     if (algo == ConvAlgo::direct && (dir == ConvDir::bwd_weight ? blocked_wgrad_applies(p) : blocked_applies(p, dir)))
       what += " (register-blocked)";
     if (algo == ConvAlgo::im2col) {
@@ -378,6 +384,8 @@ void conv2d_validate(Conv2dParams& p) {
 //   8x3x224x224; 64x3x11x11 stride 4      22 vs 91 (element-wise loads: stays im2col)
 // (2 threads, unloaded moments: 1x32x112x112 depthwise 3x3 direct 46 / 28 / 29 vs torch 30 / 28 / 32.)
 ConvAlgo conv2d_choose_algo(const Conv2dParams& p, ConvDir dir) {
+  // 3x3 stride 1, >= 32 tiles: Winograd (its error bound and measurements: winograd.cpp).
+  if (winograd_preferred(p, dir)) return ConvAlgo::winograd;
   if (is_pointwise(p)) return ConvAlgo::im2col;
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
   if (cg == 1) {
@@ -427,6 +435,7 @@ void conv2d_fwd(const Conv2dParams& p0, const T* x, const T* w, const T* b, T* y
   const KernelTable<T>& tbl = kernel_table<T>();
   const int isa = static_cast<int>(active_isa());
   const int nt = threads_for(macs(p), num_threads());
+  if (algo == ConvAlgo::winograd && conv2d_fwd_winograd(a, nt)) return;
   if (algo == ConvAlgo::direct) {
     if (blocked_applies(p, ConvDir::fwd) && blocked_fwd(p, maps, x, w, b, y, nt)) return;
     auto* fn = tbl.conv2d_fwd_direct[isa];
@@ -470,6 +479,7 @@ void conv2d_bwd_data(const Conv2dParams& p0, const T* dy, const T* w, T* dx, Con
   const KernelTable<T>& tbl = kernel_table<T>();
   const int isa = static_cast<int>(active_isa());
   const int nt = threads_for(macs(p), num_threads());
+  if (algo == ConvAlgo::winograd && conv2d_bwd_data_winograd(p, dy, w, dx, nt)) return;
   if (algo == ConvAlgo::direct) {
     if (blocked_applies(p, ConvDir::bwd_data) && blocked_bwd_data(p, dy, w, dx, nt)) return;
     auto* fn = tbl.conv2d_bwd_data_direct[isa];

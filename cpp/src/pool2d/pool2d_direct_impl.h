@@ -21,6 +21,7 @@
 //     recomputed row by row with the vector forward).
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels.h"
 
@@ -29,13 +30,6 @@ namespace PYCONV_ISA {
 namespace {
 
 #include "simd.h"
-
-template <class T>
-inline typename V<T>::ivec lane_iota(int64_t step) {
-  typename V<T>::ivec v;
-  for (int t = 0; t < V<T>::L; ++t) v[t] = static_cast<decltype(v[0] + 0)>(t * step);
-  return v;
-}
 
 // Argmax of one window: first maximum in row-major order, except that NaN always wins (the
 // last NaN, as PyTorch's `val > max || isnan(val)`). -1 if the window has no input element.
@@ -51,10 +45,10 @@ inline int64_t window_argmax(const Pool2dParams& p, const T* xp, int64_t oh, int
       const int64_t iw = w0 + j * p.dil_w;
       if (iw < 0 || iw >= p.w) continue;
       const T v = xp[ih * p.w + iw];
-      if (mi < 0 || v > m || v != v) {
-        m = v;
-        mi = ih * p.w + iw;
-      }
+      // Branchless: on random data the comparison is unpredictable.
+      const bool take = (mi < 0) | (v > m) | (v != v);
+      m = take ? v : m;
+      mi = take ? ih * p.w + iw : mi;
     }
   }
   *out = mi < 0 ? -__builtin_inf() : m;
@@ -73,86 +67,277 @@ inline void interior_cols(const Pool2dParams& p, int64_t kw, int64_t dw, int64_t
   *hi = h;
 }
 
-// One output row's maxima for columns [a, b): y[ow - a], idx[ow - a].
-template <class T, int S>
-void max_row_vec(const Pool2dParams& p, const T* xp, int64_t oh, int64_t a, int64_t b, T* y,
-                 int64_t* idx) {
-  using vec = typename V<T>::vec;
-  using ivec = typename V<T>::ivec;
-  using lvec = typename V<T>::lvec;
-  constexpr int L = V<T>::L;
-  int64_t lo, hi;
-  interior_cols(p, p.kw, p.dil_w, &lo, &hi);
-  lo = lo < a ? a : lo;
-  hi = hi > b ? b : hi;
-  const int64_t h0 = oh * p.stride_h - p.pad_h;
-  int64_t ibeg = 0;
-  while (ibeg < p.kh && h0 + ibeg * p.dil_h < 0) ++ibeg;
-  const bool vec_ok = hi - lo >= L && ibeg < p.kh && h0 + ibeg * p.dil_h < p.h;
-  if (!vec_ok) lo = hi = b;
-  for (int64_t ow = a; ow < lo; ++ow) idx[ow - a] = window_argmax(p, xp, oh, ow, &y[ow - a]);
-  if (vec_ok) {
-    const ivec iota = lane_iota<T>(S);
-    for (int64_t o = lo; o < hi; o += L) {
-      const int64_t ow = o + L <= hi ? o : hi - L;
-      vec m{};
-      ivec mi{};
-      bool first = true;
-      for (int64_t i = ibeg; i < p.kh; ++i) {
-        const int64_t ih = h0 + i * p.dil_h;
-        if (ih >= p.h) break;
-        for (int64_t j = 0; j < p.kw; ++j) {
-          const int64_t col = ow * S - p.pad_w + j * p.dil_w;
-          const vec v = load_strided<T, S>(xp + ih * p.w + col);
-          const ivec iv = iota + static_cast<decltype(iota[0] + 0)>(ih * p.w + col);
-          if (first) {
-            m = v;
-            mi = iv;
-            first = false;
-          } else {
-            const ivec take = (v > m) | (v != v);
-            m = take ? v : m;
-            mi = take ? iv : mi;
-          }
+// Vectors of B bytes (16 .. kVecBytes): narrow output rows (small planes) take narrower vectors
+// instead of the scalar window loop. ivec: integer lanes of T's size (comparisons; int32 indices
+// for float); lvec: the same lanes as int64.
+template <class T, int B>
+struct VW {
+  static constexpr int L = B / static_cast<int>(sizeof(T));
+  using I = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  typedef T vec __attribute__((vector_size(B)));
+  typedef I ivec __attribute__((vector_size(B)));
+  typedef int64_t lvec __attribute__((vector_size(B / sizeof(T) * 8)));
+};
+
+// Lane t = p[t*S] for S = 1 or 2 (S = 2 reads exactly p[0 .. 2*L-2], two overlapping loads).
+template <class T, int B, int S>
+inline typename VW<T, B>::vec load_s(const T* p) {
+  using W = VW<T, B>;
+  typename W::vec a;
+  __builtin_memcpy(&a, p, B);
+  if constexpr (S == 1) {
+    return a;
+  } else {
+    typename W::vec b;  // b[k] = p[L-1+k]
+    __builtin_memcpy(&b, p + W::L - 1, B);
+    typename W::ivec m;
+    for (int t = 0; t < W::L; ++t) m[t] = t < W::L / 2 ? 2 * t : 2 * t + 1;  // index into a ++ b
+    return __builtin_shuffle(a, b, m);
+  }
+}
+
+// Maxima (and, with Idx, indices) of output columns [lo, hi) of row oh, hi - lo >= lanes; every
+// window's rows start at ibeg and its columns lie inside the input. Written to y[ow - a], idx[ow - a].
+template <class T, int S, int B, bool Idx>
+void max_cols_vec(const Pool2dParams& p, const T* xp, int64_t h0, int64_t ibeg, int64_t lo, int64_t hi,
+                  int64_t a, T* y, int64_t* idx) {
+  using W = VW<T, B>;
+  using vec = typename W::vec;
+  using ivec = typename W::ivec;
+  using I = typename W::I;
+  constexpr int L = W::L;
+  ivec iota;
+  for (int t = 0; t < L; ++t) iota[t] = static_cast<I>(t * S);
+  for (int64_t o = lo; o < hi; o += L) {
+    const int64_t ow = o + L <= hi ? o : hi - L;
+    vec m{};
+    ivec mi{};
+    bool first = true;
+    for (int64_t i = ibeg; i < p.kh; ++i) {
+      const int64_t ih = h0 + i * p.dil_h;
+      if (ih >= p.h) break;
+      for (int64_t j = 0; j < p.kw; ++j) {
+        const int64_t col = ow * S - p.pad_w + j * p.dil_w;
+        const vec v = load_s<T, B, S>(xp + ih * p.w + col);
+        if (first) {
+          m = v;
+          if constexpr (Idx) mi = iota + static_cast<I>(ih * p.w + col);
+          first = false;
+        } else {
+          const ivec take = (v > m) | (v != v);
+          m = take ? v : m;
+          if constexpr (Idx) mi = take ? iota + static_cast<I>(ih * p.w + col) : mi;
         }
       }
-      storeu(y + ow - a, m);
-      const lvec wide = __builtin_convertvector(mi, lvec);
+    }
+    __builtin_memcpy(y + ow - a, &m, B);
+    if constexpr (Idx) {
+      const typename W::lvec wide = __builtin_convertvector(mi, typename W::lvec);
       __builtin_memcpy(idx + ow - a, &wide, sizeof(wide));
     }
   }
-  for (int64_t ow = hi; ow < b; ++ow) idx[ow - a] = window_argmax(p, xp, oh, ow, &y[ow - a]);
 }
 
+// The widest vector that fits hi - lo columns; false if none does.
+template <class T, int S, bool Idx>
+bool max_cols(const Pool2dParams& p, const T* xp, int64_t h0, int64_t ibeg, int64_t lo, int64_t hi, int64_t a,
+              T* y, int64_t* idx) {
+  constexpr int B1 = kVecBytes, B2 = kVecBytes > 32 ? 32 : 16;
+  const int64_t n = hi - lo;
+  if (n >= VW<T, B1>::L) {
+    max_cols_vec<T, S, B1, Idx>(p, xp, h0, ibeg, lo, hi, a, y, idx);
+  } else if (B2 < B1 && n >= VW<T, B2>::L) {
+    max_cols_vec<T, S, B2, Idx>(p, xp, h0, ibeg, lo, hi, a, y, idx);
+  } else if (16 < B2 && n >= VW<T, 16>::L) {
+    max_cols_vec<T, S, 16, Idx>(p, xp, h0, ibeg, lo, hi, a, y, idx);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// Output columns [lo, hi) whose windows have every column tap inside the input (the same for
+// every row), and whether the vector path may take them.
+struct MaxCols {
+  int64_t lo = 0, hi = 0;
+  bool vec = false;
+};
+
 template <class T>
-void max_row(const Pool2dParams& p, const T* xp, int64_t oh, int64_t a, int64_t b, T* y, int64_t* idx) {
+MaxCols max_cols_setup(const Pool2dParams& p) {
+  MaxCols c;
+  interior_cols(p, p.kw, p.dil_w, &c.lo, &c.hi);
   // Indices are computed in the integer lane type: int32 for float needs H*W < 2^31.
   const bool fits = sizeof(T) == 8 || p.h * p.w < (int64_t{1} << 31);
-  if (fits && p.stride_w == 1) return max_row_vec<T, 1>(p, xp, oh, a, b, y, idx);
-  if (fits && p.stride_w == 2) return max_row_vec<T, 2>(p, xp, oh, a, b, y, idx);
-  for (int64_t ow = a; ow < b; ++ow) idx[ow - a] = window_argmax(p, xp, oh, ow, &y[ow - a]);
+  c.vec = fits && (p.stride_w == 1 || p.stride_w == 2);
+  return c;
 }
 
-constexpr int64_t kChunk = 256;  // output columns per stack-buffered chunk
+// The scalar window loop for windows entirely inside the input (no bounds checks; KH = KW = 0:
+// the kernel size at run time), columns [c0, c1) of the row starting at input row h0.
+template <class T, int KH, int KW, bool Idx>
+void max_cols_in(const Pool2dParams& p, const T* xp, int64_t h0, int64_t c0, int64_t c1, int64_t a, T* y,
+                 int64_t* idx) {
+  const int64_t kh = KH ? KH : p.kh, kw = KW ? KW : p.kw, rs = p.dil_h * p.w, cs = p.dil_w;
+  for (int64_t ow = c0; ow < c1; ++ow) {
+    const int64_t base = h0 * p.w + ow * p.stride_w - p.pad_w;
+    T m = xp[base];
+    int64_t mi = base;
+    for (int64_t i = 0; i < kh; ++i) {
+      for (int64_t j = i == 0 ? 1 : 0; j < kw; ++j) {
+        const int64_t pos = base + i * rs + j * cs;
+        const T v = xp[pos];
+        const bool take = (v > m) | (v != v);
+        m = take ? v : m;
+        mi = take ? pos : mi;
+      }
+    }
+    y[ow - a] = m;
+    if constexpr (Idx) idx[ow - a] = mi;
+  }
+}
 
-template <class T>
-void max_fwd(const Pool2dParams& p, const T* x, T* y, int64_t* idx, int64_t p0, int64_t p1) {
+// Columns [c0, c1) of a row without the vector path: the unchecked loop where the window is
+// inside the input (in_row: all its rows are), the checked one elsewhere.
+template <class T, bool Idx>
+void max_cols_scalar(const Pool2dParams& p, const MaxCols& mc, const T* xp, int64_t oh, bool in_row, int64_t c0,
+                     int64_t c1, int64_t a, T* y, int64_t* idx) {
+  int64_t i0 = in_row ? (mc.lo > c0 ? mc.lo : c0) : c1;
+  int64_t i1 = in_row ? (mc.hi < c1 ? mc.hi : c1) : c1;
+  if (i0 >= i1) i0 = i1 = c1;
+  for (int64_t ow = c0; ow < i0; ++ow) {
+    const int64_t i = window_argmax(p, xp, oh, ow, &y[ow - a]);
+    if constexpr (Idx) idx[ow - a] = i;
+  }
+  if (i0 < i1) {
+    const int64_t h0 = oh * p.stride_h - p.pad_h;
+    if (p.kh == 2 && p.kw == 2) {
+      max_cols_in<T, 2, 2, Idx>(p, xp, h0, i0, i1, a, y, idx);
+    } else if (p.kh == 3 && p.kw == 3) {
+      max_cols_in<T, 3, 3, Idx>(p, xp, h0, i0, i1, a, y, idx);
+    } else {
+      max_cols_in<T, 0, 0, Idx>(p, xp, h0, i0, i1, a, y, idx);
+    }
+  }
+  for (int64_t ow = i1; ow < c1; ++ow) {
+    const int64_t i = window_argmax(p, xp, oh, ow, &y[ow - a]);
+    if constexpr (Idx) idx[ow - a] = i;
+  }
+}
+
+// One output row's maxima for columns [a, b): y[ow - a] and, with Idx, idx[ow - a].
+template <class T, bool Idx>
+void max_row(const Pool2dParams& p, const MaxCols& mc, const T* xp, int64_t oh, int64_t a, int64_t b, T* y,
+             int64_t* idx) {
+  const int64_t h0 = oh * p.stride_h - p.pad_h;
+  const bool in_row = h0 >= 0 && h0 + (p.kh - 1) * p.dil_h < p.h;
+  int64_t ibeg = 0;
+  while (ibeg < p.kh && h0 + ibeg * p.dil_h < 0) ++ibeg;
+  int64_t lo = b, hi = b;
+  if (mc.vec && mc.lo < mc.hi && ibeg < p.kh && h0 + ibeg * p.dil_h < p.h) {
+    lo = mc.lo < a ? a : mc.lo;
+    hi = mc.hi > b ? b : mc.hi;
+    const bool done = lo < hi && (p.stride_w == 1 ? max_cols<T, 1, Idx>(p, xp, h0, ibeg, lo, hi, a, y, idx)
+                                                  : max_cols<T, 2, Idx>(p, xp, h0, ibeg, lo, hi, a, y, idx));
+    if (!done) lo = hi = b;
+  }
+  max_cols_scalar<T, Idx>(p, mc, xp, oh, in_row, a, lo, a, y, idx);
+  max_cols_scalar<T, Idx>(p, mc, xp, oh, in_row, hi, b, a, y, idx);
+}
+
+constexpr int64_t kChunk = 256;  // output columns per stack-buffered chunk (recomputed indices)
+
+// The forward's main path: rows whose window rows all lie inside the input, interior columns
+// [mc.lo, mc.hi), with the kernel size (KH = KW = 0: at run time), stride and vector width fixed
+// at compile time, so a narrow row costs little more than its vectors. Same operations per lane
+// as max_cols_vec.
+template <class T, int S, int B, int KH, int KW, bool Idx>
+void max_cols_vec_in(const Pool2dParams& p, const T* xp, int64_t h0, int64_t lo, int64_t hi, T* y, int64_t* idx) {
+  using W = VW<T, B>;
+  using vec = typename W::vec;
+  using ivec = typename W::ivec;
+  using I = typename W::I;
+  constexpr int L = W::L;
+  const int64_t kh = KH ? KH : p.kh, kw = KW ? KW : p.kw, rs = p.dil_h * p.w, cs = p.dil_w;
+  ivec iota;
+  for (int t = 0; t < L; ++t) iota[t] = static_cast<I>(t * S);
+  for (int64_t o = lo; o < hi; o += L) {
+    const int64_t ow = o + L <= hi ? o : hi - L;
+    const int64_t base = h0 * p.w + ow * S - p.pad_w;
+    vec m = load_s<T, B, S>(xp + base);
+    ivec mi = iota + static_cast<I>(base);
+    for (int64_t i = 0; i < kh; ++i) {
+      for (int64_t j = i == 0 ? 1 : 0; j < kw; ++j) {
+        const int64_t off = base + i * rs + j * cs;
+        const vec v = load_s<T, B, S>(xp + off);
+        const ivec take = (v > m) | (v != v);
+        m = take ? v : m;
+        if constexpr (Idx) mi = take ? iota + static_cast<I>(off) : mi;
+      }
+    }
+    __builtin_memcpy(y + ow, &m, B);
+    if constexpr (Idx) {
+      const typename W::lvec wide = __builtin_convertvector(mi, typename W::lvec);
+      __builtin_memcpy(idx + ow, &wide, sizeof(wide));
+    }
+  }
+}
+
+template <class T, int S, int B, int KH, int KW, bool Idx>
+void max_fwd_planes(const Pool2dParams& p, const MaxCols& mc, const T* x, T* y, int64_t* idx, int64_t p0,
+                    int64_t p1) {
   const int64_t hw = p.h * p.w, ohw = p.oh * p.ow;
-  alignas(64) int64_t ibuf[kChunk];
   for (int64_t plane = p0; plane < p1; ++plane) {
     const T* xp = x + plane * hw;
     for (int64_t oh = 0; oh < p.oh; ++oh) {
-      const int64_t o = plane * ohw + oh * p.ow;
-      if (idx != nullptr) {
-        max_row(p, xp, oh, 0, p.ow, y + o, idx + o);
+      T* yr = y + plane * ohw + oh * p.ow;
+      int64_t* ir = Idx ? idx + plane * ohw + oh * p.ow : nullptr;
+      const int64_t h0 = oh * p.stride_h - p.pad_h;
+      if (h0 < 0 || h0 + (p.kh - 1) * p.dil_h >= p.h) {
+        max_row<T, Idx>(p, mc, xp, oh, 0, p.ow, yr, ir);
         continue;
       }
-      for (int64_t a = 0; a < p.ow; a += kChunk) {
-        const int64_t b = a + kChunk < p.ow ? a + kChunk : p.ow;
-        max_row(p, xp, oh, a, b, y + o + a, ibuf);
+      if (mc.lo > 0) max_cols_scalar<T, Idx>(p, mc, xp, oh, true, 0, mc.lo, 0, yr, ir);
+      if constexpr (B > 0) {
+        max_cols_vec_in<T, S, B, KH, KW, Idx>(p, xp, h0, mc.lo, mc.hi, yr, ir);
+      } else {
+        max_cols_in<T, KH, KW, Idx>(p, xp, h0, mc.lo, mc.hi, 0, yr, ir);
       }
+      if (mc.hi < p.ow) max_cols_scalar<T, Idx>(p, mc, xp, oh, true, mc.hi, p.ow, 0, yr, ir);
     }
   }
+}
+
+template <class T, int S, int B, bool Idx>
+void max_fwd_k(const Pool2dParams& p, const MaxCols& mc, const T* x, T* y, int64_t* idx, int64_t p0, int64_t p1) {
+  if (p.kh == 2 && p.kw == 2) return max_fwd_planes<T, S, B, 2, 2, Idx>(p, mc, x, y, idx, p0, p1);
+  if (p.kh == 3 && p.kw == 3) return max_fwd_planes<T, S, B, 3, 3, Idx>(p, mc, x, y, idx, p0, p1);
+  max_fwd_planes<T, S, B, 0, 0, Idx>(p, mc, x, y, idx, p0, p1);
+}
+
+// The widest vector the interior columns fill; rows without one take max_row.
+template <class T, int S, bool Idx>
+void max_fwd_s(const Pool2dParams& p, const MaxCols& mc, const T* x, T* y, int64_t* idx, int64_t p0, int64_t p1) {
+  constexpr int B1 = kVecBytes, B2 = kVecBytes > 32 ? 32 : 16;
+  const int64_t n = mc.hi - mc.lo;
+  if (n >= VW<T, B1>::L) return max_fwd_k<T, S, B1, Idx>(p, mc, x, y, idx, p0, p1);
+  if (B2 < B1 && n >= VW<T, B2>::L) return max_fwd_k<T, S, B2, Idx>(p, mc, x, y, idx, p0, p1);
+  if (16 < B2 && n >= VW<T, 16>::L) return max_fwd_k<T, S, 16, Idx>(p, mc, x, y, idx, p0, p1);
+  max_fwd_k<T, S, 0, Idx>(p, mc, x, y, idx, p0, p1);  // narrow rows: the scalar window loop
+}
+
+template <class T, bool Idx>
+void max_fwd_t(const Pool2dParams& p, const T* x, T* y, int64_t* idx, int64_t p0, int64_t p1) {
+  const MaxCols mc = max_cols_setup<T>(p);
+  if (!mc.vec) return max_fwd_k<T, 0, 0, Idx>(p, mc, x, y, idx, p0, p1);
+  if (p.stride_w == 1) return max_fwd_s<T, 1, Idx>(p, mc, x, y, idx, p0, p1);
+  max_fwd_s<T, 2, Idx>(p, mc, x, y, idx, p0, p1);
+}
+
+template <class T>
+void max_fwd(const Pool2dParams& p, const T* x, T* y, int64_t* idx, int64_t p0, int64_t p1) {
+  if (idx != nullptr) return max_fwd_t<T, true>(p, x, y, idx, p0, p1);
+  max_fwd_t<T, false>(p, x, y, idx, p0, p1);
 }
 
 // Returns the flat position of the first out-of-range index in [p0, p1) planes, or -1 (those
@@ -163,6 +348,7 @@ int64_t max_bwd(const Pool2dParams& p, const T* dy, const T* x, const int64_t* i
   const int64_t hw = p.h * p.w, ohw = p.oh * p.ow;
   alignas(64) int64_t ibuf[kChunk];
   alignas(64) T ybuf[kChunk];
+  const MaxCols mc = max_cols_setup<T>(p);
   int64_t bad = -1;
   for (int64_t plane = p0; plane < p1; ++plane) {
     T* __restrict dxp = dx + plane * hw;
@@ -185,7 +371,7 @@ int64_t max_bwd(const Pool2dParams& p, const T* dy, const T* x, const int64_t* i
       const T* dyr = dyp + oh * p.ow;
       for (int64_t a = 0; a < p.ow; a += kChunk) {
         const int64_t b = a + kChunk < p.ow ? a + kChunk : p.ow;
-        max_row(p, xp, oh, a, b, ybuf, ibuf);
+        max_row<T, true>(p, mc, xp, oh, a, b, ybuf, ibuf);
         for (int64_t ow = a; ow < b; ++ow) {
           const int64_t mi = ibuf[ow - a];
           if (mi >= 0) dxp[mi] += dyr[ow];

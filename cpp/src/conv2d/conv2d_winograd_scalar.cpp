@@ -1,0 +1,2 @@
+#define PYCONV_ISA scalar
+#include "conv2d/conv2d_winograd_impl.h"

@@ -1,0 +1,2 @@
+#define PYCONV_ISA avx2
+#include "eltwise/eltwise_impl.h"

@@ -1,0 +1,2 @@
+#define PYCONV_ISA scalar
+#include "eltwise/eltwise_impl.h"

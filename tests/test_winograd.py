@@ -1,0 +1,212 @@
+"""algo="winograd": F(4x4, 3x3) for 3x3 stride-1 convolutions (forward, input gradient).
+
+Tile remainders (output sizes not a multiple of 4, runs of tiles crossing tile rows and images),
+every padding amount and mode, channel counts around the GEMM tile, empty batches, views; the
+float32 error bound, float64 near-exact, bits independent of the thread count and of the filter
+chunking, the fallback to im2col where Winograd does not apply, and what PYCONV_VERBOSE reports.
+"""
+import os
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+import reference as ref
+from conftest import WINOGRAD_F32_ATOL_FACTOR, check_close
+
+pyconv = pytest.importorskip("pyconv")
+F = pyconv.functional
+
+DT_IDS = ["f32", "f64"]
+
+# (n, c, h, w, k, padding, mode): odd and tiny planes, 1..33 channels (MR is 6 or 14)
+SHAPES = [
+    (1, 1, 3, 3, 1, 0, "zeros"),          # a single output pixel
+    (1, 2, 4, 4, 3, 1, "zeros"),          # one tile
+    (2, 3, 5, 7, 5, 1, "zeros"),
+    (3, 4, 9, 11, 7, 0, "zeros"),
+    (1, 5, 13, 6, 14, 2, "zeros"),        # K = MR (AVX-512)
+    (2, 15, 8, 8, 15, (1, 2), "zeros"),   # asymmetric padding
+    (1, 6, 17, 23, 6, "same", "zeros"),
+    (3, 7, 6, 5, 9, 1, "reflect"),
+    (2, 8, 7, 10, 4, 2, "circular"),
+    (1, 9, 10, 9, 17, (2, 1), "replicate"),
+    (2, 33, 15, 17, 29, 1, "zeros"),      # 2 full GEMM panels + remainder
+    (0, 4, 8, 8, 4, 1, "zeros"),          # empty batch
+    (5, 3, 2, 2, 4, 1, "zeros"),          # many images per unit of tiles
+    (1, 4, 1, 1, 2, 1, "zeros"),          # 1x1 input padded
+    (1, 2, 3, 4, 3, 3, "zeros"),          # padding 3: the input gradient reads inside dy
+]
+
+
+def _id(s):
+    return "n{}c{}h{}w{}k{}-p{}-{}".format(*s).replace(" ", "")
+
+
+def data(shape, dtype, seed=0):
+    n, c, h, w, k, padding, mode = shape
+    rng = np.random.default_rng(zlib.crc32(_id(shape).encode()) + seed)
+    x = rng.uniform(-1, 1, (n, c, h, w)).astype(np.float32)
+    wt = rng.uniform(-1, 1, (k, c, 3, 3)).astype(np.float32)
+    b = rng.uniform(-1, 1, k).astype(np.float32)
+    oh, ow = F.conv2d_output_shape((n, c, h, w), wt.shape, padding=padding)[2:]
+    gy = rng.uniform(-1, 1, (n, k, oh, ow)).astype(np.float32)
+    return x, wt, b, gy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=DT_IDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=_id)
+def test_matches_reference(shape, dtype, isa, poison):
+    n, c, h, w, k, padding, mode = shape
+    x, wt, b, gy = data(shape, dtype)
+    y = F.conv2d(x.astype(dtype), wt.astype(dtype), b.astype(dtype), padding=padding, padding_mode=mode,
+                 algo="winograd")
+    check_close(y, ref.conv2d(x, wt, b, 1, padding, 1, 1, mode), dtype=dtype, k=c * 9, algo="winograd",
+                case=f"fwd isa={isa}")
+    if mode == "zeros":
+        dx = F.conv2d_grad_input(gy.astype(dtype), wt.astype(dtype), x.shape, padding=padding, algo="winograd")
+        check_close(dx, ref.conv2d_grad_input(gy, wt, x.shape, 1, padding, 1, 1), dtype=dtype, k=k * 9,
+                    algo="winograd", case=f"grad_input isa={isa}")
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_groups(groups, poison):
+    x, wt, b, gy = (a.astype(np.float64) for a in data((2, 8, 11, 9, 12, 1, "zeros"), np.float64))
+    wt = wt[:, : 8 // groups].copy()
+    y = F.conv2d(x, wt, b, padding=1, groups=groups, algo="winograd")
+    check_close(y, ref.conv2d(x, wt, b, 1, 1, 1, groups), dtype=np.float64, k=8 // groups * 9)
+    dx = F.conv2d_grad_input(gy, wt, x.shape, padding=1, groups=groups, algo="winograd")
+    check_close(dx, ref.conv2d_grad_input(gy, wt, x.shape, 1, 1, 1, groups), dtype=np.float64, k=12 // groups * 9)
+
+
+def test_float32_error_bound_on_a_layer():
+    """N(0, 1) data, 64 channels: within 2e-5 * max|y| (the bound "auto" is documented with)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 64, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    exact = F.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1, algo="im2col")
+    y = F.conv2d(x, w, padding=1, algo="winograd")
+    assert np.abs(y - exact).max() <= 2e-5 * np.abs(exact).max()
+    dx_exact = F.conv2d_grad_input(x.astype(np.float64), w.astype(np.float64), x.shape, padding=1, algo="im2col")
+    dx = F.conv2d_grad_input(x, w, x.shape, padding=1, algo="winograd")
+    assert np.abs(dx - dx_exact).max() <= 2e-5 * np.abs(dx_exact).max()
+    # float64: near-exact
+    y64 = F.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1, algo="winograd")
+    assert np.abs(y64 - exact).max() <= 1e-13 * np.abs(exact).max()
+    assert WINOGRAD_F32_ATOL_FACTOR <= 20
+
+
+@pytest.mark.parametrize("kind", ["sliced", "transposed", "negative"])
+def test_views_equal_contiguous(kind):
+    x, wt, b, gy = data((2, 6, 12, 14, 5, 1, "zeros"), np.float32)
+    base = F.conv2d(x, wt, b, padding=1, algo="winograd")
+    gbase = F.conv2d_grad_input(gy, wt, x.shape, padding=1, algo="winograd")
+    if kind == "sliced":
+        xv = np.zeros((2, 6, 12, 28), np.float32)[..., ::2]
+        xv[...] = x
+        gv = np.repeat(gy, 2, axis=3)[..., ::2]
+    elif kind == "transposed":
+        xv = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        gv = np.asfortranarray(gy)
+    else:
+        xv = x[..., ::-1].copy()[..., ::-1]
+        gv = gy[:, ::-1].copy()[:, ::-1]
+    np.testing.assert_array_equal(F.conv2d(xv, wt, b, padding=1, algo="winograd"), base)
+    np.testing.assert_array_equal(F.conv2d_grad_input(gv, wt, x.shape, padding=1, algo="winograd"), gbase)
+
+
+@pytest.fixture
+def restore_runtime():
+    threads, limit = pyconv.get_num_threads(), pyconv.get_workspace_limit()
+    yield
+    pyconv.set_num_threads(threads)
+    pyconv.set_workspace_limit(limit)
+
+
+# Many units of tiles (run in parallel) and a single unit (threads split its channels / positions).
+@pytest.mark.parametrize("shape", [(6, 16, 30, 30, 24, 1, "zeros"), (1, 40, 9, 9, 48, 1, "zeros")], ids=_id)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=DT_IDS)
+def test_bits_do_not_depend_on_threads(shape, dtype, restore_runtime):
+    x, wt, b, gy = (a.astype(dtype) for a in data(shape, dtype))
+    out = []
+    for nt in (1, 2, 3):
+        pyconv.set_num_threads(nt)
+        out.append((F.conv2d(x, wt, b, padding=1, algo="winograd"),
+                    F.conv2d_grad_input(gy, wt, x.shape, padding=1, algo="winograd")))
+    for y, dx in out[1:]:
+        np.testing.assert_array_equal(y, out[0][0])
+        np.testing.assert_array_equal(dx, out[0][1])
+
+
+def test_filter_chunks_and_workspace_fallback(restore_runtime):
+    """A small workspace limit splits the filters into chunks (same bits); a tiny one falls back to im2col."""
+    x, wt, b, gy = data((2, 64, 12, 12, 64, 1, "zeros"), np.float32)
+    full = F.conv2d(x, wt, b, padding=1, algo="winograd")
+    pyconv.set_workspace_limit(1200 << 10)   # room for 56 of the 64 transformed filters
+    chunked = F.conv2d(x, wt, b, padding=1, algo="winograd")
+    np.testing.assert_array_equal(chunked, full)
+    assert not np.array_equal(chunked, F.conv2d(x, wt, b, padding=1, algo="im2col"))  # still Winograd
+    pyconv.set_workspace_limit(4 << 10)
+    np.testing.assert_array_equal(F.conv2d(x, wt, b, padding=1, algo="winograd"),
+                                  F.conv2d(x, wt, b, padding=1, algo="im2col"))
+
+
+INELIGIBLE = [
+    ("fwd", dict(stride=2, padding=1), (3, 3)),
+    ("fwd", dict(dilation=2, padding=2), (3, 3)),
+    ("fwd", dict(padding=2), (5, 5)),
+    ("fwd", dict(padding=(0, 1)), (1, 3)),
+    ("grad_input", dict(padding=1, padding_mode="reflect"), (3, 3)),
+    ("grad_weight", dict(padding=1), (3, 3)),
+]
+
+
+@pytest.mark.parametrize("direction,kw,kernel", INELIGIBLE, ids=lambda v: str(v))
+def test_falls_back_to_im2col(direction, kw, kernel):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (2, 4, 11, 10)).astype(np.float32)
+    w = rng.uniform(-1, 1, (5, 4) + kernel).astype(np.float32)
+    gy = rng.uniform(-1, 1, F.conv2d_output_shape(x.shape, w.shape, kw.get("stride", 1), kw["padding"],
+                                                  kw.get("dilation", 1))).astype(np.float32)
+    run = {"fwd": lambda a: F.conv2d(x, w, **kw, algo=a),
+           "grad_input": lambda a: F.conv2d_grad_input(gy, w, x.shape, **kw, algo=a),
+           "grad_weight": lambda a: F.conv2d_grad_weight(x, gy, w.shape, **kw, algo=a)}[direction]
+    np.testing.assert_array_equal(run("winograd"), run("im2col"))
+
+
+def test_verbose_names_what_ran():
+    code = ("import numpy as np, pyconv.functional as F\n"
+            "x = np.ones((1, 4, 9, 9), 'f4'); w = np.ones((4, 4, 3, 3), 'f4')\n"
+            "y = F.conv2d(x, w, padding=1, algo='winograd')\n"
+            "F.conv2d_grad_input(y, w, x.shape, padding=1, algo='winograd')\n"
+            "F.conv2d_grad_weight(x, y, w.shape, padding=1, algo='winograd')\n"
+            "F.conv2d(x, w, stride=2, algo='winograd')\n")
+    env = dict(os.environ, PYCONV_VERBOSE="1", PYCONV_MAX_ISA="scalar")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/",
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    assert "conv2d -> conv2d_fwd_winograd_f4x4_scalar" in err
+    assert "conv2d -> conv2d_bwd_data_winograd_f4x4_scalar" in err
+    assert "conv2d_bwd_weight_im2col_scalar (winograd not applicable)" in err
+    assert err.count("(winograd not applicable)") == 2, err
+
+
+def test_kernels_listed():
+    names = set(pyconv.kernels())
+    for isa in pyconv.compiled_isas():
+        for fam in ("filter", "input", "output"):
+            assert f"conv2d_winograd_{fam}_{isa}" in names
+
+
+def test_auto_uses_winograd_only_where_it_applies():
+    core = pyconv._core
+    for direction in (0, 1, 2):
+        for stride, dil, kernel in [(2, 1, 3), (1, 2, 3), (1, 1, 5)]:
+            got = core.conv2d_choose_algo((8, 256, 56, 56), (256, 256, kernel, kernel), (stride, stride),
+                                          (1, 1, 1, 1), (dil, dil), 1, 0, direction)
+            assert got != "winograd"
+    assert core.conv2d_choose_algo((8, 256, 56, 56), (256, 256, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 0, 2) != \
+        "winograd"
