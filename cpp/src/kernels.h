@@ -84,7 +84,8 @@ using conv2d_blocked_fn = void(const BlockedConv<T>&, int64_t i0, int64_t i1, T*
 // input channel a block of ps elements holding, for every tap s, P shifted s*dw columns left
 // and cropped to ow columns (pitch ow, sh rows, pss elements per tap, zero tail), filled by
 // conv2d_blocked_gather for input planes [p0, p1) (row: sw elements of scratch).
-// dy_end bounds tail reads. Work items it = (g*nkb + kbi)*cin + ci, kb output channels each.
+// dy_end bounds tail reads. Work items it = (g*nkb + kbi)*cin + ci, kb output channels each;
+// ws: r*kb*s vectors of scratch (64-byte aligned) for the partial sums.
 template <class T>
 struct BlockedWgrad {
   int64_t n0, n1, groups, cin, cout, r, s, dh, dw;
@@ -107,7 +108,7 @@ template <class T>
 using conv2d_blocked_gather_fn = void(const BlockedConv<T>&, const BlockedWgrad<T>&, int64_t p0, int64_t p1, T* planes,
                                       T* row);
 template <class T>
-using conv2d_blocked_wgrad_fn = void(const BlockedWgrad<T>&, int64_t i0, int64_t i1);
+using conv2d_blocked_wgrad_fn = void(const BlockedWgrad<T>&, int64_t i0, int64_t i1, T* ws);
 
 // Work ranges: fwd over planes n*K + k; bwd_data over planes n*C + c; bwd_weight over weight
 // planes k*(C/groups) + c (every image reduced, in order).

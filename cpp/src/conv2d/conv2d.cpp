@@ -195,9 +195,8 @@ bool blocked_wgrad_applies(const Conv2dParams& p) {
 }
 
 // Gathers the shifted input planes of as many images at a time as the workspace holds and as
-// keep what one tile streams (its gradient planes and one channel's shifted planes) near 1 MiB,
-// in L2 while the taps and the channels that share them read it again; then accumulates each
-// chunk into dw in image order.
+// keep them and their gradient planes within 1.5 MiB, in L2 from the gather to the last tile
+// that reads them; then accumulates each chunk into dw in image order.
 template <class T>
 bool blocked_bwd_weight(const Conv2dParams& p, const ConvMaps& maps, const T* x, const T* dy, T* dw, int nt) {
   const Isa isa = active_isa();
@@ -205,6 +204,7 @@ bool blocked_bwd_weight(const Conv2dParams& p, const ConvMaps& maps, const T* x,
   BlockedConv<T> c{};
   c.src = x, c.src_h = p.h, c.src_w = p.w;
   c.row_map = maps.row.data(), c.col_map = maps.col.data();
+  c.col_off = p.pad_l, c.col_lo = p.pad_l, c.col_hi = p.pad_l + p.w;
   c.sh = p.h + p.pad_t + p.pad_b, c.sw = p.w + p.pad_l + p.pad_r;
   BlockedWgrad<T> g{};
   g.groups = p.groups, g.cin = p.c / p.groups, g.cout = p.k / p.groups;
@@ -218,8 +218,8 @@ bool blocked_bwd_weight(const Conv2dParams& p, const ConvMaps& maps, const T* x,
   const int64_t image = p.c * g.ps * static_cast<int64_t>(sizeof(T));
   const int64_t budget = static_cast<int64_t>(workspace_limit()) / image;
   if (budget < 1) return false;
-  const int64_t streamed = (g.kb * p.oh * p.ow + g.ps) * static_cast<int64_t>(sizeof(T));  // per image and tile
-  const int64_t cached = std::max<int64_t>(1, (int64_t{1} << 20) / streamed);
+  const int64_t dy_image = p.k * p.oh * p.ow * static_cast<int64_t>(sizeof(T));
+  const int64_t cached = std::max<int64_t>(1, (int64_t{3} << 19) / (image + dy_image));
   const int64_t chunk = std::min({budget, cached, p.n});
   Buffer<T> planes(static_cast<size_t>(chunk * image / static_cast<int64_t>(sizeof(T))));
   g.planes = planes.get();
@@ -233,7 +233,8 @@ bool blocked_bwd_weight(const Conv2dParams& p, const ConvMaps& maps, const T* x,
     parallel_for((g.n1 - n0) * p.c, nt, [&](int64_t q0, int64_t q1) {
       gather(c, g, first + q0, first + q1, planes.get() + q0 * g.ps, scratch<T>(0, static_cast<size_t>(c.sw)));
     });
-    parallel_for(g.groups * g.nkb * g.cin, nt, [&](int64_t i0, int64_t i1) { fn(g, i0, i1); });
+    const size_t part = static_cast<size_t>(p.r * g.kb * p.s * L);
+    parallel_for(g.groups * g.nkb * g.cin, nt, [&](int64_t i0, int64_t i1) { fn(g, i0, i1, scratch<T>(1, part)); });
   }
   return true;
 }

@@ -145,81 +145,104 @@ void run(const BlockedConv<T>& c, int64_t i0, int64_t i1, T* ws) {
 // reduced once; the plane's last vector masks both operands, so nothing past the plane (even
 // inf) enters a sum.
 template <class T, int KB, int S>
-void wgrad_tile(const BlockedWgrad<T>& c, int64_t g, int64_t o0, int64_t ci, int64_t r) {
+void wgrad_tile(const BlockedWgrad<T>& c, int64_t g, int64_t o0, int64_t ci, typename V<T>::vec* part) {
   using vec = typename V<T>::vec;
   using ivec = typename V<T>::ivec;
   constexpr int L = V<T>::L;
-  vec acc[KB][S];
-#pragma GCC unroll 16
-  for (int k = 0; k < KB; ++k)
-#pragma GCC unroll 8
-    for (int s = 0; s < S; ++s) acc[k][s] = vec{};
+  constexpr int64_t kBlock = 32 * L;  // pixels per block: its KB + S planes stay in L1 over every r
   const int64_t ohw = c.oh * c.ow, full = ohw / L * L, rem = ohw - full;
   ivec lanes;
   for (int l = 0; l < L; ++l) lanes[l] = l;
   const ivec keep = lanes < static_cast<decltype(lanes[0] + 0)>(rem);
   alignas(64) T tmp[KB][L];
-  for (int64_t n = c.n0; n < c.n1; ++n) {
-    const T* dyn = c.dy + (n * c.groups * c.cout + g * c.cout + o0) * ohw;
-    const T* xn = c.planes + ((n - c.n0) * c.groups * c.cin + g * c.cin + ci) * c.ps + r * c.dh * c.ow;
-    auto step = [&](int64_t q, bool tail) {
+  for (int64_t i = 0; i < c.r * KB * S; ++i) part[i] = vec{};
+  // Accumulates kernel row r, images [na, nb), pixels [q0, q1) (plus the planes' tails) into
+  // part[r].
+  auto pixels = [&](int64_t r, int64_t na, int64_t nb, int64_t q0, int64_t q1, bool tail) {
+    vec* pr = part + r * KB * S;
+    vec acc[KB][S];
+#pragma GCC unroll 16
+    for (int k = 0; k < KB; ++k)
+#pragma GCC unroll 8
+      for (int s = 0; s < S; ++s) acc[k][s] = pr[k * S + s];
+    const T* dyn = nullptr;
+    const T* xr = nullptr;
+    auto step = [&](int64_t q, bool masked) {
       vec d[KB];
 #pragma GCC unroll 16
       for (int k = 0; k < KB; ++k) {
         const T* src = dyn + k * ohw + q;
-        if (tail && src + L > c.dy_end) {  // the end of the array: no over-read
+        if (masked && src + L > c.dy_end) {  // the end of the array: no over-read
           for (int l = 0; l < L; ++l) tmp[k][l] = l < rem ? src[l] : T(0);
           src = tmp[k];
         }
         d[k] = loadu(src);
-        if (tail) d[k] = keep ? d[k] : vec{};
+        if (masked) d[k] = keep ? d[k] : vec{};
       }
 #pragma GCC unroll 8
       for (int s = 0; s < S; ++s) {
-        vec x = loadu(xn + s * c.pss + q);
-        if (tail) x = keep ? x : vec{};
+        vec x = loadu(xr + s * c.pss + q);
+        if (masked) x = keep ? x : vec{};
 #pragma GCC unroll 16
         for (int k = 0; k < KB; ++k) acc[k][s] += d[k] * x;
       }
     };
-    for (int64_t q = 0; q < full; q += L) step(q, false);
-    if (rem) step(full, true);
-  }
-  for (int k = 0; k < KB; ++k)
-    for (int s = 0; s < S; ++s) {
-      T sum = T(0);
-      for (int l = 0; l < L; ++l) sum += acc[k][s][l];
-      c.dwt[(((g * c.cout + o0 + k) * c.cin + ci) * c.r + r) * S + s] += sum;
+    for (int64_t n = na; n < nb; ++n) {
+      dyn = c.dy + (n * c.groups * c.cout + g * c.cout + o0) * ohw;
+      xr = c.planes + ((n - c.n0) * c.groups * c.cin + g * c.cin + ci) * c.ps + r * c.dh * c.ow;
+      for (int64_t q = q0; q < q1; q += L) step(q, false);
+      if (tail) step(full, true);
     }
+#pragma GCC unroll 16
+    for (int k = 0; k < KB; ++k)
+#pragma GCC unroll 8
+      for (int s = 0; s < S; ++s) pr[k * S + s] = acc[k][s];
+  };
+  if (ohw <= kBlock / 4) {  // small planes: whole images between partial-sum reloads
+    for (int64_t r = 0; r < c.r; ++r) pixels(r, c.n0, c.n1, 0, full, rem != 0);
+  } else {  // large planes: blocks whose data stays in L1 across the kernel rows
+    for (int64_t n = c.n0; n < c.n1; ++n)
+      for (int64_t q0 = 0; q0 < ohw; q0 += kBlock)
+        for (int64_t r = 0; r < c.r; ++r)
+          pixels(r, n, n + 1, q0, std::min(q0 + kBlock, full), rem != 0 && q0 + kBlock >= ohw);
+  }
+  for (int64_t r = 0; r < c.r; ++r)
+    for (int k = 0; k < KB; ++k)
+      for (int s = 0; s < S; ++s) {
+        T sum = T(0);
+        for (int l = 0; l < L; ++l) sum += part[(r * KB + k) * S + s][l];
+        c.dwt[(((g * c.cout + o0 + k) * c.cin + ci) * c.r + r) * S + s] += sum;
+      }
 }
 
 template <class T, int S, int KB>
-void wgrad_dispatch(const BlockedWgrad<T>& c, int64_t g, int64_t o0, int64_t kb, int64_t ci, int64_t r) {
+void wgrad_dispatch(const BlockedWgrad<T>& c, int64_t g, int64_t o0, int64_t kb, int64_t ci, typename V<T>::vec* part) {
   if constexpr (KB > 1) {
-    if (kb < KB) return wgrad_dispatch<T, S, KB - 1>(c, g, o0, kb, ci, r);
+    if (kb < KB) return wgrad_dispatch<T, S, KB - 1>(c, g, o0, kb, ci, part);
   }
-  wgrad_tile<T, KB, S>(c, g, o0, ci, r);
+  wgrad_tile<T, KB, S>(c, g, o0, ci, part);
 }
 
 template <class T, int S>
-void wgrad_run(const BlockedWgrad<T>& c, int64_t i0, int64_t i1) {
+void wgrad_run(const BlockedWgrad<T>& c, int64_t i0, int64_t i1, T* ws) {
+  auto* part = reinterpret_cast<typename V<T>::vec*>(ws);
   for (int64_t it = i0; it < i1; ++it) {
     const int64_t ci = it % c.cin, gk = it / c.cin, g = gk / c.nkb, kbi = gk % c.nkb;
     const int64_t o0 = kbi * c.kb, kb = std::min(c.kb, c.cout - o0);
-    for (int64_t r = 0; r < c.r; ++r) wgrad_dispatch<T, S, kWgradMaxKb(kIsa, S)>(c, g, o0, kb, ci, r);
+    wgrad_dispatch<T, S, kWgradMaxKb(kIsa, S)>(c, g, o0, kb, ci, part);
   }
 }
 
 template <class T>
-void wgrad(const BlockedWgrad<T>& c, int64_t i0, int64_t i1) {
+void wgrad(const BlockedWgrad<T>& c, int64_t i0, int64_t i1, T* ws) {
   switch (c.s) {
-    case 1: return wgrad_run<T, 1>(c, i0, i1);
-    case 2: return wgrad_run<T, 2>(c, i0, i1);
-    case 3: return wgrad_run<T, 3>(c, i0, i1);
-    case 4: return wgrad_run<T, 4>(c, i0, i1);
-    case 5: return wgrad_run<T, 5>(c, i0, i1);
-    case 6: return wgrad_run<T, 6>(c, i0, i1);
-    default: return wgrad_run<T, 7>(c, i0, i1);
+    case 1: return wgrad_run<T, 1>(c, i0, i1, ws);
+    case 2: return wgrad_run<T, 2>(c, i0, i1, ws);
+    case 3: return wgrad_run<T, 3>(c, i0, i1, ws);
+    case 4: return wgrad_run<T, 4>(c, i0, i1, ws);
+    case 5: return wgrad_run<T, 5>(c, i0, i1, ws);
+    case 6: return wgrad_run<T, 6>(c, i0, i1, ws);
+    default: return wgrad_run<T, 7>(c, i0, i1, ws);
   }
 }
 
@@ -232,8 +255,15 @@ void gather_shifted(const BlockedConv<T>& c, const BlockedWgrad<T>& g, int64_t p
     T* out = planes + (q - p0) * g.ps;
     for (int64_t u = 0; u < c.sh; ++u) {
       const int64_t ir = c.row_map[u];
-      for (int64_t v = 0; v < c.sw; ++v) row[v] = ir >= 0 && c.col_map[v] >= 0 ? src[ir * c.src_w + c.col_map[v]] : T(0);
-      for (int64_t s = 0; s < g.s; ++s) std::memcpy(out + s * g.pss + u * g.ow, row + s * g.dw, sizeof(T) * g.ow);
+      const T* sr = src + ir * c.src_w;
+      for (int64_t v = 0; v < c.col_lo; ++v) row[v] = ir >= 0 && c.col_map[v] >= 0 ? sr[c.col_map[v]] : T(0);
+      for (int64_t v = c.col_lo; v < c.col_hi; ++v) row[v] = ir >= 0 ? sr[v - c.col_off] : T(0);
+      for (int64_t v = c.col_hi; v < c.sw; ++v) row[v] = ir >= 0 && c.col_map[v] >= 0 ? sr[c.col_map[v]] : T(0);
+      for (int64_t s = 0; s < g.s; ++s) {  // rows are short: a plain loop beats a memcpy call
+        T* __restrict o = out + s * g.pss + u * g.ow;
+        const T* __restrict in = row + s * g.dw;
+        for (int64_t j = 0; j < g.ow; ++j) o[j] = in[j];
+      }
     }
     for (int64_t s = 0; s < g.s; ++s)
       std::memset(out + s * g.pss + c.sh * g.ow, 0, sizeof(T) * static_cast<size_t>(g.pss - c.sh * g.ow));
@@ -261,11 +291,11 @@ void PYCONV_CAT(conv2d_blocked_gather, PYCONV_ISA)(const BlockedConv<double>& c,
                                                    int64_t p0, int64_t p1, double* planes, double* row) {
   gather_shifted<double>(c, g, p0, p1, planes, row);
 }
-void PYCONV_CAT(conv2d_blocked_wgrad, PYCONV_ISA)(const BlockedWgrad<float>& c, int64_t i0, int64_t i1) {
-  wgrad<float>(c, i0, i1);
+void PYCONV_CAT(conv2d_blocked_wgrad, PYCONV_ISA)(const BlockedWgrad<float>& c, int64_t i0, int64_t i1, float* ws) {
+  wgrad<float>(c, i0, i1, ws);
 }
-void PYCONV_CAT(conv2d_blocked_wgrad, PYCONV_ISA)(const BlockedWgrad<double>& c, int64_t i0, int64_t i1) {
-  wgrad<double>(c, i0, i1);
+void PYCONV_CAT(conv2d_blocked_wgrad, PYCONV_ISA)(const BlockedWgrad<double>& c, int64_t i0, int64_t i1, double* ws) {
+  wgrad<double>(c, i0, i1, ws);
 }
 }  // namespace PYCONV_ISA
 }  // namespace pyconv
