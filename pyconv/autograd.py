@@ -227,6 +227,22 @@ class MaxPool2d(Function):
         return F.max_pool2d_grad(g, self.x, *self.args, indices=self.indices)
 
 
+class ReLUMaxPool2d(Function):
+    # max_pool2d(relu(x)) computed as relu(max_pool2d(x)): the same values, and the same gradient
+    # (a window whose maximum is <= 0 passes none; NaN passes, as in relu_grad), with the ReLU over
+    # the pooled output only and no full-size mask pass in backward. Only for geometries where
+    # every window holds an input pixel (no dilation, floor mode), so no window is all padding.
+    def forward(self, x, *, kernel_size, stride, padding):
+        self.x = x
+        self.args = (kernel_size, stride, padding)
+        out, self.indices = F.max_pool2d(x, kernel_size, stride, padding, return_indices=True)
+        self.y = F.relu(out)
+        return self.y
+
+    def backward(self, g):
+        return F.max_pool2d_grad(F.relu_grad(g, self.y), self.x, *self.args, indices=self.indices)
+
+
 class AvgPool2d(Function):
     def forward(self, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
         self.shape = x.shape

@@ -498,6 +498,14 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return (y, _unbatch(idx, spec.unbatched)) if return_indices else y
 
 
+def _relu_max_pool2d(input, kernel_size, stride=None, padding=0):
+    """max_pool2d(relu(input)) as one op: pooled first, ReLU on the pooled output (nn.Sequential
+    uses it for ReLU followed by MaxPool2d; same values and gradients)."""
+    if isinstance(input, Tensor):
+        return _ag.ReLUMaxPool2d.apply(input, kernel_size=kernel_size, stride=stride, padding=padding)
+    return relu(max_pool2d(input, kernel_size, stride, padding))
+
+
 def max_pool2d_grad(grad_output, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
                     indices=None):
     """Gradient of :func:`max_pool2d` with respect to its input.

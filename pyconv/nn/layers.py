@@ -225,6 +225,13 @@ class BatchNorm2d(Module):
                 f"bias={self.affine}, track_running_stats={self.track_running_stats}")
 
 
+def _fusable_pool(relu, pool):
+    """ReLU then MaxPool2d run as one op (see autograd.ReLUMaxPool2d) when nothing observes the
+    ReLU's output (no hooks) and every pooling window holds an input pixel."""
+    return (type(pool) is MaxPool2d and not relu._forward_hooks and not pool._forward_hooks
+            and not pool.return_indices and not pool.ceil_mode and pool.dilation in (1, (1, 1)))
+
+
 class Sequential(Module):
     """Modules applied in order; indexable, iterable and sliceable like torch.nn.Sequential
     (``Sequential(m0, m1, ...)`` or ``Sequential(OrderedDict(name=module, ...))``)."""
@@ -239,8 +246,17 @@ class Sequential(Module):
             self._modules[str(name)] = m
 
     def forward(self, input):
-        for m in self._modules.values():
+        mods = list(self._modules.values())
+        i = 0
+        while i < len(mods):
+            m = mods[i]
+            if type(m) is ReLU and i + 1 < len(mods) and _fusable_pool(m, mods[i + 1]):
+                p = mods[i + 1]
+                input = F._relu_max_pool2d(input, p.kernel_size, p.stride, p.padding)
+                i += 2
+                continue
             input = m(input)
+            i += 1
         return input
 
     def __getitem__(self, i):
