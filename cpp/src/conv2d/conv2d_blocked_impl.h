@@ -45,10 +45,11 @@ void gather(const BlockedConv<T>& c, int64_t n, int64_t g, T* sp) {
     gather_plane(c, c.src + ((n * c.groups + g) * c.cin + ci) * c.src_h * c.src_w, sp + ci * c.ps);
 }
 
-// One KB x NV*L tile: out pixels starting at padded offset `base` for block channels [0, KB).
+// One KB x NV*L tile: out pixels starting at padded offset `base` for block channels [0, KB),
+// stored to dst[k*ld + p] (a full tile inside an output row) or else to res.
 template <class T, int KB, int NV>
 inline void tile(const BlockedConv<T>& c, const T* sp, const T* wk, const T* bias,
-                 int64_t base, T (*res)[NV * V<T>::L]) {
+                 int64_t base, T (*res)[NV * V<T>::L], T* dst, int64_t ld) {
   using vec = typename V<T>::vec;
   constexpr int L = V<T>::L;
   vec acc[KB][NV];  // fixed-trip loops fully unrolled so that acc lives in registers
@@ -76,7 +77,14 @@ inline void tile(const BlockedConv<T>& c, const T* sp, const T* wk, const T* bia
 #pragma GCC unroll 32
   for (int k = 0; k < KB; ++k)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) storeu(res[k] + v * L, acc[k][v]);
+    for (int v = 0; v < NV; ++v) storeu(dst ? dst + k * ld + v * L : res[k] + v * L, acc[k][v]);
+}
+
+// out[k*ld + j] = res[k][j] for the kb channels, m pixels: short runs, so no memcpy calls.
+template <class T, int P>
+inline void copy_out(const T (*res)[P], int64_t kb, int64_t from, int64_t m, T* out, int64_t ld) {
+  for (int64_t k = 0; k < kb; ++k)
+    for (int64_t j = 0; j < m; ++j) out[k * ld + j] = res[k][from + j];
 }
 
 // Output channels [o0, o0 + KB) of image n, group g, every pixel.
@@ -92,21 +100,26 @@ void block(const BlockedConv<T>& c, const T* sp, int64_t n, int64_t g, int64_t k
   if (!c.flat) {
     for (int64_t i = 0; i < c.out_h; ++i)
       for (int64_t j0 = 0; j0 < c.out_w; j0 += P) {
-        tile<T, KB, NV>(c, sp, wk, bias, i * c.sw + j0, res);
         const int64_t m = std::min<int64_t>(P, c.out_w - j0);
-        for (int64_t k = 0; k < kb; ++k) std::memcpy(out + k * ohw + i * c.out_w + j0, res[k], sizeof(T) * m);
+        T* dst = out + i * c.out_w + j0;
+        if (m == P && kb == KB) {
+          tile<T, KB, NV>(c, sp, wk, bias, i * c.sw + j0, res, dst, ohw);
+        } else {
+          tile<T, KB, NV>(c, sp, wk, bias, i * c.sw + j0, res, nullptr, 0);
+          copy_out<T, P>(res, kb, 0, m, dst, ohw);
+        }
       }
     return;
   }
   const int64_t total = c.out_h * c.sw;  // flattened padded rows; columns >= out_w are discarded
   for (int64_t q0 = 0; q0 < total; q0 += P) {
-    tile<T, KB, NV>(c, sp, wk, bias, q0, res);
+    tile<T, KB, NV>(c, sp, wk, bias, q0, res, nullptr, 0);
     for (int64_t q = q0; q < std::min(total, q0 + P);) {
       const int64_t i = q / c.sw, j = q % c.sw;
       const int64_t row_end = std::min(q0 + P, (i + 1) * c.sw);
       if (j < c.out_w) {
         const int64_t m = std::min(row_end - q, c.out_w - j);
-        for (int64_t k = 0; k < kb; ++k) std::memcpy(out + k * ohw + i * c.out_w + j, res[k] + (q - q0), sizeof(T) * m);
+        copy_out<T, P>(res, kb, q - q0, m, out + i * c.out_w + j, ohw);
       }
       q = row_end;
     }
