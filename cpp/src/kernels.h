@@ -68,10 +68,10 @@ struct BlockedConv {
   const T* wpk;
   const T* bias;
   int64_t kb, nkb;
-  int nv;     // vectors per pixel tile: 1 or 2
+  int nv;     // vectors per pixel tile: 1..4
   bool flat;  // tiles run along the flattened padded rows (narrow outputs)
 };
-// Output channels per register tile with nv == 1 (half that with nv == 2): accumulators fill
+// Output channels per register tile with nv == 1 (1/nv of that with nv vectors): accumulators fill
 // the vector registers but a few (32 on AVX-512, 16 otherwise).
 template <class T>
 constexpr int kBlockedMaxKb(Isa isa) { return isa == Isa::avx512 ? 24 : 12; }

@@ -88,28 +88,31 @@ bool blocked_applies(const Conv2dParams& p, ConvDir dir) {
   return dir == ConvDir::fwd || p.mode == PadMode::zeros;
 }
 
-// Tile shape for an out_h x out_w output read from sh x sw planes: one or two vectors of pixels
-// along the rows or along the flattened padded rows, whichever wastes fewer lanes (two vectors,
-// which halve the broadcasts per FMA, unless they waste clearly more); as many output channels
-// per tile as the registers hold, split evenly over the blocks.
+// Tile shape for an out_h x out_w output read from sh x sw planes: nv = 1..4 vectors of pixels
+// along the rows or along the flattened padded rows (whichever wastes fewer lanes) and kb
+// filters, kb * nv accumulators in registers. Each (channel, tap) step issues nv + kb loads
+// (two per cycle) for kb * nv FMAs (two per cycle, four cycles latency: at least 8 independent
+// accumulators keep both units busy); the score is the useful share of the FMA throughput.
 template <class T>
 void plan_blocked(BlockedConv<T>& c, Isa isa) {
   const int64_t L = (isa == Isa::avx512 ? 64 : isa == Isa::avx2 ? 32 : 16) / static_cast<int64_t>(sizeof(T));
   double best = -1;
-  for (int nv = 2; nv >= 1; --nv) {
-    const int64_t P = nv * L;
+  for (int nv = 1; nv <= 4; ++nv) {
+    const int64_t P = nv * L, kbmax = kBlockedMaxKb<T>(isa) / nv;
+    const int64_t nkb = ceil_div(c.cout, kbmax), kb = ceil_div(c.cout, nkb);
     const double row = static_cast<double>(c.out_h * c.out_w) / static_cast<double>(c.out_h * ceil_div(c.out_w, P) * P);
     const double flat = static_cast<double>(c.out_h * c.out_w) / static_cast<double>(ceil_div(c.out_h * c.sw, P) * P);
-    const double eff = std::max(row, flat) + (nv == 2 ? 0.05 : 0.0);
-    if (eff > best) {
-      best = eff;
+    const double acc = static_cast<double>(kb * nv);
+    const double score = std::max(row, flat) * static_cast<double>(c.cout) / static_cast<double>(nkb * kb) *
+                         std::min(1.0, acc / static_cast<double>(kb + nv)) * std::min(1.0, acc / 8.0);
+    if (score > best + 1e-9) {
+      best = score;
       c.nv = nv;
       c.flat = flat > row;
+      c.nkb = nkb;
+      c.kb = kb;
     }
   }
-  const int64_t kbmax = kBlockedMaxKb<T>(isa) / c.nv;
-  c.nkb = ceil_div(c.cout, kbmax);
-  c.kb = ceil_div(c.cout, c.nkb);
   c.ps = (c.sh * c.sw + c.nv * L + (c.s - 1) * c.dw + 15) / 16 * 16;
 }
 

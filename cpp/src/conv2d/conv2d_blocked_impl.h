@@ -144,8 +144,12 @@ void run(const BlockedConv<T>& c, int64_t i0, int64_t i1, T* ws) {
       cur = ng;
     }
     const int64_t kb = std::min(c.kb, c.cout - kbi * c.kb);
-    if (c.nv == 2) block_dispatch<T, 2, kBlockedMaxKb<T>(kIsa) / 2>(c, ws, n, g, kbi, kb);
-    else block_dispatch<T, 1, kBlockedMaxKb<T>(kIsa)>(c, ws, n, g, kbi, kb);
+    switch (c.nv) {
+      case 1: block_dispatch<T, 1, kBlockedMaxKb<T>(kIsa)>(c, ws, n, g, kbi, kb); break;
+      case 2: block_dispatch<T, 2, kBlockedMaxKb<T>(kIsa) / 2>(c, ws, n, g, kbi, kb); break;
+      case 3: block_dispatch<T, 3, kBlockedMaxKb<T>(kIsa) / 3>(c, ws, n, g, kbi, kb); break;
+      default: block_dispatch<T, 4, kBlockedMaxKb<T>(kIsa) / 4>(c, ws, n, g, kbi, kb); break;
+    }
   }
 }
 
