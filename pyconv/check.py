@@ -1,7 +1,8 @@
 """Self-test: run every compiled kernel path on this CPU against a small float64 reference.
 
 ``pyconv.check()`` (or ``python -m pyconv check``) runs convolution (forward, input gradient,
-weight gradient; every algorithm) and max/average pooling (forward and backward) in float32
+weight gradient; every algorithm), max/average pooling (forward and backward), ReLU and the
+conv bias gradient in float32
 and float64, once per instruction set this CPU can run (every compiled ISA up to
 ``pyconv.cpu_isa()``), on a few small shapes that exercise padding modes, stride, dilation and
 groups, and compares each result with a compact numpy float64 reference written here (no test
@@ -24,8 +25,8 @@ _NP_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "cir
 @dataclass(frozen=True)
 class Row:
     """One checked kernel path: max |pyconv - reference| against its tolerance."""
-    op: str           # "conv2d", "max_pool2d", "avg_pool2d"
-    direction: str    # "fwd", "bwd_data", "bwd_weight" (conv) or "fwd", "bwd" (pooling)
+    op: str           # "conv2d", "max_pool2d", "avg_pool2d", "relu"
+    direction: str    # "fwd", "bwd_data", "bwd_weight", "bwd_bias" (conv) or "fwd", "bwd"
     algo: str         # conv algorithm, "-" for pooling
     isa: str
     dtype: str
@@ -220,6 +221,9 @@ CONV_CASES = [
          dilation=(1, 1), groups=1, mode="replicate"),
     dict(id="n2c17h5w33-k9r1s1-pointwise", x=(2, 17, 5, 33), w=(9, 17, 1, 1), stride=(1, 1), padding=(0, 0),
          dilation=(1, 1), groups=1, mode="zeros"),
+    # stride 1, more filters than a register tile holds (direct: the register-blocked kernels)
+    dict(id="n2c6h6w21-k29r2s5-p1x2d1x2", x=(2, 6, 6, 21), w=(29, 6, 2, 5), stride=(1, 1), padding=(1, 2),
+         dilation=(1, 2), groups=1, mode="zeros"),
 ]
 
 POOL_CASES = [
@@ -349,6 +353,21 @@ def _pool_rows(isa, rows, refs):
                      lambda: F.avg_pool2d_grad(gys, xs.shape, *geo, *extra), a_dx, dtype, kk)
 
 
+def _eltwise_rows(isa, rows):
+    """ReLU forward/backward and the conv bias gradient (sizes with vector tails)."""
+    x = _data((3, 5, 7, 9), 300)
+    x[0, 0, 0, :2] = (0.0, -0.0)
+    g = _data(x.shape, 301)
+    relu, relu_g = np.maximum(x, 0.0), np.where(x > 0, g, 0.0)
+    for dtype in (np.float32, np.float64):
+        xs, gs = x.astype(dtype), g.astype(dtype)
+        tail = ("-", isa, np.dtype(dtype).name, "n3c5h7w9")
+        _run_row(rows, ("relu", "fwd") + tail, lambda: F.relu(xs), relu, dtype, 1)
+        _run_row(rows, ("relu", "bwd") + tail, lambda: F.relu_grad(gs, xs), relu_g, dtype, 1)
+        _run_row(rows, ("conv2d", "bwd_bias") + tail, lambda: F.conv2d_grad_bias(gs), g.sum(axis=(0, 2, 3)), dtype,
+                 x.size // x.shape[1])
+
+
 def _references():
     conv, pool = {}, {}
     for i, case in enumerate(CONV_CASES):
@@ -395,6 +414,7 @@ def check(verbose=True, isas=None):
                 continue
             _conv_rows(isa, rows, conv_refs)
             _pool_rows(isa, rows, pool_refs)
+            _eltwise_rows(isa, rows)
     finally:
         _core.set_max_isa(old_cap)
     result = CheckResult(rows, run)
