@@ -67,6 +67,7 @@ struct BlockedConv {
   T* out;
   const T* wpk;
   const T* bias;
+  const int64_t* taps;  // [ci*r*s + tap]: ci*ps + r*dh*sw + s*dw, the step order of wpk
   int64_t kb, nkb;
   int nv;     // vectors per pixel tile: 1..4
   bool flat;  // tiles run along the flattened padded rows (narrow outputs)

@@ -147,6 +147,11 @@ bool run_blocked(BlockedConv<T>& c, int64_t n, const T* w, bool flip, int nt) {
   Buffer<T> wpk(static_cast<size_t>(c.groups * c.nkb * c.cin * c.r * c.s * c.kb));
   pack_blocked_weights(c, w, flip, wpk.get(), nt);
   c.wpk = wpk.get();
+  std::vector<int64_t> taps(static_cast<size_t>(c.cin * c.r * c.s));
+  for (int64_t ci = 0, t = 0; ci < c.cin; ++ci)
+    for (int64_t r = 0; r < c.r; ++r)
+      for (int64_t s = 0; s < c.s; ++s) taps[static_cast<size_t>(t++)] = ci * c.ps + r * c.dh * c.sw + s * c.dw;
+  c.taps = taps.data();
   auto* fn = kernel_table<T>().conv2d_blocked[static_cast<int>(isa)];
   parallel_for(n * c.groups * c.nkb, nt, [&](int64_t i0, int64_t i1) {
     fn(c, i0, i1, scratch<T>(0, static_cast<size_t>(c.cin * c.ps)));

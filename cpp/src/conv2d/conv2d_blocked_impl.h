@@ -57,21 +57,20 @@ inline void tile(const BlockedConv<T>& c, const T* sp, const T* wk, const T* bia
   for (int k = 0; k < KB; ++k)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[k][v] = bias ? splat<T>(bias[k]) : vec{};
-  for (int64_t ci = 0; ci < c.cin; ++ci) {
-    const T* sc = sp + ci * c.ps + base;
-    for (int64_t r = 0; r < c.r; ++r) {
-      const T* sr = sc + r * c.dh * c.sw;
-      for (int64_t s = 0; s < c.s; ++s, wk += c.kb) {
-        vec x[NV];
+  // One flat loop over (channel, tap) through the offset table: the kernel rows are too short
+  // (3-5 taps) for loops of their own.
+  const T* sb = sp + base;
+  const int64_t steps = c.cin * c.r * c.s;
+  for (int64_t t = 0; t < steps; ++t, wk += c.kb) {
+    const T* sx = sb + c.taps[t];
+    vec x[NV];
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) x[v] = loadu(sr + s * c.dw + v * L);
+    for (int v = 0; v < NV; ++v) x[v] = loadu(sx + v * L);
 #pragma GCC unroll 32
-        for (int k = 0; k < KB; ++k) {
-          const T w = wk[k];
+    for (int k = 0; k < KB; ++k) {
+      const T w = wk[k];
 #pragma GCC unroll 4
-          for (int v = 0; v < NV; ++v) acc[k][v] += w * x[v];
-        }
-      }
+      for (int v = 0; v < NV; ++v) acc[k][v] += w * x[v];
     }
   }
 #pragma GCC unroll 32
