@@ -38,7 +38,10 @@ void dw_fwd_plane(const ConvArgs<T>& a, const T* xp, const T* wk, T bias, T* y) 
     const T* x0 = xp + oh * p.stride_h * wp;
     if (p.ow >= L) {
       int64_t o = 0;
-      for (; o + 4 * L <= p.ow; o += 4 * L) {  // four independent accumulators
+      // Four independent accumulators; the last block is moved back to end at ow (recomputing a
+      // few outputs with the same sums) instead of finishing with single-vector dependency chains.
+      for (; o < p.ow && p.ow >= 4 * L; o += 4 * L) {
+        if (o + 4 * L > p.ow) o = p.ow - 4 * L;
         vec acc[4];
         for (int v = 0; v < 4; ++v) acc[v] = splat<T>(bias);
         for (int64_t r = 0; r < p.r; ++r) {
