@@ -10,7 +10,9 @@ Their tile borders are not those of the GEMM that test_simd_edges.py sweeps:
 * pixel tiles of one or two vectors (4 to 32 lanes) along output rows, or along the padded
   rows flattened into one line for narrow outputs (columns between rows computed and dropped);
 * the weight gradient's last vector per row, masked so that values past the row (even inf)
-  never enter a sum, and the last row of the gradient array, which is read without over-reading.
+  never enter a sum, and the last row of the gradient array, which is read without over-reading;
+* the 3x3 weight gradient with >= 32 filters, tiled by vectors of filters (2 on AVX-512, 1
+  otherwise) over a transposed gradient zero-filled to whole vectors.
 """
 import numpy as np
 import pytest
@@ -39,6 +41,9 @@ def _cases():
     for mode in ("zeros", "reflect", "replicate", "circular"):
         out.append(ConvCase(2, 6, 9, 13, 10, 3, 3, 1, (2, 1), (2, 1), 2, mode))
     out.append(ConvCase(1, 4, 5, 5, 7, 3, 3, 1, 4))
+    # 3x3 weight gradient by filter (>= 32 filters): filter-vector tails, dilation, padding modes
+    for k, mode in ((32, "zeros"), (33, "reflect"), (47, "circular"), (64, "zeros"), (97, "replicate")):
+        out.append(ConvCase(2, 3, 6, 11, k, 3, 3, 1, (1, 2) if k % 2 else 1, (1, 2) if k % 2 else 1, 1, mode))
     out.append(ConvCase(3, 2, 1, 20, 30, 1, 7, 1, (0, 3)))
     return [c for c in out if c.valid()]
 

@@ -97,6 +97,13 @@ struct BlockedWgrad {
   int64_t oh, ow;
   T* dwt;
   int64_t kb, nkb;
+  // By filter (3x3 kernels, groups == 1, many filters): dyt holds the chunk's gradient
+  // transposed, [n - n0][q][kp] (kp: cout rounded up to whole vectors, zero-filled), and work
+  // item it = kvb*cin + ci is nvk vectors of filters x the 9 taps of input channel ci.
+  bool by_filter;
+  const T* dyt;
+  int64_t kp;
+  int nvk;
 };
 constexpr int kWgradMaxS = 7;
 // Output channels per weight-gradient tile for s taps: kb*s accumulators, kb gradient vectors

@@ -202,6 +202,12 @@ bool blocked_wgrad_applies(const Conv2dParams& p) {
   return p.stride_h == 1 && p.stride_w == 1 && p.c / p.groups >= 2 && p.s <= kWgradMaxS;
 }
 
+// Its by-filter tiles (3x3, one group, enough filters to fill the vectors over filters), while
+// one image's transposed gradient fits in L2 (every input channel's tiles read all of it).
+bool wgrad_by_filter(const Conv2dParams& p) {
+  return p.r == 3 && p.s == 3 && p.groups == 1 && p.k >= 32 && p.oh * p.ow * (p.k + 15) / 16 * 16 * 4 <= (int64_t{1} << 20);
+}
+
 // Gathers the shifted input planes of as many images at a time as the workspace holds and as
 // keep them and their gradient planes within 1.5 MiB, in L2 from the gather to the last tile
 // that reads them; then accumulates each chunk into dw in image order.
@@ -209,6 +215,7 @@ template <class T>
 bool blocked_bwd_weight(const Conv2dParams& p, const ConvMaps& maps, const T* x, const T* dy, T* dw, int nt) {
   const Isa isa = active_isa();
   const int64_t L = (isa == Isa::avx512 ? 64 : isa == Isa::avx2 ? 32 : 16) / static_cast<int64_t>(sizeof(T));
+  const int64_t sz = static_cast<int64_t>(sizeof(T)), ohw = p.oh * p.ow;
   BlockedConv<T> c{};
   c.src = x, c.src_h = p.h, c.src_w = p.w;
   c.row_map = maps.row.data(), c.col_map = maps.col.data();
@@ -219,30 +226,48 @@ bool blocked_bwd_weight(const Conv2dParams& p, const ConvMaps& maps, const T* x,
   g.r = p.r, g.s = p.s, g.dh = p.dil_h, g.dw = p.dil_w;
   g.pss = (c.sh * p.ow + L + 15) / 16 * 16;
   g.ps = g.pss * p.s;
-  g.dy = dy, g.dy_end = dy + p.n * p.k * p.oh * p.ow, g.oh = p.oh, g.ow = p.ow;
+  g.dy = dy, g.dy_end = dy + p.n * p.k * ohw, g.oh = p.oh, g.ow = p.ow;
   g.dwt = dw;
-  g.nkb = ceil_div(g.cout, kWgradMaxKb(isa, static_cast<int>(p.s)));
+  g.by_filter = wgrad_by_filter(p);
+  g.kp = ceil_div(g.cout, L) * L;
+  g.nvk = isa == Isa::avx512 ? 2 : 1;
+  g.nkb = g.by_filter ? ceil_div(g.kp, g.nvk * L) : ceil_div(g.cout, kWgradMaxKb(isa, static_cast<int>(p.s)));
   g.kb = ceil_div(g.cout, g.nkb);
-  const int64_t image = p.c * g.ps * static_cast<int64_t>(sizeof(T));
-  const int64_t budget = static_cast<int64_t>(workspace_limit()) / image;
+  const int64_t image = p.c * g.ps * sz;                     // shifted planes of one image
+  const int64_t transposed = g.by_filter ? ohw * g.kp * sz : 0;  // its transposed gradient
+  const int64_t budget = static_cast<int64_t>(workspace_limit()) / (image + transposed);
   if (budget < 1) return false;
-  const int64_t dy_image = p.k * p.oh * p.ow * static_cast<int64_t>(sizeof(T));
-  const int64_t cached = std::max<int64_t>(1, (int64_t{3} << 19) / (image + dy_image));
+  const int64_t cached = std::max<int64_t>(1, (int64_t{3} << 19) / (image + std::max(transposed, p.k * ohw * sz)));
   const int64_t chunk = std::min({budget, cached, p.n});
-  Buffer<T> planes(static_cast<size_t>(chunk * image / static_cast<int64_t>(sizeof(T))));
+  Buffer<T> planes(static_cast<size_t>(chunk * image / sz));
+  Buffer<T> dyt(static_cast<size_t>(chunk * transposed / sz));
   g.planes = planes.get();
+  g.dyt = dyt.get();
   std::fill(dw, dw + p.k * g.cin * p.r * p.s, T(0));
   const KernelTable<T>& tbl = kernel_table<T>();
   auto* gather = tbl.conv2d_blocked_gather[static_cast<int>(isa)];
   auto* fn = tbl.conv2d_blocked_wgrad[static_cast<int>(isa)];
+  const size_t part = static_cast<size_t>(p.r * g.kb * p.s * L);
+  constexpr int64_t kTq = 64;  // transpose blocks of 64 pixels x every filter
   for (int64_t n0 = 0; n0 < p.n; n0 += chunk) {
     g.n0 = n0, g.n1 = std::min(p.n, n0 + chunk);
-    const int64_t first = n0 * p.c;
-    parallel_for((g.n1 - n0) * p.c, nt, [&](int64_t q0, int64_t q1) {
-      gather(c, g, first + q0, first + q1, planes.get() + q0 * g.ps, scratch<T>(0, static_cast<size_t>(c.sw)));
+    const int64_t first = n0 * p.c, qb = ceil_div(ohw, kTq);
+    parallel_for((g.n1 - n0) * p.c + (g.by_filter ? (g.n1 - n0) * qb : 0), nt, [&](int64_t q0, int64_t q1) {
+      const int64_t planes_n = (g.n1 - n0) * p.c;
+      if (q0 < planes_n)
+        gather(c, g, first + q0, first + std::min(q1, planes_n), planes.get() + q0 * g.ps,
+               scratch<T>(0, static_cast<size_t>(c.sw)));
+      for (int64_t b = std::max(q0, planes_n) - planes_n; b < q1 - planes_n; ++b) {
+        const int64_t n = n0 + b / qb, qa = b % qb * kTq, qe = std::min(ohw, qa + kTq);
+        T* out = dyt.get() + (n - n0) * ohw * g.kp;
+        for (int64_t q = qa; q < qe; ++q) {
+          for (int64_t k = 0; k < p.k; ++k) out[q * g.kp + k] = dy[(n * p.k + k) * ohw + q];
+          for (int64_t k = p.k; k < g.kp; ++k) out[q * g.kp + k] = T(0);
+        }
+      }
     });
-    const size_t part = static_cast<size_t>(p.r * g.kb * p.s * L);
-    parallel_for(g.groups * g.nkb * g.cin, nt, [&](int64_t i0, int64_t i1) { fn(g, i0, i1, scratch<T>(1, part)); });
+    const int64_t items = g.by_filter ? g.nkb * g.cin : g.groups * g.nkb * g.cin;
+    parallel_for(items, nt, [&](int64_t i0, int64_t i1) { fn(g, i0, i1, scratch<T>(1, part)); });
   }
   return true;
 }
@@ -406,19 +431,22 @@ ConvAlgo conv2d_choose_algo(const Conv2dParams& p, ConvDir dir) {
   // beat packing a 27-row column matrix per image (strides 1-2; wider strides load element-wise).
   if (dir == ConvDir::bwd_weight && p.groups == 1 && p.c <= 4 && p.stride_w <= 2) return ConvAlgo::direct;
   // Stride 1: the register-blocked direct kernels (no packing at all) while their working set
-  // stays in cache: the forward and grad-input read cin padded planes per tile, the
-  // weight gradient re-reads a tile's gradient rows for every input channel, so it keeps them
-  // only for few filters. Measured 1 thread (loaded machine), float32, GFLOP/s direct vs im2col:
-  //   64x16x16x16;  20x16x5x5 pad 2     fwd 157 / 55   bwd_data 156 / 43   bwd_weight 116 / 39
-  //   64x20x8x8;    20x20x5x5 pad 2     fwd 110 / 33   bwd_data 108 / 28   bwd_weight  50 / 26
-  //   128x32x32x32; 64x32x3x3 pad 1     fwd 160 / 121  bwd_data 150 / 116  bwd_weight  58 / 88
-  //   128x64x16x16; 128x64x3x3 pad 1    fwd 144 / 135  bwd_data 149 / 125  bwd_weight  54 / 125
-  //   8x64x56x56;   64x64x3x3 pad 1     fwd 156 / 130  bwd_data 157 / 131  bwd_weight  74 / 97
-  //   1x128x112x112; 128x128x3x3 pad 1  fwd 119 / 154  bwd_data 113 / 165
-  //   1x256x56x56;  256x256x3x3 pad 1   fwd 115 / 177  bwd_data 117 / 179
+  // stays in cache: the forward and grad-input read cin padded planes per tile; the weight
+  // gradient tiles filters x taps over pixel vectors for few filters (<= 24), or (3x3, many
+  // filters) vectors of filters x 9 taps over a transposed gradient that must fit in L2.
+  // Measured 1 thread (loaded machine), float32, GFLOP/s direct vs im2col:
+  //   64x16x16x16;  20x16x5x5 pad 2     fwd 168 / 53   bwd_data 160 / 38   bwd_weight 129 / 39
+  //   64x20x8x8;    20x20x5x5 pad 2     fwd 108 / 33   bwd_data 108 / 27   bwd_weight  74 / 26
+  //   128x32x32x32; 64x32x3x3 pad 1     fwd 165 / 101  bwd_data 152 / 69   bwd_weight 133 / 77
+  //   128x64x16x16; 128x64x3x3 pad 1    fwd 144 / 135  bwd_data 149 / 125  bwd_weight  93 / 75
+  //   8x64x56x56;   64x64x3x3 pad 1     fwd 156 / 130  bwd_data 157 / 131  bwd_weight 108 / 59
+  //   1x64x56x56;   64x64x3x3 pad 2 dil 2  fwd 170 / 124  bwd_data 164 / 126  bwd_weight 167 / 98
+  //   1x128x112x112; 128x128x3x3 pad 1  fwd 119 / 154  bwd_data 113 / 165  bwd_weight  33 / 78
+  //   1x256x56x56;  256x256x3x3 pad 1   fwd 115 / 177  bwd_data 117 / 179  bwd_weight  55 / 98
+  // (3x3 forward and grad-input mostly run Winograd, above; these rows matter for the rest.)
   if (p.stride_h == 1 && p.stride_w == 1) {
     if (dir == ConvDir::bwd_weight) {
-      if (blocked_wgrad_applies(p) && kg <= 24) return ConvAlgo::direct;
+      if (blocked_wgrad_applies(p) && (kg <= 24 || wgrad_by_filter(p))) return ConvAlgo::direct;
     } else if (blocked_applies(p, dir)) {
       const bool fwd = dir == ConvDir::fwd;
       const int64_t cin = fwd ? cg : kg;

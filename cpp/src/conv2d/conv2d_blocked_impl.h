@@ -249,8 +249,65 @@ void wgrad_run(const BlockedWgrad<T>& c, int64_t i0, int64_t i1, T* ws) {
   }
 }
 
+// By filter: dw[k][ci][t] for a tile of NVK*L filters (vectors over k, from the transposed
+// gradient) x the 9 taps t = r*3 + s of channel ci (broadcast from the shifted planes), an outer
+// product per output pixel accumulated in registers over every pixel of the chunk: each
+// gradient vector serves 9 FMAs and each input value NVK, against KB and S above.
+template <class T, int NVK>
+void wgradk_tile(const BlockedWgrad<T>& c, int64_t k0, int64_t ci) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L;
+  vec acc[NVK][9];
+#pragma GCC unroll 4
+  for (int v = 0; v < NVK; ++v)
+#pragma GCC unroll 9
+    for (int t = 0; t < 9; ++t) acc[v][t] = vec{};
+  const int64_t ohw = c.oh * c.ow, ro = c.dh * c.ow;
+  for (int64_t n = c.n0; n < c.n1; ++n) {
+    const T* d = c.dyt + (n - c.n0) * ohw * c.kp + k0;
+    const T* x0 = c.planes + ((n - c.n0) * c.cin + ci) * c.ps;
+    const T* x1 = x0 + c.pss;
+    const T* x2 = x1 + c.pss;
+    for (int64_t q = 0; q < ohw; ++q, d += c.kp) {
+      vec dv[NVK];
+#pragma GCC unroll 4
+      for (int v = 0; v < NVK; ++v) dv[v] = loadu(d + v * L);
+      const T xv[9] = {x0[q],          x1[q],          x2[q],          x0[q + ro],    x1[q + ro],
+                       x2[q + ro],     x0[q + 2 * ro], x1[q + 2 * ro], x2[q + 2 * ro]};
+#pragma GCC unroll 9
+      for (int t = 0; t < 9; ++t)
+#pragma GCC unroll 4
+        for (int v = 0; v < NVK; ++v) acc[v][t] += dv[v] * xv[t];
+    }
+  }
+  alignas(64) T lanes[L];
+  for (int v = 0; v < NVK; ++v)
+    for (int t = 0; t < 9; ++t) {
+      storeu(lanes, acc[v][t]);
+      for (int l = 0; l < L; ++l) {
+        const int64_t k = k0 + v * L + l;
+        if (k < c.cout) c.dwt[(k * c.cin + ci) * 9 + t] += lanes[l];
+      }
+    }
+}
+
+template <class T>
+void wgradk_run(const BlockedWgrad<T>& c, int64_t i0, int64_t i1) {
+  constexpr int L = V<T>::L;
+  constexpr int kMax = kIsa == Isa::avx512 ? 2 : 1;  // 9 * NVK accumulators in the registers
+  for (int64_t it = i0; it < i1; ++it) {
+    const int64_t ci = it % c.cin, k0 = it / c.cin * c.nvk * L, k1 = std::min(c.kp, k0 + c.nvk * L);
+    if (k1 - k0 == kMax * L) {
+      wgradk_tile<T, kMax>(c, k0, ci);
+    } else {
+      for (int64_t k = k0; k < k1; k += L) wgradk_tile<T, 1>(c, k, ci);
+    }
+  }
+}
+
 template <class T>
 void wgrad(const BlockedWgrad<T>& c, int64_t i0, int64_t i1, T* ws) {
+  if (c.by_filter) return wgradk_run<T>(c, i0, i1);
   switch (c.s) {
     case 1: return wgrad_run<T, 1>(c, i0, i1, ws);
     case 2: return wgrad_run<T, 2>(c, i0, i1, ws);
