@@ -15,6 +15,11 @@ has (F * F * C + 1) * K parameters (weights plus one bias per filter).
 
 All argument checking happens here: bad input raises ``ValueError`` or ``TypeError`` naming the
 argument and the values; the C++ core re-checks cheaply. Inputs are never modified.
+
+Each conv/pool function first tries its ``_core.*_fast`` entry point, which runs the whole call in
+C++ when the arguments are already canonical and valid (exact float ndarrays, C-contiguous; ints,
+tuples, bools, strings) and otherwise returns None; the validating path below it then converts
+what it may or raises the error. Lecture-sized calls thus cost one C++ call, not ~20 Python ones.
 """
 import math
 import numbers
@@ -339,6 +344,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     Returns:
         ``(N, out_channels, OH, OW)`` with ``OH = floor((H + 2*pH - dH*(kH-1) - 1) / sH) + 1``.
     """
+    y = _core.conv2d_fwd_fast(input, weight, bias, stride, padding, dilation, groups, padding_mode, algo)
+    if y is not None:
+        return y
     if _has_tensor(input, weight, bias):
         return _ag.Conv2d.apply(input, weight, bias, stride=stride, padding=padding, dilation=dilation,
                                 groups=groups, padding_mode=padding_mode, algo=algo)
@@ -379,6 +387,10 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
     onto the input pixels it was copied from. ``algo="winograd"`` applies to 3x3 stride-1
     dilation-1 zero-padded layers and runs ``"im2col"`` otherwise.
     """
+    dx = _core.conv2d_bwd_data_fast(grad_output, weight, input_shape, stride, padding, dilation, groups, padding_mode,
+                                    algo)
+    if dx is not None:
+        return dx
     fn = "conv2d_grad_input"
     w = _array(fn, "weight", weight)
     _ndim(fn, "weight", w, (4,))
@@ -396,6 +408,10 @@ def conv2d_grad_weight(input, grad_output, weight_shape, stride=1, padding=0, di
 
     ``algo="winograd"`` runs ``"im2col"`` (Winograd covers the forward and the input gradient).
     """
+    dw = _core.conv2d_bwd_weight_fast(input, grad_output, weight_shape, stride, padding, dilation, groups, padding_mode,
+                                      algo)
+    if dw is not None:
+        return dw
     fn = "conv2d_grad_weight"
     x = _array(fn, "input", input)
     _ndim(fn, "input", x, (3, 4))
@@ -483,6 +499,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     no input pixel at all (possible only with dilation) gives -inf and index -1, which
     :func:`max_pool2d_grad` skips.
     """
+    y = _core.max_pool2d_fast(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    if y is not None:
+        return y
     if isinstance(input, Tensor):
         out, ctx = _ag.MaxPool2d.apply_with_ctx(input, kernel_size=kernel_size, stride=stride, padding=padding,
                                                 dilation=dilation, ceil_mode=ceil_mode)
@@ -513,6 +532,9 @@ def max_pool2d_grad(grad_output, input, kernel_size, stride=None, padding=0, dil
     Routes each output gradient to its window's maximum; uses ``indices`` from
     ``max_pool2d(..., return_indices=True)`` when given, else recomputes the maxima from ``input``.
     """
+    dx = _core.max_pool2d_grad_fast(grad_output, input, kernel_size, stride, padding, dilation, ceil_mode, indices)
+    if dx is not None:
+        return dx
     fn = "max_pool2d_grad"
     x = _array(fn, "input", input)
     _ndim(fn, "input", x, (3, 4))
@@ -551,6 +573,9 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     the part of a ceil_mode window that hangs past the padding; ``count_include_pad=False``
     divides by the number of input pixels in the window; ``divisor_override`` replaces both.
     """
+    y = _core.avg_pool2d_fast(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    if y is not None:
+        return y
     if isinstance(input, Tensor):
         return _ag.AvgPool2d.apply(input, kernel_size=kernel_size, stride=stride, padding=padding,
                                    ceil_mode=ceil_mode, count_include_pad=count_include_pad,
@@ -568,6 +593,10 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 def avg_pool2d_grad(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                     count_include_pad=True, divisor_override=None):
     """Gradient of :func:`avg_pool2d` with respect to its input (of shape ``input_shape``)."""
+    dx = _core.avg_pool2d_grad_fast(grad_output, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                    divisor_override)
+    if dx is not None:
+        return dx
     fn = "avg_pool2d_grad"
     input_shape = _shape(fn, "input_shape", input_shape, (3, 4))
     spec = _spec(_PoolSpec, fn, input_shape, kernel_size, stride, padding, 1, ceil_mode)

@@ -69,9 +69,26 @@ def _kernel_is_padded_input():
     return [c for c in out if c.valid()]
 
 
+def _strided_rows():
+    # Implicit im2col gathers output rows with stride 2 and 4 from whole vectors (2 or 4 vectors
+    # of input per vector of output) while they fit in the input row, then element by element:
+    # output widths around 1..3 vectors of 4..16 lanes, with padding, dilation and wrap modes.
+    out = []
+    for i, ow in enumerate((3, 4, 5, 8, 9, 16, 17, 31, 33, 47, 49)):
+        for sw in (2, 3, 4):
+            mode = cases.MODES[(i + sw) % 4]
+            pad, s = (i + sw) % 3, 1 + (i + sw) % 4
+            dil = 1 + (i % 2) * (s > 1)
+            w = (ow - 1) * sw + dil * (s - 1) + 1 - 2 * pad + i % sw
+            out.append(ConvCase(1 + i % 2, 2 + i % 3, 3 + i % 2, w, 5 + i % 3, 1 + i % 3, s, (1 + i % 2, sw), pad,
+                                dil, 1, mode))
+    return [c for c in out if c.valid()]
+
+
 GEMM_CASES = _gemm_cases()
 FULL_KERNEL_CASES = _kernel_is_padded_input()
-CONV_CASES = GEMM_CASES + FULL_KERNEL_CASES
+STRIDED_CASES = _strided_rows()
+CONV_CASES = GEMM_CASES + FULL_KERNEL_CASES + STRIDED_CASES
 
 
 def test_edge_tables_hit_the_borders():

@@ -22,6 +22,13 @@ constexpr GemmTile kGemmTiles[3][2] = {
     /* avx512        */ {{14, 32, 168, 256, 1024}, {14, 16, 168, 256, 1024}},
 };
 
+constexpr int gemm_max_nr() {
+  int m = 0;
+  for (const auto& isa : kGemmTiles)
+    for (const GemmTile& t : isa) m = t.nr > m ? t.nr : m;
+  return m;
+}
+
 template <class T>
 constexpr const GemmTile& gemm_tile(Isa isa) {
   return kGemmTiles[static_cast<int>(isa)][sizeof(T) == 8 ? 1 : 0];

@@ -1,8 +1,8 @@
 // conv2d operator: validation, padding maps, algorithm choice, workspace and threads.
 #include <algorithm>
+#include <memory>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "kernels.h"
 #include "pyconv/conv2d.h"
@@ -17,15 +17,35 @@ namespace pyconv {
 
 namespace {
 
-void require(bool ok, const std::string& msg) {
-  if (!ok) throw std::invalid_argument("conv2d: " + msg);
-}
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument("conv2d: " + msg); }
+
+// The message is built only on failure: validation runs on every call, tiny ones included.
+#define REQUIRE(ok, msg) \
+  do {                   \
+    if (!(ok)) fail(msg); \
+  } while (0)
 
 int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 
-// Padded coordinate -> input coordinate (or -1 for a zero) for one dimension.
-std::vector<int64_t> pad_map(int64_t size, int64_t before, int64_t after, PadMode mode) {
-  std::vector<int64_t> m(static_cast<size_t>(size + before + after));
+// int64 entries, inline up to kInline: the maps of lecture-sized calls cost no heap allocation.
+class SmallVec {
+ public:
+  explicit SmallVec(int64_t n) : heap_(n > kInline ? new int64_t[static_cast<size_t>(n)] : nullptr) {}
+  SmallVec(const SmallVec&) = delete;
+  SmallVec& operator=(const SmallVec&) = delete;
+  int64_t* data() { return heap_ ? heap_.get() : inline_; }
+  const int64_t* data() const { return heap_ ? heap_.get() : inline_; }
+  int64_t& operator[](int64_t i) { return data()[i]; }
+  int64_t operator[](int64_t i) const { return data()[i]; }
+
+ private:
+  static constexpr int64_t kInline = 64;
+  int64_t inline_[kInline];
+  std::unique_ptr<int64_t[]> heap_;
+};
+
+// Padded coordinate -> input coordinate (or -1 for a zero) for one dimension, into m.
+void pad_map(int64_t size, int64_t before, int64_t after, PadMode mode, SmallVec& m) {
   for (int64_t q = 0; q < size + before + after; ++q) {
     int64_t i = q - before;
     if (i < 0 || i >= size) {
@@ -36,25 +56,23 @@ std::vector<int64_t> pad_map(int64_t size, int64_t before, int64_t after, PadMod
         case PadMode::circular: i = ((i % size) + size) % size; break;
       }
     }
-    m[static_cast<size_t>(q)] = i;
+    m[q] = i;
   }
-  return m;
 }
 
 // The maps and interior column ranges every kernel uses (see ConvArgs).
 struct ConvMaps {
-  std::vector<int64_t> row, col, lo, hi;
+  SmallVec row, col, lo, hi;
   explicit ConvMaps(const Conv2dParams& p)
-      : row(pad_map(p.h, p.pad_t, p.pad_b, p.mode)),
-        col(pad_map(p.w, p.pad_l, p.pad_r, p.mode)),
-        lo(static_cast<size_t>(p.s)),
-        hi(static_cast<size_t>(p.s)) {
+      : row(p.h + p.pad_t + p.pad_b), col(p.w + p.pad_l + p.pad_r), lo(p.s), hi(p.s) {
+    pad_map(p.h, p.pad_t, p.pad_b, p.mode, row);
+    pad_map(p.w, p.pad_l, p.pad_r, p.mode, col);
     for (int64_t s = 0; s < p.s; ++s) {
       const int64_t off = s * p.dil_w - p.pad_l;  // input column = ow*stride_w + off
       const int64_t l = std::clamp<int64_t>(ceil_div(-off, p.stride_w), 0, p.ow);
       const int64_t h = std::clamp<int64_t>(floor_div(p.w - 1 - off, p.stride_w) + 1, l, p.ow);
-      lo[static_cast<size_t>(s)] = l;
-      hi[static_cast<size_t>(s)] = h;
+      lo[s] = l;
+      hi[s] = h;
     }
   }
   template <class T>
@@ -186,9 +204,9 @@ bool blocked_bwd_data(const Conv2dParams& p, const T* dy, const T* w, T* dx, int
   c.src = dy, c.src_h = p.oh, c.src_w = p.ow;
   c.sh = p.h + (p.r - 1) * p.dil_h, c.sw = p.w + (p.s - 1) * p.dil_w;
   const int64_t top = p.pad_t - (p.r - 1) * p.dil_h, left = p.pad_l - (p.s - 1) * p.dil_w;
-  std::vector<int64_t> rows(static_cast<size_t>(c.sh)), cols(static_cast<size_t>(c.sw));
-  for (int64_t u = 0; u < c.sh; ++u) rows[static_cast<size_t>(u)] = u + top >= 0 && u + top < p.oh ? u + top : -1;
-  for (int64_t v = 0; v < c.sw; ++v) cols[static_cast<size_t>(v)] = v + left >= 0 && v + left < p.ow ? v + left : -1;
+  SmallVec rows(c.sh), cols(c.sw);
+  for (int64_t u = 0; u < c.sh; ++u) rows[u] = u + top >= 0 && u + top < p.oh ? u + top : -1;
+  for (int64_t v = 0; v < c.sw; ++v) cols[v] = v + left >= 0 && v + left < p.ow ? v + left : -1;
   c.row_map = rows.data(), c.col_map = cols.data();
   c.col_off = -left;
   c.col_lo = std::clamp<int64_t>(-left, 0, c.sw);
@@ -334,25 +352,75 @@ TilePlan plan_tiles(const Conv2dParams& p, size_t elem_size, int nt) {
   return {t, image_threads};
 }
 
-// Runs image(n, cols, tile, threads) for every image: whole images in parallel when the
+// Runs image(n, buf, tile, threads) for every image: whole images in parallel when the
 // workspace budget has room for a column buffer per thread, else one image at a time with the
 // threads inside im2col/GEMM. Both give identical results (the tile is the same).
-// Without a column buffer (pointwise, or implicit im2col) whole images always run in parallel.
+// own_buf >= 0: no column tiles; whole images always run in parallel, each thread with a buffer
+// of own_buf elements (pointwise: none; implicit im2col: a padded image).
 template <class T, class F>
-void for_each_image(const Conv2dParams& p, int nt, bool pointwise, F&& image) {
+void for_each_image(const Conv2dParams& p, int nt, int64_t own_buf, F&& image) {
   TilePlan plan = plan_tiles(p, sizeof(T), nt);
-  if (pointwise) plan.image_threads = static_cast<int>(std::min<int64_t>(nt, std::max<int64_t>(p.n, 1)));
-  const size_t cols_size = pointwise ? 0 : static_cast<size_t>(p.c / p.groups * p.r * p.s * plan.tile);
+  if (own_buf >= 0) plan.image_threads = static_cast<int>(std::min<int64_t>(nt, std::max<int64_t>(p.n, 1)));
+  const size_t buf_size = static_cast<size_t>(own_buf >= 0 ? own_buf : p.c / p.groups * p.r * p.s * plan.tile);
   if (plan.image_threads > 1) {
     parallel_for(p.n, plan.image_threads, [&](int64_t n0, int64_t n1) {
-      Buffer<T> cols(cols_size);
-      for (int64_t n = n0; n < n1; ++n) image(n, cols.get(), plan.tile, 1);
+      Buffer<T> buf(buf_size);
+      for (int64_t n = n0; n < n1; ++n) image(n, buf.get(), plan.tile, 1);
     });
   } else {
-    Buffer<T> cols(cols_size);
-    for (int64_t n = 0; n < p.n; ++n) image(n, cols.get(), plan.tile, nt);
+    Buffer<T> buf(buf_size);
+    for (int64_t n = 0; n < p.n; ++n) image(n, buf.get(), plan.tile, nt);
   }
 }
+
+// Implicit im2col gathers every tap of every output row from a copy of the image padded through
+// the maps, the geometry below (no padding, same output): each gather is then one run, strided
+// by the stride, with no edge cases, which matters when output rows are short. The copy is one
+// pass over the image; the gathers read it R*S times. Used when `threads` copies fit the
+// workspace budget.
+struct PaddedImage {
+  Conv2dParams p;
+  ConvMaps maps;
+  bool use;
+  static Conv2dParams padded(Conv2dParams q) {
+    q.h += q.pad_t + q.pad_b;
+    q.w += q.pad_l + q.pad_r;
+    q.pad_t = q.pad_b = q.pad_l = q.pad_r = 0;
+    q.mode = PadMode::zeros;
+    return q;
+  }
+  PaddedImage(const Conv2dParams& p0, size_t elem_size, int threads)
+      : p(padded(p0)),
+        maps(p),
+        use(static_cast<double>(p.c) * static_cast<double>(p.h) * static_cast<double>(p.w) * threads *
+                static_cast<double>(elem_size) <=
+            static_cast<double>(workspace_limit())) {}
+  int64_t size() const { return p.c * p.h * p.w; }
+  // xp = image x (p0's geometry) padded through p0's maps.
+  template <class T>
+  void fill(const Conv2dParams& p0, const ConvMaps& m0, const T* x, T* xp) const {
+    for (int64_t c = 0; c < p0.c; ++c) {
+      for (int64_t u = 0; u < p.h; ++u) {
+        T* d = xp + (c * p.h + u) * p.w;
+        const int64_t ih = m0.row[static_cast<size_t>(u)];
+        if (ih < 0) {
+          std::fill(d, d + p.w, T(0));
+          continue;
+        }
+        const T* src = x + (c * p0.h + ih) * p0.w;
+        for (int64_t v = 0; v < p.w; ++v) {
+          if (v == p0.pad_l) {  // the interior maps to itself in every mode
+            std::copy(src, src + p0.w, d + v);
+            v += p0.w - 1;
+            continue;
+          }
+          const int64_t iw = m0.col[static_cast<size_t>(v)];
+          d[v] = iw < 0 ? T(0) : src[iw];
+        }
+      }
+    }
+  }
+};
 
 }  // namespace
 
@@ -366,23 +434,23 @@ int64_t conv2d_column_bytes(const Conv2dParams& p0, size_t elem_size, int thread
 }
 
 void conv2d_validate(Conv2dParams& p) {
-  require(p.n >= 0, "batch size must be >= 0, got " + s(p.n));
-  require(p.c >= 1 && p.h >= 1 && p.w >= 1,
+  REQUIRE(p.n >= 0, "batch size must be >= 0, got " + s(p.n));
+  REQUIRE(p.c >= 1 && p.h >= 1 && p.w >= 1,
           "input channels, height and width must be >= 1, got C=" + s(p.c) + " H=" + s(p.h) + " W=" + s(p.w));
-  require(p.k >= 1 && p.r >= 1 && p.s >= 1,
+  REQUIRE(p.k >= 1 && p.r >= 1 && p.s >= 1,
           "weight sizes must be >= 1, got K=" + s(p.k) + " R=" + s(p.r) + " S=" + s(p.s));
-  require(p.groups >= 1, "groups must be >= 1, got " + s(p.groups));
-  require(p.c % p.groups == 0 && p.k % p.groups == 0,
+  REQUIRE(p.groups >= 1, "groups must be >= 1, got " + s(p.groups));
+  REQUIRE(p.c % p.groups == 0 && p.k % p.groups == 0,
           "groups=" + s(p.groups) + " must divide input channels " + s(p.c) + " and output channels " + s(p.k));
-  require(p.stride_h >= 1 && p.stride_w >= 1,
+  REQUIRE(p.stride_h >= 1 && p.stride_w >= 1,
           "stride must be >= 1, got (" + s(p.stride_h) + ", " + s(p.stride_w) + ")");
-  require(p.dil_h >= 1 && p.dil_w >= 1, "dilation must be >= 1, got (" + s(p.dil_h) + ", " + s(p.dil_w) + ")");
-  require(p.pad_t >= 0 && p.pad_b >= 0 && p.pad_l >= 0 && p.pad_r >= 0, "padding must be >= 0");
+  REQUIRE(p.dil_h >= 1 && p.dil_w >= 1, "dilation must be >= 1, got (" + s(p.dil_h) + ", " + s(p.dil_w) + ")");
+  REQUIRE(p.pad_t >= 0 && p.pad_b >= 0 && p.pad_l >= 0 && p.pad_r >= 0, "padding must be >= 0");
   if (p.mode == PadMode::reflect)
-    require(p.pad_t < p.h && p.pad_b < p.h && p.pad_l < p.w && p.pad_r < p.w,
+    REQUIRE(p.pad_t < p.h && p.pad_b < p.h && p.pad_l < p.w && p.pad_r < p.w,
             "reflect padding must be smaller than the input size");
   if (p.mode == PadMode::circular)
-    require(p.pad_t <= p.h && p.pad_b <= p.h && p.pad_l <= p.w && p.pad_r <= p.w,
+    REQUIRE(p.pad_t <= p.h && p.pad_b <= p.h && p.pad_l <= p.w && p.pad_r <= p.w,
             "circular padding must not exceed the input size");
   checked_numel({p.n, p.c, p.h, p.w}, "input");
   checked_numel({p.k, p.c / p.groups, p.r, p.s}, "weight");
@@ -390,7 +458,7 @@ void conv2d_validate(Conv2dParams& p) {
   const int64_t ew = checked_add(checked_mul(p.dil_w, p.s - 1, "dilation"), 1, "dilation");
   const int64_t ph = checked_add(p.h, checked_add(p.pad_t, p.pad_b, "padding"), "padding");
   const int64_t pw = checked_add(p.w, checked_add(p.pad_l, p.pad_r, "padding"), "padding");
-  require(eh <= ph && ew <= pw, "kernel (" + s(eh) + ", " + s(ew) + ") is larger than the padded input (" +
+  REQUIRE(eh <= ph && ew <= pw, "kernel (" + s(eh) + ", " + s(ew) + ") is larger than the padded input (" +
                                     s(ph) + ", " + s(pw) + ")");
   p.oh = (ph - eh) / p.stride_h + 1;
   p.ow = (pw - ew) / p.stride_w + 1;
@@ -432,9 +500,10 @@ ConvAlgo conv2d_choose_algo(const Conv2dParams& p, ConvDir dir) {
   if (dir == ConvDir::bwd_weight && p.groups == 1 && p.c <= 4 && p.stride_w <= 2) return ConvAlgo::direct;
   // Stride 1: the register-blocked direct kernels (no packing at all) while their working set
   // stays in cache: the forward and grad-input read cin padded planes per tile; the weight
-  // gradient tiles filters x taps over pixel vectors for few filters (<= 24), or (3x3, many
-  // filters) vectors of filters x 9 taps over a transposed gradient that must fit in L2.
-  // Measured 1 thread (loaded machine), float32, GFLOP/s direct vs im2col:
+  // gradient tiles filters x taps over pixel vectors for few filters, or (3x3, >= 32 filters)
+  // vectors of filters x 9 taps over a transposed gradient that must fit in L2.
+  // Measured 1 thread (loaded machine), float32, GFLOP/s direct vs im2col (before the
+  // vectorised im2col packing):
   //   64x16x16x16;  20x16x5x5 pad 2     fwd 168 / 53   bwd_data 160 / 38   bwd_weight 129 / 39
   //   64x20x8x8;    20x20x5x5 pad 2     fwd 108 / 33   bwd_data 108 / 27   bwd_weight  74 / 26
   //   128x32x32x32; 64x32x3x3 pad 1     fwd 165 / 101  bwd_data 152 / 69   bwd_weight 133 / 77
@@ -444,9 +513,16 @@ ConvAlgo conv2d_choose_algo(const Conv2dParams& p, ConvDir dir) {
   //   1x128x112x112; 128x128x3x3 pad 1  fwd 119 / 154  bwd_data 113 / 165  bwd_weight  33 / 78
   //   1x256x56x56;  256x256x3x3 pad 1   fwd 115 / 177  bwd_data 117 / 179  bwd_weight  55 / 98
   // (3x3 forward and grad-input mostly run Winograd, above; these rows matter for the rest.)
+  // After the vectorised im2col packing (1 thread, CPU time, loaded machine), weight gradient
+  // by pixel vectors vs im2col: the crossover is near 16 filters for 3x3 and between 32 and 48
+  // for 5x5 (direct here before its L1 blocking, which took the 5x5 kg 20 row to 129):
+  //   64x32x16x16, 3x3 pad 1:  kg 12  55 / 45   kg 16  48 / 50   kg 20  45 / 61   kg 24  53 / 69
+  //   8x64x56x56,  3x3 pad 1:  kg 16  51 / 54   kg 20  55 / 67   kg 24  55 / 79
+  //   64x16x16x16, 5x5 pad 2:  kg 20  85 / 60   kg 24  85 / 69   kg 32  84 / 75   kg 48  87 / 97
+  //   16x32x32x32, 5x5 pad 2:  kg 32 106 / 87   kg 48  96 / 108
   if (p.stride_h == 1 && p.stride_w == 1) {
     if (dir == ConvDir::bwd_weight) {
-      if (blocked_wgrad_applies(p) && (kg <= 24 || wgrad_by_filter(p))) return ConvAlgo::direct;
+      if (blocked_wgrad_applies(p) && (wgrad_by_filter(p) || kg <= (p.s >= 5 ? 32 : 16))) return ConvAlgo::direct;
     } else if (blocked_applies(p, dir)) {
       const bool fwd = dir == ConvDir::fwd;
       const int64_t cin = fwd ? cg : kg;
@@ -483,24 +559,36 @@ void conv2d_fwd(const Conv2dParams& p0, const T* x, const T* w, const T* b, T* y
   const int nr = gemm_tile<T>(static_cast<Isa>(isa)).nr;
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
   const int64_t ohw = p.oh * p.ow, hw = p.h * p.w;
+  const bool pointwise = is_pointwise(p);
+  const PaddedImage pad(p, sizeof(T), static_cast<int>(std::min<int64_t>(nt, p.n)));
+  ConvArgs<T> ap = pad.maps.args<T>(pad.p);
   // y[n][g*kg + i][q] = bias + sum_j w[g*kg + i][j] * cols[j][q]; the GEMM packs its B panels of
-  // cols straight from x (implicit im2col: no column buffer); 1x1 convolutions use x as is.
-  auto image = [&](int64_t n, T*, int64_t, int gemm_threads) {
+  // cols straight from x or its padded copy (implicit im2col: no column buffer); 1x1
+  // convolutions use x as is.
+  auto image = [&](int64_t n, T* xp, int64_t, int gemm_threads) {
     T* yn = y + n * p.k * ohw;
     if (b != nullptr)
       for (int64_t k = 0; k < p.k; ++k) std::fill(yn + k * ohw, yn + (k + 1) * ohw, b[k]);
+    ConvArgs<T> src = a;
+    int64_t sn = n;
+    if (!pointwise && pad.use) {
+      pad.fill(p, maps, x + n * p.c * hw, xp);
+      src = ap;
+      src.x = xp;
+      sn = 0;
+    }
     for (int64_t g = 0; g < p.groups; ++g) {
       const T* wg = w + g * kg * rows;
       T* yg = yn + g * kg * ohw;
-      if (is_pointwise(p)) {
+      if (pointwise) {
         gemm<T>(kg, ohw, rows, wg, rows, 1, x + (n * p.c + g * cg) * hw, hw, 1, yg, ohw, b != nullptr, gemm_threads);
         continue;
       }
-      auto pack_b = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) { pack(a, n, g, pc, kb, jc, nb, nr, bp); };
+      auto pack_b = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) { pack(src, sn, g, pc, kb, jc, nb, nr, bp); };
       gemm_custom_b<T>(static_cast<Isa>(isa), kg, ohw, rows, wg, rows, 1, pack_b, yg, ohw, b != nullptr, gemm_threads);
     }
   };
-  for_each_image<T>(p, nt, /*no column buffer*/ true, image);
+  for_each_image<T>(p, nt, !pointwise && pad.use ? pad.size() : 0, image);
 }
 
 template <class T>
@@ -547,7 +635,7 @@ void conv2d_bwd_data(const Conv2dParams& p0, const T* dy, const T* w, T* dx, Con
   };
   const TilePlan plan = plan_tiles(p, sizeof(T), nt);
   if (pointwise || plan.image_threads > 1 || nt <= 1 || cg < 2) {
-    for_each_image<T>(p, nt, pointwise, image);
+    for_each_image<T>(p, nt, pointwise ? 0 : -1, image);
     return;
   }
   // Fewer images than threads: one parallel region in which each thread owns a range of input
@@ -597,11 +685,23 @@ void conv2d_bwd_weight(const Conv2dParams& p0, const T* x, const T* dy, T* dw, C
   const int nr = gemm_tile<T>(static_cast<Isa>(isa)).nr;
   const int64_t ohw = p.oh * p.ow, hw = p.h * p.w;
   const bool pointwise = is_pointwise(p);
+  const PaddedImage pad(p, sizeof(T), static_cast<int>(std::min<int64_t>(nt, p.n)));
+  ConvArgs<T> ap = pad.maps.args<T>(pad.p);
   // dw[g*kg + i][j] += sum_q dy[n][g*kg + i][q] * cols[j][q], images in order, q in the GEMM's
-  // fixed kc blocks; B (cols transposed) is packed straight from x (implicit im2col).
+  // fixed kc blocks; B (cols transposed) is packed straight from x or its padded copy (implicit
+  // im2col).
   auto images = [&](int64_t n0, int64_t n1, T* dwc, int threads) {
     std::fill(dwc, dwc + p.k * rows, T(0));
+    Buffer<T> xp(!pointwise && pad.use ? static_cast<size_t>(pad.size()) : 0);
+    ConvArgs<T> src = a;
     for (int64_t n = n0; n < n1; ++n) {
+      int64_t sn = n;
+      if (xp.get() != nullptr) {
+        pad.fill(p, maps, x + n * p.c * hw, xp.get());
+        src = ap;
+        src.x = xp.get();
+        sn = 0;
+      }
       for (int64_t g = 0; g < p.groups; ++g) {
         const T* dyg = dy + (n * p.k + g * kg) * ohw;
         T* dwg = dwc + g * kg * rows;
@@ -609,7 +709,9 @@ void conv2d_bwd_weight(const Conv2dParams& p0, const T* x, const T* dy, T* dw, C
           gemm<T>(kg, rows, ohw, dyg, ohw, 1, x + (n * p.c + g * cg) * hw, 1, hw, dwg, rows, true, threads);
           continue;
         }
-        auto pack_b = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) { pack(a, n, g, pc, kb, jc, nb, nr, bp); };
+        auto pack_b = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) {
+          pack(src, sn, g, pc, kb, jc, nb, nr, bp);
+        };
         gemm_custom_b<T>(static_cast<Isa>(isa), kg, rows, ohw, dyg, ohw, 1, pack_b, dwg, rows, true, threads);
       }
     }

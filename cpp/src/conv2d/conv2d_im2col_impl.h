@@ -5,12 +5,56 @@
 // its GEMM panels straight from the input. col2im adds a tile of such columns (computed by the
 // input-gradient GEMM) back into dx.
 #include <cstdint>
+#include <cstring>
 
+#include "gemm/pack_t.h"
 #include "kernels.h"
+#include "pyconv/gemm.h"
+
+// The copies here are short (a panel row, an output row's run): GCC would turn their loops into
+// memcpy calls, each costing more than the copy.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-tree-loop-distribute-patterns")
+#endif
 
 namespace pyconv {
 namespace PYCONV_ISA {
 namespace {
+
+constexpr int kVecBytes = gemm_vec_bytes(Isa::PYCONV_ISA);
+
+// dst[i] = src[i * sw] for i < n, where src[0, avail) is readable. Strides 2 and 4 (ResNet
+// downsampling, AlexNet's first layer) take every other element of two vectors, once or twice;
+// the last vector overlaps the one before instead of ending in a scalar tail.
+template <class T>
+inline void strided_copy(const T* __restrict src, int64_t n, int64_t sw, int64_t avail, T* __restrict dst) {
+  typedef T V __attribute__((vector_size(kVecBytes)));
+  constexpr int VL = kVecBytes / static_cast<int>(sizeof(T));
+  auto even = [](V u, V v) { return pack_detail::take_even<V, VL>(u, v, std::make_index_sequence<VL>()); };
+  auto vec_at = [&](int64_t i) {  // outputs [i, i + VL)
+    const T* s = src + i * sw;
+    V v0, v1, v2, v3;
+    std::memcpy(&v0, s, sizeof(V));
+    if (sw == 1) return v0;
+    std::memcpy(&v1, s + VL, sizeof(V));
+    if (sw == 2) return even(v0, v1);
+    std::memcpy(&v2, s + 2 * VL, sizeof(V));
+    std::memcpy(&v3, s + 3 * VL, sizeof(V));
+    return even(even(v0, v1), even(v2, v3));
+  };
+  if ((sw == 1 || sw == 2 || sw == 4) && n >= VL && n * sw <= avail) {
+    for (int64_t i = 0; i + VL <= n; i += VL) {
+      const V o = vec_at(i);
+      std::memcpy(dst + i, &o, sizeof(V));
+    }
+    if (n % VL != 0) {
+      const V o = vec_at(n - VL);
+      std::memcpy(dst + n - VL, &o, sizeof(V));
+    }
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i * sw];
+}
 
 // Calls fn(oh, ow0, ow1, dst_offset) for the output-row segments covering pixels [q0, q1).
 template <class F>
@@ -86,6 +130,8 @@ inline void tap_segment(const ConvArgs<T>& a, const T* xc, int64_t r, int64_t s,
   if (ds == 1 && p.stride_w == 1) {
 #pragma omp simd
     for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = xr[ow + off];
+  } else if (ds == 1 && lo < hi) {
+    strided_copy(xr + lo * p.stride_w + off, hi - lo, p.stride_w, p.w - (lo * p.stride_w + off), dst + lo);
   } else {
     const int64_t sw = p.stride_w;
     for (int64_t ow = lo; ow < hi; ++ow) dst[ow * ds] = xr[ow * sw + off];
@@ -96,44 +142,66 @@ inline void tap_segment(const ConvArgs<T>& a, const T* xc, int64_t r, int64_t s,
   }
 }
 
+// The output-row segments of pixels [q0, q1): at most kMax of them (one per output row).
+template <int64_t kMax>
+struct Segments {
+  int64_t n = 0, oh[kMax], ow0[kMax], ow1[kMax], d[kMax];
+  Segments(int64_t ow, int64_t q0, int64_t q1) {
+    for_row_segments(ow, q0, q1, [&](int64_t h, int64_t a, int64_t b, int64_t off) {
+      oh[n] = h, ow0[n] = a, ow1[n] = b, d[n] = off;
+      ++n;
+    });
+  }
+};
+
+// dst[d + ow - ow0] = padded x[oh*sh + r*dh][ow*sw + s*dw] of channel plane xc for every segment.
+// Without padding (the padded image copy) every tap is inside the plane: one run per segment.
+template <class T, int64_t kMax>
+inline void gather_tap(const ConvArgs<T>& a, const T* xc, int64_t r, int64_t s, const Segments<kMax>& sg, T* dst) {
+  const Conv2dParams& p = *a.p;
+  if (p.pad_t == 0 && p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0) {
+    const T* base = xc + r * p.dil_h * p.w + s * p.dil_w;
+    const int64_t avail = p.w - s * p.dil_w;
+    for (int64_t i = 0; i < sg.n; ++i) {
+      const int64_t c0 = sg.ow0[i] * p.stride_w, len = sg.ow1[i] - sg.ow0[i];
+      const T* src = base + sg.oh[i] * p.stride_h * p.w + c0;
+      strided_copy(src, len, p.stride_w, avail - c0, dst + sg.d[i]);
+    }
+    return;
+  }
+  for (int64_t i = 0; i < sg.n; ++i) tap_segment(a, xc, r, s, sg.oh[i], sg.ow0[i], sg.ow1[i], dst + sg.d[i], 1);
+}
+
 // Forward GEMM B straight from the input: rows [k0, k0+kb) (cl, r, s) x pixels [q0, q0+nb) into
-// NR-wide panels bp[panel][k][j], zero-padded to NR.
+// NR-wide panels bp[panel][k][j], zero-padded to NR. Each row (tap) is gathered for up to kChunk
+// pixels at once (long runs along the output rows) and then dealt to the panels in vectors.
 template <class T>
 void pack_cols(const ConvArgs<T>& a, int64_t n, int64_t g, int64_t k0, int64_t kb, int64_t q0, int64_t nb, int nr,
                T* bp) {
+  typedef T V __attribute__((vector_size(kVecBytes)));
+  constexpr int VL = kVecBytes / static_cast<int>(sizeof(T));
+  constexpr int64_t kChunk = 512;
+  static_assert(kChunk % gemm_max_nr() == 0, "chunks must hold whole panels");
   const Conv2dParams& p = *a.p;
   const int64_t cg = p.c / p.groups, hw = p.h * p.w;
   const T* xg = a.x + (n * p.c + g * cg) * hw;
-  constexpr int kMaxSeg = 65;
-  int64_t seg_oh[kMaxSeg], seg_a[kMaxSeg], seg_b[kMaxSeg], seg_d[kMaxSeg];
-  for (int64_t j0 = 0; j0 < nb; j0 += nr) {
-    const int64_t cnt = nb - j0 < nr ? nb - j0 : nr;
-    T* panel = bp + (j0 / nr) * kb * nr;
-    int nseg = 0;
-    bool fits = true;
-    for_row_segments(p.ow, q0 + j0, q0 + j0 + cnt, [&](int64_t oh, int64_t ow0, int64_t ow1, int64_t d) {
-      if (nseg == kMaxSeg) {
-        fits = false;
-        return;
-      }
-      seg_oh[nseg] = oh;
-      seg_a[nseg] = ow0;
-      seg_b[nseg] = ow1;
-      seg_d[nseg] = d;
-      ++nseg;
-    });
+  alignas(64) T row[kChunk];
+  for (int64_t c0 = 0; c0 < nb; c0 += kChunk) {
+    const int64_t cn = nb - c0 < kChunk ? nb - c0 : kChunk;
+    const Segments<kChunk> sg(p.ow, q0 + c0, q0 + c0 + cn);
+    T* base = bp + (c0 / nr) * kb * nr;
     int64_t cl = k0 / (p.r * p.s), r = (k0 / p.s) % p.r, s = k0 % p.s;
     for (int64_t k = 0; k < kb; ++k) {
-      T* dst = panel + k * nr;
-      const T* xc = xg + cl * hw;
-      if (fits) {
-        for (int i = 0; i < nseg; ++i) tap_segment(a, xc, r, s, seg_oh[i], seg_a[i], seg_b[i], dst + seg_d[i], 1);
-      } else {
-        for_row_segments(p.ow, q0 + j0, q0 + j0 + cnt, [&](int64_t oh, int64_t ow0, int64_t ow1, int64_t d) {
-          tap_segment(a, xc, r, s, oh, ow0, ow1, dst + d, 1);
-        });
+      gather_tap(a, xg + cl * hw, r, s, sg, row);
+      T* dst = base + k * nr;
+      int64_t j0 = 0;
+      for (; j0 + nr <= cn; j0 += nr, dst += kb * nr)
+        for (int j = 0; j < nr; j += VL) std::memcpy(dst + j, row + j0 + j, sizeof(V));
+      if (j0 < cn) {
+        int64_t j = 0;
+        for (; j < cn - j0; ++j) dst[j] = row[j0 + j];
+        for (; j < nr; ++j) dst[j] = T(0);
       }
-      for (int64_t j = cnt; j < nr; ++j) dst[j] = T(0);
       if (++s == p.s) {
         s = 0;
         if (++r == p.r) {
@@ -146,27 +214,34 @@ void pack_cols(const ConvArgs<T>& a, int64_t n, int64_t g, int64_t k0, int64_t k
 }
 
 // Weight-gradient GEMM B (the column matrix transposed): pixels [k0, k0+kb) x rows
-// [q0, q0+nb) (cl, r, s) into NR-wide panels bp[panel][k][j], zero-padded to NR.
+// [q0, q0+nb) (cl, r, s) into NR-wide panels bp[panel][k][j], zero-padded to NR. A panel's rows
+// are gathered along the pixels (as the forward does), then transposed in registers.
 template <class T>
 void pack_cols_t(const ConvArgs<T>& a, int64_t n, int64_t g, int64_t k0, int64_t kb, int64_t q0, int64_t nb,
                  int nr, T* bp) {
+  constexpr int64_t kLen = 256;
   const Conv2dParams& p = *a.p;
   const int64_t cg = p.c / p.groups, hw = p.h * p.w;
   const T* xg = a.x + (n * p.c + g * cg) * hw;
-  for (int64_t j0 = 0; j0 < nb; j0 += nr) {
-    const int64_t cnt = nb - j0 < nr ? nb - j0 : nr;
-    T* panel = bp + (j0 / nr) * kb * nr;
-    for (int64_t j = 0; j < cnt; ++j) {
-      const int64_t row = q0 + j0 + j;
-      const int64_t cl = row / (p.r * p.s), r = (row / p.s) % p.r, s = row % p.s;
-      const T* xc = xg + cl * hw;
-      for_row_segments(p.ow, k0, k0 + kb, [&](int64_t oh, int64_t ow0, int64_t ow1, int64_t d) {
-        tap_segment(a, xc, r, s, oh, ow0, ow1, panel + d * nr + j, nr);
-      });
+  alignas(64) T rows[gemm_max_nr() * kLen];
+  for (int64_t kk = 0; kk < kb; kk += kLen) {
+    const int64_t len = kb - kk < kLen ? kb - kk : kLen;
+    const Segments<kLen> sg(p.ow, k0 + kk, k0 + kk + len);
+    int64_t cl = q0 / (p.r * p.s), r = (q0 / p.s) % p.r, s = q0 % p.s;
+    for (int64_t j0 = 0; j0 < nb; j0 += nr) {
+      const int64_t cnt = nb - j0 < nr ? nb - j0 : nr;
+      for (int64_t j = 0; j < cnt; ++j) {
+        gather_tap(a, xg + cl * hw, r, s, sg, rows + j * len);
+        if (++s == p.s) {
+          s = 0;
+          if (++r == p.r) {
+            r = 0;
+            ++cl;
+          }
+        }
+      }
+      pack_t<kVecBytes>(rows, len, cnt, len, nr, bp + (j0 / nr) * kb * nr + kk * nr);
     }
-    if (cnt < nr)
-      for (int64_t k = 0; k < kb; ++k)
-        for (int64_t j = cnt; j < nr; ++j) panel[k * nr + j] = T(0);
   }
 }
 

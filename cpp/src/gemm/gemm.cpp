@@ -17,39 +17,20 @@ namespace pyconv {
 namespace {
 
 // Packs a kb x nb block of B into NR-column panels: bp[panel][k][j], zero-padded to NR columns.
-// Row-contiguous B (csb == 1) copies rows; column-contiguous B (rsb == 1, the transposed
-// operand of the weight gradient) walks each column contiguously and writes it down the panel.
+// Row-contiguous B (csb == 1) is dealt row by row (each source row read once, sequentially);
+// column-contiguous B (rsb == 1, the transposed operand of the weight gradient) is a transposing
+// pack.
 template <class T>
-void pack_b(int64_t kb, int64_t nb, const T* B, int64_t rsb, int64_t csb, int nr, T* bp) {
+void pack_b(int64_t kb, int64_t nb, const T* B, int64_t rsb, int64_t csb, int nr, Isa isa, T* bp) {
   if (csb == 1) {
-    // Row by row (each source row read once, sequentially), dealing NR-wide pieces to the panels.
-    const int64_t panel = kb * nr;
-    for (int64_t k = 0; k < kb; ++k) {
-      const T* __restrict src = B + k * rsb;
-      T* __restrict dst = bp + k * nr;
-      int64_t j0 = 0;
-      for (; j0 + nr <= nb; j0 += nr) {
-        T* __restrict d = dst + (j0 / nr) * panel;
-        for (int j = 0; j < nr; ++j) d[j] = src[j0 + j];
-      }
-      if (j0 < nb) {
-        T* __restrict d = dst + (j0 / nr) * panel;
-        int64_t j = 0;
-        for (; j < nb - j0; ++j) d[j] = src[j0 + j];
-        for (; j < nr; ++j) d[j] = T(0);
-      }
-    }
+    gemm_pack_n_kernel<T>(isa)(B, rsb, kb, nb, bp);
     return;
   }
+  gemm_pack_t_fn<T>* pack_tr = gemm_pack_t_kernel<T>(isa);
   for (int64_t j0 = 0; j0 < nb; j0 += nr) {
     const int64_t cols = std::min<int64_t>(nr, nb - j0);
     if (rsb == 1) {
-      for (int64_t j = 0; j < cols; ++j) {
-        const T* __restrict src = B + (j0 + j) * csb;
-        for (int64_t k = 0; k < kb; ++k) bp[k * nr + j] = src[k];
-      }
-      for (int64_t k = 0; k < kb; ++k)
-        for (int64_t j = cols; j < nr; ++j) bp[k * nr + j] = T(0);
+      pack_tr(B + j0 * csb, csb, cols, kb, nr, bp);
     } else {
       for (int64_t k = 0; k < kb; ++k) {
         const T* src = B + k * rsb + j0 * csb;
@@ -70,7 +51,7 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa,
   const Isa isa = active_isa();
   const int nr = gemm_tile<T>(isa).nr;
   auto pack = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) {
-    pack_b(kb, nb, B + pc * rsb + jc * csb, rsb, csb, nr, bp);
+    pack_b(kb, nb, B + pc * rsb + jc * csb, rsb, csb, nr, isa, bp);
   };
   gemm_custom_b<T>(isa, M, N, K, A, rsa, csa, pack, C, ldc, accumulate, nthreads);
 }

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "gemm/pack_t.h"
 #include "kernels.h"
 #include "pyconv/gemm.h"
 #include "pyconv/parallel.h"
@@ -20,17 +21,14 @@ namespace pyconv {
 namespace gemm_detail {
 
 // Packs an mb x kb block of A into MR-row panels: ap[panel][k][i], zero-padded to MR rows.
+// Row-major A (csa == 1: the weights, or dy in the weight gradient) is a transposing pack.
 template <class T>
-void pack_a(int64_t mb, int64_t kb, const T* A, int64_t rsa, int64_t csa, int mr, T* ap) {
+void pack_a(int64_t mb, int64_t kb, const T* A, int64_t rsa, int64_t csa, int mr, gemm_pack_t_fn<T>* pack_tr,
+            T* ap) {
   for (int64_t i0 = 0; i0 < mb; i0 += mr) {
     const int64_t rows = std::min<int64_t>(mr, mb - i0);
-    if (csa == 1) {  // row-major A (weights): walk each row contiguously down the panel
-      for (int64_t i = 0; i < rows; ++i) {
-        const T* __restrict src = A + (i0 + i) * rsa;
-        for (int64_t k = 0; k < kb; ++k) ap[k * mr + i] = src[k];
-      }
-      for (int64_t k = 0; k < kb; ++k)
-        for (int64_t i = rows; i < mr; ++i) ap[k * mr + i] = T(0);
+    if (csa == 1) {
+      pack_tr(A + i0 * rsa, rsa, rows, kb, mr, ap);
     } else {
       for (int64_t k = 0; k < kb; ++k) {
         const T* src = A + i0 * rsa + k * csa;
@@ -53,8 +51,8 @@ struct PrepackedA {
 };
 
 template <class T, class PackB>
-void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, int64_t M, int64_t N, int64_t K, const T* A,
-                 int64_t rsa, int64_t csa, PackB&& pack_b, T* C, int64_t ldc, bool accumulate,
+void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, gemm_pack_t_fn<T>* pack_tr, int64_t M, int64_t N,
+                 int64_t K, const T* A, int64_t rsa, int64_t csa, PackB&& pack_b, T* C, int64_t ldc, bool accumulate,
                  PrepackedA<T> pre = {}, int64_t pre_row0 = 0) {
   const int mr = t.mr, nr = t.nr;
   T* ap = pre.data ? nullptr : scratch<T>(0, static_cast<size_t>(t.mc * t.kc));
@@ -71,7 +69,7 @@ void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, int64_t M, int64_t N
         if (pre.data != nullptr) {  // rows [pre_row0 + ic, ...) of the prepacked A (pre_row0 % MR == 0)
           ap = const_cast<T*>(pre.data) + (pc / t.kc) * (pre.mp * t.kc) + (pre_row0 + ic) * kb;
         } else {
-          pack_a(mb, kb, A + ic * rsa + pc * csa, rsa, csa, mr, ap);
+          pack_a(mb, kb, A + ic * rsa + pc * csa, rsa, csa, mr, pack_tr, ap);
         }
         for (int64_t jr = 0; jr < nb; jr += nr) {  // loop 2: NR-column micro-panels
           const int64_t cols = std::min<int64_t>(nr, nb - jr);
@@ -112,6 +110,7 @@ void gemm_custom_b(Isa isa, int64_t M, int64_t N, int64_t K, const T* A, int64_t
   }
   const GemmTile& t = gemm_tile<T>(isa);
   gemm_ukernel_fn<T>* uk = kernel_table<T>().gemm_ukernel[static_cast<int>(isa)];
+  gemm_pack_t_fn<T>* pack_tr = gemm_pack_t_kernel<T>(isa);
   const int64_t col_panels = (N + t.nr - 1) / t.nr, row_panels = (M + t.mr - 1) / t.mr;
   const bool split_cols = nthreads > 1 && (col_panels >= 2 || row_panels >= 2) &&
                           (col_panels >= 2 * static_cast<int64_t>(nthreads) || col_panels >= row_panels);
@@ -128,24 +127,24 @@ void gemm_custom_b(Isa isa, int64_t M, int64_t N, int64_t K, const T* A, int64_t
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t pc = (b / mblocks) * t.kc, ic = (b % mblocks) * t.mc;
         const int64_t kb = std::min(t.kc, K - pc), mb = std::min(t.mc, M - ic);
-        gemm_detail::pack_a(mb, kb, A + ic * rsa + pc * csa, rsa, csa, t.mr, buf + (pc / t.kc) * (mp * t.kc) + ic * kb);
+        gemm_detail::pack_a(mb, kb, A + ic * rsa + pc * csa, rsa, csa, t.mr, pack_tr, buf + (pc / t.kc) * (mp * t.kc) + ic * kb);
       }
     });
     pre.data = buf;
     pre.mp = mp;
   }
   if (nthreads <= 1 || (col_panels < 2 && row_panels < 2)) {
-    gemm_detail::gemm_serial(t, uk, M, N, K, A, rsa, csa, pack_b, C, ldc, accumulate, pre);
+    gemm_detail::gemm_serial(t, uk, pack_tr, M, N, K, A, rsa, csa, pack_b, C, ldc, accumulate, pre);
   } else if (split_cols) {
     parallel_for(col_panels, nthreads, [&](int64_t p0, int64_t p1) {
       const int64_t j0 = p0 * t.nr, j1 = std::min(N, p1 * t.nr);
       auto shifted = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) { pack_b(pc, kb, j0 + jc, nb, bp); };
-      gemm_detail::gemm_serial(t, uk, M, j1 - j0, K, A, rsa, csa, shifted, C + j0, ldc, accumulate, pre);
+      gemm_detail::gemm_serial(t, uk, pack_tr, M, j1 - j0, K, A, rsa, csa, shifted, C + j0, ldc, accumulate, pre);
     });
   } else {
     parallel_for(row_panels, nthreads, [&](int64_t p0, int64_t p1) {
       const int64_t i0 = p0 * t.mr, i1 = std::min(M, p1 * t.mr);
-      gemm_detail::gemm_serial(t, uk, i1 - i0, N, K, A + i0 * rsa, rsa, csa, pack_b, C + i0 * ldc, ldc, accumulate,
+      gemm_detail::gemm_serial(t, uk, pack_tr, i1 - i0, N, K, A + i0 * rsa, rsa, csa, pack_b, C + i0 * ldc, ldc, accumulate,
                                pre, i0);
     });
   }

@@ -6,6 +6,7 @@
 //   c[MR][NR] (+)= sum_k a[k][0..MR) (packed panel) x b[k][0..NR) (packed panel)
 #include <cstdint>
 
+#include "gemm/pack_t.h"
 #include "kernels.h"
 #include "pyconv/gemm.h"
 
@@ -14,7 +15,7 @@ namespace PYCONV_ISA {
 namespace {
 
 constexpr Isa kIsa = Isa::PYCONV_ISA;
-constexpr int kVecBytes = kIsa == Isa::avx512 ? 64 : kIsa == Isa::avx2 ? 32 : 16;
+constexpr int kVecBytes = gemm_vec_bytes(kIsa);
 
 template <class T>
 void ukernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict c, int64_t ldc,
@@ -57,6 +58,22 @@ void PYCONV_CAT(gemm_ukernel, PYCONV_ISA)(int64_t kc, const float* a, const floa
 void PYCONV_CAT(gemm_ukernel, PYCONV_ISA)(int64_t kc, const double* a, const double* b, double* c,
                                           int64_t ldc, bool accumulate) {
   ukernel<double>(kc, a, b, c, ldc, accumulate);
+}
+
+void PYCONV_CAT(gemm_pack_t, PYCONV_ISA)(const float* src, int64_t ld, int64_t rows, int64_t len, int w,
+                                         float* dst) {
+  pack_t<kVecBytes>(src, ld, rows, len, w, dst);
+}
+void PYCONV_CAT(gemm_pack_t, PYCONV_ISA)(const double* src, int64_t ld, int64_t rows, int64_t len, int w,
+                                         double* dst) {
+  pack_t<kVecBytes>(src, ld, rows, len, w, dst);
+}
+
+void PYCONV_CAT(gemm_pack_n, PYCONV_ISA)(const float* src, int64_t ld, int64_t kb, int64_t nb, float* dst) {
+  pack_n<gemm_tile<float>(kIsa).nr>(src, ld, kb, nb, dst);
+}
+void PYCONV_CAT(gemm_pack_n, PYCONV_ISA)(const double* src, int64_t ld, int64_t kb, int64_t nb, double* dst) {
+  pack_n<gemm_tile<double>(kIsa).nr>(src, ld, kb, nb, dst);
 }
 
 }  // namespace PYCONV_ISA

@@ -1,4 +1,5 @@
 // Pooling operators: validation, output size (PyTorch's ceil_mode rule) and threads over planes.
+#include <algorithm>
 #include <atomic>
 #include <stdexcept>
 #include <string>
@@ -12,12 +13,31 @@ namespace pyconv {
 
 namespace {
 
-void require(bool ok, const std::string& msg) {
-  if (!ok) throw std::invalid_argument("pool2d: " + msg);
-}
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument("pool2d: " + msg); }
+
+// The message is built only on failure: validation runs on every call, tiny ones included.
+#define REQUIRE(ok, msg) \
+  do {                   \
+    if (!(ok)) fail(msg); \
+  } while (0)
 
 // Element visits of one pass: output size times window size.
 int pool_threads(const Pool2dParams& p) { return threads_for(p.n * p.c * p.oh * p.ow * p.kh * p.kw, num_threads()); }
+
+// Runs fn(begin, end) over all planes, handed out in small chunks as threads ask for them: on a
+// shared machine a preempted thread leaves its remaining planes to the other instead of holding
+// up the call. Planes are independent, so results do not depend on which thread computes which.
+template <class F>
+void for_planes(const Pool2dParams& p, F&& fn) {
+  const int64_t planes = p.n * p.c;
+  const int nt = pool_threads(p);
+  if (nt <= 1 || planes < 2) return fn(int64_t{0}, planes);
+  const int64_t chunk = std::max<int64_t>(1, planes / (8 * nt));
+  std::atomic<int64_t> next{0};
+  parallel_for(nt, nt, [&](int64_t, int64_t) {
+    for (int64_t b = next.fetch_add(chunk); b < planes; b = next.fetch_add(chunk)) fn(b, std::min(planes, b + chunk));
+  });
+}
 
 void log_pool(const char* op) {
   if (!verbose()) return;
@@ -36,20 +56,20 @@ int64_t pool2d_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int6
 }
 
 void pool2d_validate(Pool2dParams& p) {
-  require(p.n >= 0, "batch size must be >= 0, got " + s(p.n));
-  require(p.c >= 1 && p.h >= 1 && p.w >= 1,
+  REQUIRE(p.n >= 0, "batch size must be >= 0, got " + s(p.n));
+  REQUIRE(p.c >= 1 && p.h >= 1 && p.w >= 1,
           "channels, height and width must be >= 1, got C=" + s(p.c) + " H=" + s(p.h) + " W=" + s(p.w));
-  require(p.kh >= 1 && p.kw >= 1, "kernel_size must be >= 1, got (" + s(p.kh) + ", " + s(p.kw) + ")");
-  require(p.stride_h >= 1 && p.stride_w >= 1, "stride must be >= 1, got (" + s(p.stride_h) + ", " + s(p.stride_w) + ")");
-  require(p.dil_h >= 1 && p.dil_w >= 1, "dilation must be >= 1, got (" + s(p.dil_h) + ", " + s(p.dil_w) + ")");
-  require(p.pad_h >= 0 && p.pad_w >= 0 && 2 * p.pad_h <= p.kh && 2 * p.pad_w <= p.kw,
+  REQUIRE(p.kh >= 1 && p.kw >= 1, "kernel_size must be >= 1, got (" + s(p.kh) + ", " + s(p.kw) + ")");
+  REQUIRE(p.stride_h >= 1 && p.stride_w >= 1, "stride must be >= 1, got (" + s(p.stride_h) + ", " + s(p.stride_w) + ")");
+  REQUIRE(p.dil_h >= 1 && p.dil_w >= 1, "dilation must be >= 1, got (" + s(p.dil_h) + ", " + s(p.dil_w) + ")");
+  REQUIRE(p.pad_h >= 0 && p.pad_w >= 0 && 2 * p.pad_h <= p.kh && 2 * p.pad_w <= p.kw,
           "padding must be between 0 and half the kernel_size, got padding (" + s(p.pad_h) + ", " + s(p.pad_w) +
               ") for kernel_size (" + s(p.kh) + ", " + s(p.kw) + ")");
   checked_numel({p.n, p.c, p.h, p.w}, "input");
   checked_numel({p.kh, p.kw, p.dil_h, p.dil_w}, "kernel_size");
   p.oh = pool2d_out_size(p.h, p.kh, p.stride_h, p.pad_h, p.dil_h, p.ceil_mode);
   p.ow = pool2d_out_size(p.w, p.kw, p.stride_w, p.pad_w, p.dil_w, p.ceil_mode);
-  require(p.oh >= 1 && p.ow >= 1, "output size (" + s(p.oh) + ", " + s(p.ow) + ") is too small for input (" + s(p.h) +
+  REQUIRE(p.oh >= 1 && p.ow >= 1, "output size (" + s(p.oh) + ", " + s(p.ow) + ") is too small for input (" + s(p.h) +
                                       ", " + s(p.w) + ")");
   checked_numel({p.n, p.c, p.oh, p.ow}, "output");
 }
@@ -60,7 +80,7 @@ void max_pool2d_fwd(const Pool2dParams& p0, const T* x, T* y, int64_t* idx) {
   pool2d_validate(p);
   log_pool("max_pool2d_fwd");
   auto* fn = kernel_table<T>().max_pool2d_fwd_direct[static_cast<int>(active_isa())];
-  parallel_for(p.n * p.c, pool_threads(p), [&](int64_t b, int64_t e) { fn(p, x, y, idx, b, e); });
+  for_planes(p, [&](int64_t b, int64_t e) { fn(p, x, y, idx, b, e); });
 }
 
 template <class T>
@@ -71,9 +91,8 @@ void max_pool2d_bwd(const Pool2dParams& p0, const T* dy, const T* x, const int64
   // Caller-provided indices are scattered into dx: each must address its own plane. The kernel
   // skips any that does not and reports the first; the smallest over all chunks is the error.
   auto* fn = kernel_table<T>().max_pool2d_bwd_direct[static_cast<int>(active_isa())];
-  const int nt = pool_threads(p);
   std::atomic<int64_t> bad{-1};
-  parallel_for(p.n * p.c, nt, [&](int64_t b, int64_t e) {
+  for_planes(p, [&](int64_t b, int64_t e) {
     const int64_t r = fn(p, dy, x, idx, dx, b, e);
     if (r < 0) return;
     int64_t cur = bad.load();
@@ -91,7 +110,7 @@ void avg_pool2d_fwd(const Pool2dParams& p0, const T* x, T* y) {
   pool2d_validate(p);
   log_pool("avg_pool2d_fwd");
   auto* fn = kernel_table<T>().avg_pool2d_fwd_direct[static_cast<int>(active_isa())];
-  parallel_for(p.n * p.c, pool_threads(p), [&](int64_t b, int64_t e) { fn(p, x, y, b, e); });
+  for_planes(p, [&](int64_t b, int64_t e) { fn(p, x, y, b, e); });
 }
 
 template <class T>
@@ -100,7 +119,7 @@ void avg_pool2d_bwd(const Pool2dParams& p0, const T* dy, T* dx) {
   pool2d_validate(p);
   log_pool("avg_pool2d_bwd");
   auto* fn = kernel_table<T>().avg_pool2d_bwd_direct[static_cast<int>(active_isa())];
-  parallel_for(p.n * p.c, pool_threads(p), [&](int64_t b, int64_t e) { fn(p, dy, dx, b, e); });
+  for_planes(p, [&](int64_t b, int64_t e) { fn(p, dy, dx, b, e); });
 }
 
 #define PYCONV_INSTANTIATE(T)                                                                     \

@@ -326,9 +326,69 @@ void max_fwd_s(const Pool2dParams& p, const MaxCols& mc, const T* x, T* y, int64
   max_fwd_k<T, S, 0, Idx>(p, mc, x, y, idx, p0, p1);  // narrow rows: the scalar window loop
 }
 
+// Small planes (LeNet's 4x4 -> 2x2): output rows narrower than the narrowest vector give the row
+// kernels nothing to vectorise, so a vector holds whole planes instead. Lane t computes output
+// t % ohw of the t / ohw-th plane of the vector, loading its taps through a table of window
+// offsets; every window lies inside the input. Same operations per lane as max_cols_vec.
+template <class T, int B, bool Idx>
+void max_fwd_planes_vec(const Pool2dParams& p, const T* x, T* y, int64_t* idx, int64_t p0, int64_t p1) {
+  using W = VW<T, B>;
+  using vec = typename W::vec;
+  using ivec = typename W::ivec;
+  using I = typename W::I;
+  constexpr int L = W::L;
+  const int64_t hw = p.h * p.w, ohw = p.oh * p.ow;
+  const int64_t per = L / ohw < p1 - p0 ? L / ohw : p1 - p0;  // planes per vector
+  ivec pos;       // window origin within its plane
+  int64_t at[L];  // and within the vector's planes
+  for (int t = 0; t < L; ++t) {
+    const int64_t q = t < per * ohw ? t : 0;  // spare lanes repeat lane 0
+    const int64_t o = q % ohw;
+    pos[t] = static_cast<I>((o / p.ow) * p.stride_h * p.w + (o % p.ow) * p.stride_w);
+    at[t] = (q / ohw) * hw + pos[t];
+  }
+  const int64_t n = per * ohw;
+  for (int64_t b = p0; b < p1; b += per) {
+    const int64_t pl = b + per <= p1 ? b : p1 - per;  // the last vector overlaps the previous one
+    const T* xp = x + pl * hw;
+    vec m{};
+    ivec mi{};
+    for (int64_t i = 0; i < p.kh; ++i) {
+      for (int64_t j = 0; j < p.kw; ++j) {
+        const int64_t off = i * p.dil_h * p.w + j * p.dil_w;
+        vec v;
+        for (int t = 0; t < L; ++t) v[t] = xp[at[t] + off];
+        if (i == 0 && j == 0) {
+          m = v;
+          if constexpr (Idx) mi = pos;
+        } else {
+          const ivec take = (v > m) | (v != v);
+          m = take ? v : m;
+          if constexpr (Idx) mi = take ? pos + static_cast<I>(off) : mi;
+        }
+      }
+    }
+    __builtin_memcpy(y + pl * ohw, &m, static_cast<size_t>(n) * sizeof(T));
+    if constexpr (Idx) {
+      const typename W::lvec wide = __builtin_convertvector(mi, typename W::lvec);
+      __builtin_memcpy(idx + pl * ohw, &wide, static_cast<size_t>(n) * sizeof(int64_t));
+    }
+  }
+}
+
+// Whether max_fwd_planes_vec takes these planes (the widest vector holds one at least, and no
+// row is wide enough for the row kernels).
+template <class T>
+bool planes_vec_applies(const Pool2dParams& p, const MaxCols& mc) {
+  const bool inside = p.pad_h == 0 && (p.oh - 1) * p.stride_h + (p.kh - 1) * p.dil_h < p.h && mc.lo == 0 &&
+                      mc.hi == p.ow;
+  return inside && p.ow < VW<T, 16>::L && p.oh * p.ow <= VW<T, kVecBytes>::L && p.h * p.w < (int64_t{1} << 31);
+}
+
 template <class T, bool Idx>
 void max_fwd_t(const Pool2dParams& p, const T* x, T* y, int64_t* idx, int64_t p0, int64_t p1) {
   const MaxCols mc = max_cols_setup<T>(p);
+  if (planes_vec_applies<T>(p, mc)) return max_fwd_planes_vec<T, kVecBytes, Idx>(p, x, y, idx, p0, p1);
   if (!mc.vec) return max_fwd_k<T, 0, 0, Idx>(p, mc, x, y, idx, p0, p1);
   if (p.stride_w == 1) return max_fwd_s<T, 1, Idx>(p, mc, x, y, idx, p0, p1);
   max_fwd_s<T, 2, Idx>(p, mc, x, y, idx, p0, p1);
