@@ -1,7 +1,8 @@
 """The register-blocked stride-1 direct kernels (cpp/src/conv2d/conv2d_blocked_impl.h).
 
 algo="direct" runs them for stride-1 layers with at least two input channels per group: the
-forward (every padding mode), grad-input (zero padding) and grad-weight (kernel width <= 7).
+forward (every padding mode), grad-input (zero padding) and grad-weight (kernel width <= 7; not
+first layers with C <= 4, which keep their own kernel).
 Their tile borders are not those of the GEMM that test_simd_edges.py sweeps:
 
 * output channels per register tile: up to 24 (AVX-512) or 12 with one vector of pixels, half
@@ -32,18 +33,18 @@ def _cases():
     # output channels across the register-tile borders, at widths that pick each tile shape
     for i, k in enumerate((1, 3, 5, 6, 7, 8, 11, 12, 13, 23, 24, 25, 49)):
         w = (1, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 40, 64)[i]
-        out.append(ConvCase(2, 3, 5, w, k, 3, 3, 1, 1))
+        out.append(ConvCase(2, 6, 5, w, k, 3, 3, 1, 1))
         out.append(ConvCase(1, 5, 3, w + 2, k, 2, 5, 1, (0, 2)))
     # every kernel width the weight gradient templates (1..7) and one past them
     for s in range(1, 9):
-        out.append(ConvCase(2, 4, 6, 3 * s + 5, 9, 2, s, 1, (1, s // 2), (1, 2 if s < 4 else 1)))
+        out.append(ConvCase(2, 5, 6, 3 * s + 5, 9, 2, s, 1, (1, s // 2), (1, 2 if s < 4 else 1)))
     # padding modes, dilation, groups, padding larger than the kernel extent
     for mode in ("zeros", "reflect", "replicate", "circular"):
         out.append(ConvCase(2, 6, 9, 13, 10, 3, 3, 1, (2, 1), (2, 1), 2, mode))
     out.append(ConvCase(1, 4, 5, 5, 7, 3, 3, 1, 4))
     # 3x3 weight gradient by filter (>= 32 filters): filter-vector tails, dilation, padding modes
     for k, mode in ((32, "zeros"), (33, "reflect"), (47, "circular"), (64, "zeros"), (97, "replicate")):
-        out.append(ConvCase(2, 3, 6, 11, k, 3, 3, 1, (1, 2) if k % 2 else 1, (1, 2) if k % 2 else 1, 1, mode))
+        out.append(ConvCase(2, 8, 6, 11, k, 3, 3, 1, (1, 2) if k % 2 else 1, (1, 2) if k % 2 else 1, 1, mode))
     out.append(ConvCase(3, 2, 1, 20, 30, 1, 7, 1, (0, 3)))
     return [c for c in out if c.valid()]
 
@@ -88,16 +89,16 @@ def test_blocked_tile_borders(case, dtype, isa, poison):
 def test_blocked_weight_gradient_ignores_values_past_the_row(dtype, width, isa):
     """inf and NaN in the input and gradient reach exactly the taps that read them."""
     rng = np.random.default_rng(width)
-    x = rng.uniform(-1, 1, (2, 3, 6, width)).astype(dtype)
+    x = rng.uniform(-1, 1, (2, 6, 6, width)).astype(dtype)
     gy = rng.uniform(-1, 1, (2, 4, 6, width)).astype(dtype)
     x[0, 1, 2, -1] = np.inf      # last column: lanes past it belong to the next row
     x[1, 2, 0, 0] = -np.inf
     gy[1, 3, -1, -1] = np.nan    # last element of the array
-    got = F.conv2d_grad_weight(x, gy, (4, 3, 3, 3), padding=1, algo="direct")
-    expected = ref.conv2d_grad_weight(x.astype(np.float64), gy.astype(np.float64), (4, 3, 3, 3), padding=1)
+    got = F.conv2d_grad_weight(x, gy, (4, 6, 3, 3), padding=1, algo="direct")
+    expected = ref.conv2d_grad_weight(x.astype(np.float64), gy.astype(np.float64), (4, 6, 3, 3), padding=1)
     assert np.array_equal(np.isnan(got), np.isnan(expected))
     assert np.array_equal(np.isinf(got), np.isinf(expected))
-    check_close(got, expected, dtype=dtype, k=72)
+    check_close(got, expected, dtype=dtype, k=144)
 
 
 @pytest.mark.parametrize("direction", ("fwd", "grad_input", "grad_weight"))
