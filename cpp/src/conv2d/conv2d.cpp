@@ -330,6 +330,38 @@ ConvArgs<T> with_scratch(const ConvArgs<T>& a, const Conv2dParams& p) {
   return b;
 }
 
+// Depthwise grad-input with one filter per channel, stride 1 and zero padding no wider than the
+// kernel extent: the depthwise forward of dy with each filter flipped and padding extent - pad,
+// whose output is exactly the input's size. One pass, where the general kernel copies dy into a
+// zero frame and folds a padded gradient back through the maps (2 threads, 32x112x112, 3x3:
+// 1.67x -> 2.4x torch).
+template <class T>
+bool depthwise_bwd_data_as_fwd(const Conv2dParams& p, const T* dy, const T* w, T* dx, int nt) {
+  const int64_t eh = (p.r - 1) * p.dil_h, ew = (p.s - 1) * p.dil_w;
+  if (p.groups != p.c || p.k != p.c || p.stride_h != 1 || p.stride_w != 1 || p.mode != PadMode::zeros ||
+      p.pad_t > eh || p.pad_b > eh || p.pad_l > ew || p.pad_r > ew)
+    return false;
+  Conv2dParams q = p;
+  q.h = p.oh, q.w = p.ow;
+  q.pad_t = eh - p.pad_t, q.pad_b = eh - p.pad_b, q.pad_l = ew - p.pad_l, q.pad_r = ew - p.pad_r;
+  conv2d_validate(q);
+  const int64_t ws = conv2d_direct_ws_size(q);
+  if (q.oh != p.h || q.ow != p.w || static_cast<size_t>(ws) * sizeof(T) > workspace_limit()) return false;
+  const int64_t rs = p.r * p.s;
+  Buffer<T> flipped(static_cast<size_t>(p.c * rs));
+  for (int64_t c = 0; c < p.c; ++c)
+    for (int64_t t = 0; t < rs; ++t) flipped.get()[c * rs + t] = w[c * rs + rs - 1 - t];
+  const ConvMaps maps(q);
+  ConvArgs<T> a = maps.args<T>(q);
+  a.x = dy;
+  a.w = flipped.get();
+  a.y = dx;
+  auto* fn = kernel_table<T>().conv2d_fwd_direct[static_cast<int>(active_isa())];
+  parallel_for(q.n * q.k, nt, [&](int64_t b0, int64_t b1) { fn(with_scratch(a, q), b0, b1); });
+  return true;
+}
+
+
 // im2col tiling: output pixels per tile (as many as the workspace budget allows, at least one)
 // and how many images may run at once, each with its own column buffer, within the budget.
 // The tile depends on the shape only, never on the thread count, so neither does the order in
@@ -614,6 +646,7 @@ void conv2d_bwd_data(const Conv2dParams& p0, const T* dy, const T* w, T* dx, Con
   if (algo == ConvAlgo::winograd && conv2d_bwd_data_winograd(p, dy, w, dx, nt)) return;
   if (algo == ConvAlgo::direct) {
     if (blocked_applies(p, ConvDir::bwd_data) && blocked_bwd_data(p, dy, w, dx, nt)) return;
+    if (depthwise_bwd_data_as_fwd(p, dy, w, dx, nt)) return;
     auto* fn = tbl.conv2d_bwd_data_direct[isa];
     parallel_for(p.n * p.c, nt, [&](int64_t b0, int64_t b1) { fn(with_scratch(a, p), b0, b1); });
     return;
