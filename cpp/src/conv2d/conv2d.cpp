@@ -334,7 +334,7 @@ ConvArgs<T> with_scratch(const ConvArgs<T>& a, const Conv2dParams& p) {
 // kernel extent: the depthwise forward of dy with each filter flipped and padding extent - pad,
 // whose output is exactly the input's size. One pass, where the general kernel copies dy into a
 // zero frame and folds a padded gradient back through the maps (2 threads, 32x112x112, 3x3:
-// 1.67x -> 2.4x torch).
+// 1.67x -> 2.17x torch at batch 1, 1.29x -> 1.67x at batch 8).
 template <class T>
 bool depthwise_bwd_data_as_fwd(const Conv2dParams& p, const T* dy, const T* w, T* dx, int nt) {
   const int64_t eh = (p.r - 1) * p.dil_h, ew = (p.s - 1) * p.dil_w;
