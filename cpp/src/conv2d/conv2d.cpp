@@ -177,17 +177,24 @@ bool run_blocked(BlockedConv<T>& c, int64_t n, const T* w, bool flip, int nt) {
   return true;
 }
 
+// The input x as the source of padded planes (through the padding maps).
 template <class T>
-bool blocked_fwd(const Conv2dParams& p, const ConvMaps& maps, const T* x, const T* w, const T* b, T* y, int nt) {
+BlockedConv<T> input_planes(const Conv2dParams& p, const ConvMaps& maps, const T* x) {
   BlockedConv<T> c{};
   c.groups = p.groups;
   c.cin = p.c / p.groups;
-  c.cout = p.k / p.groups;
-  c.r = p.r, c.s = p.s, c.dh = p.dil_h, c.dw = p.dil_w;
   c.src = x, c.src_h = p.h, c.src_w = p.w;
   c.row_map = maps.row.data(), c.col_map = maps.col.data();
   c.col_off = p.pad_l, c.col_lo = p.pad_l, c.col_hi = p.pad_l + p.w;
   c.sh = p.h + p.pad_t + p.pad_b, c.sw = p.w + p.pad_l + p.pad_r;
+  return c;
+}
+
+template <class T>
+bool blocked_fwd(const Conv2dParams& p, const ConvMaps& maps, const T* x, const T* w, const T* b, T* y, int nt) {
+  BlockedConv<T> c = input_planes(p, maps, x);
+  c.cout = p.k / p.groups;
+  c.r = p.r, c.s = p.s, c.dh = p.dil_h, c.dw = p.dil_w;
   c.out_h = p.oh, c.out_w = p.ow, c.out = y, c.bias = b;
   return run_blocked(c, p.n, w, false, nt);
 }
@@ -237,11 +244,7 @@ bool blocked_bwd_weight(const Conv2dParams& p, const ConvMaps& maps, const T* x,
   const Isa isa = active_isa();
   const int64_t L = (isa == Isa::avx512 ? 64 : isa == Isa::avx2 ? 32 : 16) / static_cast<int64_t>(sizeof(T));
   const int64_t sz = static_cast<int64_t>(sizeof(T)), ohw = p.oh * p.ow;
-  BlockedConv<T> c{};
-  c.src = x, c.src_h = p.h, c.src_w = p.w;
-  c.row_map = maps.row.data(), c.col_map = maps.col.data();
-  c.col_off = p.pad_l, c.col_lo = p.pad_l, c.col_hi = p.pad_l + p.w;
-  c.sh = p.h + p.pad_t + p.pad_b, c.sw = p.w + p.pad_l + p.pad_r;
+  const BlockedConv<T> c = input_planes(p, maps, x);
   BlockedWgrad<T> g{};
   g.groups = p.groups, g.cin = p.c / p.groups, g.cout = p.k / p.groups;
   g.r = p.r, g.s = p.s, g.dh = p.dil_h, g.dw = p.dil_w;

@@ -19,23 +19,26 @@ namespace {
 
 #include "simd.h"
 
-// Gathers one source plane through the maps into a padded plane of pitch ps (tail zeroed).
+// Padded row u of a source plane through the maps: o[0, sw).
+template <class T>
+inline void gather_row(const BlockedConv<T>& c, const T* src, int64_t u, T* o) {
+  const int64_t row = c.row_map[u];
+  if (row < 0) {
+    std::memset(o, 0, sizeof(T) * static_cast<size_t>(c.sw));
+    return;
+  }
+  const T* sr = src + row * c.src_w;
+  const int64_t l = c.col_lo, h = c.col_hi;  // [l, h): col_map[v] == v - col_off
+  for (int64_t v = 0; v < l; ++v) o[v] = c.col_map[v] >= 0 ? sr[c.col_map[v]] : T(0);
+  if (h > l) std::memcpy(o + l, sr + (l - c.col_off), sizeof(T) * static_cast<size_t>(h - l));
+  for (int64_t v = h; v < c.sw; ++v) o[v] = c.col_map[v] >= 0 ? sr[c.col_map[v]] : T(0);
+}
+
+// Gathers one source plane into a padded plane of pitch sw (tail up to ps zeroed).
 template <class T>
 void gather_plane(const BlockedConv<T>& c, const T* src, T* o) {
-  T* const start = o;
-  for (int64_t u = 0; u < c.sh; ++u, o += c.sw) {
-    const int64_t row = c.row_map[u];
-    if (row < 0) {
-      std::memset(o, 0, sizeof(T) * static_cast<size_t>(c.sw));
-      continue;
-    }
-    const T* sr = src + row * c.src_w;
-    const int64_t l = c.col_lo, h = c.col_hi;  // [l, h): col_map[v] == v - col_off
-    for (int64_t v = 0; v < l; ++v) o[v] = c.col_map[v] >= 0 ? sr[c.col_map[v]] : T(0);
-    if (h > l) std::memcpy(o + l, sr + (l - c.col_off), sizeof(T) * static_cast<size_t>(h - l));
-    for (int64_t v = h; v < c.sw; ++v) o[v] = c.col_map[v] >= 0 ? sr[c.col_map[v]] : T(0);
-  }
-  std::memset(start + c.sh * c.sw, 0, sizeof(T) * static_cast<size_t>(c.ps - c.sh * c.sw));
+  for (int64_t u = 0; u < c.sh; ++u) gather_row(c, src, u, o + u * c.sw);
+  std::memset(o + c.sh * c.sw, 0, sizeof(T) * static_cast<size_t>(c.ps - c.sh * c.sw));
 }
 
 // The cin source planes of image n, group g.
@@ -327,11 +330,7 @@ void gather_shifted(const BlockedConv<T>& c, const BlockedWgrad<T>& g, int64_t p
     const T* src = c.src + q * c.src_h * c.src_w;
     T* out = planes + (q - p0) * g.ps;
     for (int64_t u = 0; u < c.sh; ++u) {
-      const int64_t ir = c.row_map[u];
-      const T* sr = src + ir * c.src_w;
-      for (int64_t v = 0; v < c.col_lo; ++v) row[v] = ir >= 0 && c.col_map[v] >= 0 ? sr[c.col_map[v]] : T(0);
-      for (int64_t v = c.col_lo; v < c.col_hi; ++v) row[v] = ir >= 0 ? sr[v - c.col_off] : T(0);
-      for (int64_t v = c.col_hi; v < c.sw; ++v) row[v] = ir >= 0 && c.col_map[v] >= 0 ? sr[c.col_map[v]] : T(0);
+      gather_row(c, src, u, row);
       for (int64_t s = 0; s < g.s; ++s) {  // rows are short: a plain loop beats a memcpy call
         T* __restrict o = out + s * g.pss + u * g.ow;
         const T* __restrict in = row + s * g.dw;
@@ -351,11 +350,6 @@ void PYCONV_CAT(conv2d_blocked, PYCONV_ISA)(const BlockedConv<double>& c, int64_
   run<double>(c, i0, i1, ws);
 }
 
-}  // namespace PYCONV_ISA
-}  // namespace pyconv
-
-namespace pyconv {
-namespace PYCONV_ISA {
 void PYCONV_CAT(conv2d_blocked_gather, PYCONV_ISA)(const BlockedConv<float>& c, const BlockedWgrad<float>& g,
                                                    int64_t p0, int64_t p1, float* planes, float* row) {
   gather_shifted<float>(c, g, p0, p1, planes, row);
