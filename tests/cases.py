@@ -17,6 +17,7 @@ R x S kernel, stride, padding, dilation, groups, padding mode).
 """
 
 import itertools
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,25 @@ ALGOS = ("direct", "im2col", "winograd", "auto")
 DIRECTIONS = ("fwd", "grad_input", "grad_weight")
 DTYPES = (np.float32, np.float64)
 MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+_CASE_DATA = {}
+
+
+def conv_case_data(case):
+    """(x, w, b, gy, float64 references per direction) for a ConvCase, cached: float32-exact
+    uniform(-1, 1) data seeded from the case id."""
+    if case.id not in _CASE_DATA:
+        rng = np.random.default_rng(zlib.crc32(case.id.encode()))
+        x, w = (rng.uniform(-1, 1, s).astype(np.float32) for s in (case.x_shape, case.w_shape))
+        b = rng.uniform(-1, 1, case.k).astype(np.float32)
+        gy = rng.uniform(-1, 1, case.out_shape).astype(np.float32)
+        s, p, d, g = case.args
+        _CASE_DATA[case.id] = (x, w, b, gy, {
+            "fwd": ref.conv2d(x, w, b, s, p, d, g, case.mode),
+            "grad_input": ref.conv2d_grad_input(gy, w, case.x_shape, s, p, d, g, case.mode),
+            "grad_weight": ref.conv2d_grad_weight(x, gy, case.w_shape, s, p, d, g, case.mode)})
+    return _CASE_DATA[case.id]
 
 
 def available_isas():

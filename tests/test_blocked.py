@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import reference as ref
+import cases
 from cases import ConvCase
 from conftest import check_close
 
@@ -50,28 +51,10 @@ def _cases():
 
 
 CASES = _cases()
-_REFS = {}
-
-
-def _data(case):
-    if case.id not in _REFS:
-        rng = np.random.default_rng(len(_REFS) + 7)
-        x = rng.uniform(-1, 1, case.x_shape)
-        w = rng.uniform(-1, 1, case.w_shape)
-        b = rng.uniform(-1, 1, case.k)
-        gy = rng.uniform(-1, 1, case.out_shape)
-        s, p, d, g = case.args
-        _REFS[case.id] = (x, w, b, gy, {
-            "fwd": ref.conv2d(x, w, b, s, p, d, g, case.mode),
-            "grad_input": ref.conv2d_grad_input(gy, w, case.x_shape, s, p, d, g, case.mode),
-            "grad_weight": ref.conv2d_grad_weight(x, gy, case.w_shape, s, p, d, g, case.mode)})
-    return _REFS[case.id]
-
-
 @pytest.mark.parametrize("dtype", (np.float32, np.float64), ids=DT_IDS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_blocked_tile_borders(case, dtype, isa, poison):
-    x, w, b, gy, refs = _data(case)
+    x, w, b, gy, refs = cases.conv_case_data(case)
     x, w, b, gy = (a.astype(dtype) for a in (x, w, b, gy))
     s, p, d, g = case.args
     kw = dict(padding_mode=case.mode, algo="direct")

@@ -102,28 +102,11 @@ def test_edge_tables_hit_the_borders():
         assert c.out_shape[2:] == (1, 1), c.id
 
 
-_DATA = {}
-
-
-def conv_data(case):
-    if case.id not in _DATA:
-        rng = np.random.default_rng(zlib.crc32(case.id.encode()))
-        x, w = (rng.uniform(-1, 1, s).astype(np.float32) for s in (case.x_shape, case.w_shape))
-        b = rng.uniform(-1, 1, case.k).astype(np.float32)
-        gy = rng.uniform(-1, 1, case.out_shape).astype(np.float32)
-        s, p, d, g = case.args
-        _DATA[case.id] = (x, w, b, gy, {
-            "fwd": ref.conv2d(x, w, b, s, p, d, g, case.mode),
-            "grad_input": ref.conv2d_grad_input(gy, w, case.x_shape, s, p, d, g, case.mode),
-            "grad_weight": ref.conv2d_grad_weight(x, gy, case.w_shape, s, p, d, g, case.mode)})
-    return _DATA[case.id]
-
-
 @pytest.mark.parametrize("dtype", cases.DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("algo", F.CONV_ALGORITHMS)
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: c.id)
 def test_conv_gemm_and_full_kernel_edges(case, algo, dtype, isa, poison):
-    x, w, b, gy, refs = conv_data(case)
+    x, w, b, gy, refs = cases.conv_case_data(case)
     x, w, b, gy = (a.astype(dtype) for a in (x, w, b, gy))
     s, p, d, g = case.args
     kw = dict(padding_mode=case.mode, algo=algo)
