@@ -10,7 +10,8 @@ import numpy as np
 
 import pyconv.functional as F
 
-LAYERS = [(8, 64, 56, 64), (4, 128, 28, 128), (2, 256, 28, 256), (1, 512, 14, 512)]   # n, c, hw, k
+LAYERS = [(8, 64, 56, 64), (4, 128, 28, 128), (2, 256, 28, 256), (1, 512, 14, 512),   # n, c, hw, k
+          (128, 64, 32, 64), (8, 64, 112, 64)]  # long weight-gradient sums: 8192 and 6272 tiles
 
 
 def errors(direction, algo, x, w, gy):
@@ -18,10 +19,14 @@ def errors(direction, algo, x, w, gy):
         run = lambda a, b, algo: F.conv2d(a, b, padding=1, algo=algo)  # noqa: E731
         ref, scale = run(x, w, "im2col"), run(np.abs(x), np.abs(w), "im2col")
         got = run(x.astype("f4"), w.astype("f4"), algo)
-    else:
+    elif direction == "bwd_data":
         run = lambda a, b, algo: F.conv2d_grad_input(a, b, x.shape, padding=1, algo=algo)  # noqa: E731
         ref, scale = run(gy, w, "im2col"), run(np.abs(gy), np.abs(w), "im2col")
         got = run(gy.astype("f4"), w.astype("f4"), algo)
+    else:
+        run = lambda a, b, algo: F.conv2d_grad_weight(a, b, w.shape, padding=1, algo=algo)  # noqa: E731
+        ref, scale = run(x, gy, "im2col"), run(np.abs(x), np.abs(gy), "im2col")
+        got = run(x.astype("f4"), gy.astype("f4"), algo)
     err = np.abs(got - ref)
     return err.max() / np.abs(ref).max(), (err / scale).max()
 
@@ -33,7 +38,7 @@ def main():
         x = rng.standard_normal((n, c, hw, hw)).astype("f4").astype("f8")
         w = rng.standard_normal((k, c, 3, 3)).astype("f4").astype("f8")
         gy = rng.standard_normal((n, k, hw, hw)).astype("f4").astype("f8")
-        for direction in ("fwd", "bwd_data"):
+        for direction in ("fwd", "bwd_data", "bwd_weight"):
             for algo in ("im2col", "winograd"):
                 rel, scaled = errors(direction, algo, x, w, gy)
                 print(f"{n}x{c}x{hw}x{hw} k{k:<6} {direction:9} {algo:9} {rel:13.2e} {scaled:14.2e}")

@@ -406,7 +406,9 @@ def conv2d_grad_weight(input, grad_output, weight_shape, stride=1, padding=0, di
                        padding_mode="zeros", algo="auto"):
     """Gradient of :func:`conv2d` with respect to its weight, of shape ``weight_shape``.
 
-    ``algo="winograd"`` runs ``"im2col"`` (Winograd covers the forward and the input gradient).
+    ``algo="winograd"`` (3x3, stride 1, dilation 1; every padding mode) sums the products of
+    transformed 4x4 tiles of ``grad_output`` and 6x6 tiles of ``input`` (F(3x3, 4x4)); elsewhere it
+    runs ``"im2col"``.
     """
     dw = _core.conv2d_bwd_weight_fast(input, grad_output, weight_shape, stride, padding, dilation, groups, padding_mode,
                                       algo)

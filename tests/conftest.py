@@ -87,7 +87,7 @@ def conv_algo_run(algo, direction, x_shape, w_shape, stride=1, padding=0, dilati
                                                spec.dilation, groups, F._MODE_CODE[mode], _DIR_CODE[direction])
     if algo == "winograd":
         applies = (tuple(w_shape[2:]) == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1) and
-                   (direction == "fwd" or (_DIR_CODE[direction] == 1 and mode == "zeros")))
+                   (_DIR_CODE[direction] != 1 or mode == "zeros"))
         return "winograd" if applies else "im2col"
     return algo
 
@@ -103,7 +103,8 @@ def check_close(got, expected, *, dtype, k=1, scale=1.0, case="", algo=None):
     rtol, atol = tolerances(dtype, k, scale, algo)
     if algo == "winograd" and not np.isfinite(expected).all():
         # A tile's inputs are mixed with weights of both signs: an inf turns its whole 4x4 output
-        # tiles into NaN (inf - inf). Non-finite stays non-finite; the rest must still match.
+        # tiles (or all 9 taps of a filter's weight gradient) into NaN (inf - inf). Non-finite
+        # stays non-finite; the rest must still match.
         special = ~np.isfinite(expected)
         assert not np.isfinite(got[special]).any(), f"{case}: a NaN/inf did not propagate"
         keep = np.isfinite(got)

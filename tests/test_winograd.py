@@ -1,4 +1,5 @@
-"""algo="winograd": F(4x4, 3x3) for 3x3 stride-1 convolutions (forward, input gradient).
+"""algo="winograd": F(4x4, 3x3) for 3x3 stride-1 convolutions (forward, input gradient) and
+F(3x3, 4x4) for their weight gradient.
 
 Tile remainders (output sizes not a multiple of 4, runs of tiles crossing tile rows and images),
 every padding amount and mode, channel counts around the GEMM tile, empty batches, views; the
@@ -69,6 +70,10 @@ def test_matches_reference(shape, dtype, isa, poison):
         dx = F.conv2d_grad_input(gy.astype(dtype), wt.astype(dtype), x.shape, padding=padding, algo="winograd")
         check_close(dx, ref.conv2d_grad_input(gy, wt, x.shape, 1, padding, 1, 1), dtype=dtype, k=k * 9,
                     algo="winograd", case=f"grad_input isa={isa}")
+    dw = F.conv2d_grad_weight(x.astype(dtype), gy.astype(dtype), wt.shape, padding=padding, padding_mode=mode,
+                              algo="winograd")
+    check_close(dw, ref.conv2d_grad_weight(x, gy, wt.shape, 1, padding, 1, 1, mode), dtype=dtype,
+                k=max(1, gy.size // k), algo="winograd", case=f"grad_weight isa={isa}")
 
 
 @pytest.mark.parametrize("groups", [2, 4])
@@ -79,6 +84,8 @@ def test_groups(groups, poison):
     check_close(y, ref.conv2d(x, wt, b, 1, 1, 1, groups), dtype=np.float64, k=8 // groups * 9)
     dx = F.conv2d_grad_input(gy, wt, x.shape, padding=1, groups=groups, algo="winograd")
     check_close(dx, ref.conv2d_grad_input(gy, wt, x.shape, 1, 1, 1, groups), dtype=np.float64, k=12 // groups * 9)
+    dw = F.conv2d_grad_weight(x, gy, wt.shape, padding=1, groups=groups, algo="winograd")
+    check_close(dw, ref.conv2d_grad_weight(x, gy, wt.shape, 1, 1, 1, groups), dtype=np.float64, k=2 * 11 * 9)
 
 
 def test_float32_error_bound_on_a_layer():
@@ -92,6 +99,9 @@ def test_float32_error_bound_on_a_layer():
     dx_exact = F.conv2d_grad_input(x.astype(np.float64), w.astype(np.float64), x.shape, padding=1, algo="im2col")
     dx = F.conv2d_grad_input(x, w, x.shape, padding=1, algo="winograd")
     assert np.abs(dx - dx_exact).max() <= 2e-5 * np.abs(dx_exact).max()
+    dw_exact = F.conv2d_grad_weight(x.astype(np.float64), x.astype(np.float64), w.shape, padding=1, algo="im2col")
+    dw = F.conv2d_grad_weight(x, x, w.shape, padding=1, algo="winograd")
+    assert np.abs(dw - dw_exact).max() <= 2e-5 * np.abs(dw_exact).max()
     # float64: near-exact
     y64 = F.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1, algo="winograd")
     assert np.abs(y64 - exact).max() <= 1e-13 * np.abs(exact).max()
@@ -103,6 +113,7 @@ def test_views_equal_contiguous(kind):
     x, wt, b, gy = data((2, 6, 12, 14, 5, 1, "zeros"), np.float32)
     base = F.conv2d(x, wt, b, padding=1, algo="winograd")
     gbase = F.conv2d_grad_input(gy, wt, x.shape, padding=1, algo="winograd")
+    wbase = F.conv2d_grad_weight(x, gy, wt.shape, padding=1, algo="winograd")
     if kind == "sliced":
         xv = np.zeros((2, 6, 12, 28), np.float32)[..., ::2]
         xv[...] = x
@@ -115,6 +126,7 @@ def test_views_equal_contiguous(kind):
         gv = gy[:, ::-1].copy()[:, ::-1]
     np.testing.assert_array_equal(F.conv2d(xv, wt, b, padding=1, algo="winograd"), base)
     np.testing.assert_array_equal(F.conv2d_grad_input(gv, wt, x.shape, padding=1, algo="winograd"), gbase)
+    np.testing.assert_array_equal(F.conv2d_grad_weight(xv, gv, wt.shape, padding=1, algo="winograd"), wbase)
 
 
 @pytest.fixture
@@ -134,10 +146,11 @@ def test_bits_do_not_depend_on_threads(shape, dtype, restore_runtime):
     for nt in (1, 2, 3):
         pyconv.set_num_threads(nt)
         out.append((F.conv2d(x, wt, b, padding=1, algo="winograd"),
-                    F.conv2d_grad_input(gy, wt, x.shape, padding=1, algo="winograd")))
-    for y, dx in out[1:]:
-        np.testing.assert_array_equal(y, out[0][0])
-        np.testing.assert_array_equal(dx, out[0][1])
+                    F.conv2d_grad_input(gy, wt, x.shape, padding=1, algo="winograd"),
+                    F.conv2d_grad_weight(x, gy, wt.shape, padding=1, algo="winograd")))
+    for res in out[1:]:
+        for got, first in zip(res, out[0]):
+            np.testing.assert_array_equal(got, first)
 
 
 def test_filter_chunks_and_workspace_fallback(restore_runtime):
@@ -151,6 +164,27 @@ def test_filter_chunks_and_workspace_fallback(restore_runtime):
     pyconv.set_workspace_limit(4 << 10)
     np.testing.assert_array_equal(F.conv2d(x, wt, b, padding=1, algo="winograd"),
                                   F.conv2d(x, wt, b, padding=1, algo="im2col"))
+    np.testing.assert_array_equal(F.conv2d_grad_weight(x, gy, wt.shape, padding=1, algo="winograd"),
+                                  F.conv2d_grad_weight(x, gy, wt.shape, padding=1, algo="im2col"))
+
+
+def test_weight_gradient_units_within_the_workspace(restore_runtime):
+    """The weight gradient's tiles run in units that fit the workspace limit: smaller units, same
+    result within rounding; the transformed sums M alone over the limit fall back to im2col."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 64, 28, 28)).astype(np.float32)
+    gy = rng.standard_normal((4, 64, 28, 28)).astype(np.float32)
+    exact = F.conv2d_grad_weight(x.astype(np.float64), gy.astype(np.float64), (64, 64, 3, 3), padding=1)
+    runs = []
+    for limit in (64 << 20, 1600 << 10, 1000 << 10):  # 196 tiles in units of 80, 48 and 16
+        pyconv.set_workspace_limit(limit)
+        runs.append(F.conv2d_grad_weight(x, gy, (64, 64, 3, 3), padding=1, algo="winograd"))
+        assert np.abs(runs[-1] - exact).max() <= 2e-5 * np.abs(exact).max()
+    assert not np.array_equal(runs[0], runs[2])  # other units: other sums
+    assert not np.array_equal(runs[2], F.conv2d_grad_weight(x, gy, (64, 64, 3, 3), padding=1, algo="im2col"))
+    pyconv.set_workspace_limit(600 << 10)  # M (36 x 70 x 64 floats) alone exceeds it
+    np.testing.assert_array_equal(F.conv2d_grad_weight(x, gy, (64, 64, 3, 3), padding=1, algo="winograd"),
+                                  F.conv2d_grad_weight(x, gy, (64, 64, 3, 3), padding=1, algo="im2col"))
 
 
 INELIGIBLE = [
@@ -159,7 +193,8 @@ INELIGIBLE = [
     ("fwd", dict(padding=2), (5, 5)),
     ("fwd", dict(padding=(0, 1)), (1, 3)),
     ("grad_input", dict(padding=1, padding_mode="reflect"), (3, 3)),
-    ("grad_weight", dict(padding=1), (3, 3)),
+    ("grad_weight", dict(stride=2, padding=1), (3, 3)),
+    ("grad_weight", dict(dilation=2, padding=2), (3, 3)),
 ]
 
 
@@ -190,14 +225,14 @@ def test_verbose_names_what_ran():
     err = proc.stderr
     assert "conv2d -> conv2d_fwd_winograd_f4x4_scalar" in err
     assert "conv2d -> conv2d_bwd_data_winograd_f4x4_scalar" in err
-    assert "conv2d_bwd_weight_im2col_scalar (winograd not applicable)" in err
-    assert err.count("(winograd not applicable)") == 2, err
+    assert "conv2d -> conv2d_bwd_weight_winograd_f4x4_scalar" in err
+    assert err.count("(winograd not applicable)") == 1, err
 
 
 def test_kernels_listed():
     names = set(pyconv.kernels())
     for isa in pyconv.compiled_isas():
-        for fam in ("filter", "input", "output"):
+        for fam in ("filter", "input", "dy", "output", "wout"):
             assert f"conv2d_winograd_{fam}_{isa}" in names
 
 
@@ -208,5 +243,8 @@ def test_auto_uses_winograd_only_where_it_applies():
             got = core.conv2d_choose_algo((8, 256, 56, 56), (256, 256, kernel, kernel), (stride, stride),
                                           (1, 1, 1, 1), (dil, dil), 1, 0, direction)
             assert got != "winograd"
-    assert core.conv2d_choose_algo((8, 256, 56, 56), (256, 256, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 0, 2) != \
-        "winograd"
+    for direction in (0, 1, 2):
+        assert core.conv2d_choose_algo((8, 256, 56, 56), (256, 256, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 0,
+                                       direction) == "winograd"
+    # the weight gradient's GEMM columns are input channels: few of them stay off Winograd
+    assert core.conv2d_choose_algo((8, 8, 32, 32), (64, 8, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 0, 2) != "winograd"

@@ -161,6 +161,9 @@ struct WinoTiles {
   T* y;                          // output channel 0 of image 0
   int64_t y_img, y_ch;
   const T* bias;                 // or null
+  const T* dy;                   // weight gradient: dy channel 0 of image 0 (hout x wout planes)
+  int64_t dy_img, dy_ch;
+  int64_t vnr;                   // panel width of V: the GEMM's NR, or tp (one panel per channel)
   const WinoSeg* segs;           // this unit's segments, in lane order
   int64_t nsegs, ntiles, tp;     // tiles in the unit, and rounded up to the GEMM's NR
   const int64_t* plane_rows;     // per image of the unit (from n0): first padded row, row count,
@@ -173,10 +176,18 @@ struct WinoTiles {
 template <class T>
 using conv2d_winograd_filter_fn = void(const T* w, int64_t kout, int64_t cin, int64_t so, int64_t si, bool flip,
                                        int64_t kc, int64_t kp0, int64_t kp1, T* u);
-// V[xi] = B^T d B for input channels [c0, c1) of the unit, as NR-wide B panels:
-// v[((xi * (tp / NR) + t / NR) * cin + c) * NR + t % NR]. `plane` is this thread's scratch.
+// V[xi] = B^T d B for input channels [c0, c1) of the unit, as vnr-wide panels:
+// v[((xi * (tp / vnr) + t / vnr) * cin + c) * vnr + t % vnr]. `plane` is this thread's scratch.
 template <class T>
 using conv2d_winograd_input_fn = void(const WinoTiles<T>&, int64_t c0, int64_t c1, T* plane, T* v);
+// Weight gradient: D[xi] = A dy A^T (4x4 tiles of dy -> 6x6) for filters [k0, k1) of the unit,
+// d[(xi * kout + k) * tp + t], tiles past the unit or the plane being zero.
+template <class T>
+using conv2d_winograd_dy_fn = void(const WinoTiles<T>&, int64_t k0, int64_t k1, T* plane, T* d);
+// dW = G^T M G for filters [k0, k1): m[((c / NR * kp + k) * 36 + xi) * NR + c % NR] (NR the
+// GEMM's), dw[k * so + c * 9 + tap] for c < cin.
+template <class T>
+using conv2d_winograd_wout_fn = void(const T* m, int64_t kp, int64_t cin, int64_t k0, int64_t k1, T* dw, int64_t so);
 // y = A^T m A (+ bias) for output channels [k0, k1) of the unit, m[(xi * kp + k) * tp + t].
 template <class T>
 using conv2d_winograd_output_fn = void(const WinoTiles<T>&, int64_t k0, int64_t k1, const T* m);

@@ -718,6 +718,7 @@ void conv2d_bwd_weight(const Conv2dParams& p0, const T* x, const T* dy, T* dw, C
   const int isa = static_cast<int>(active_isa());
   const int nt = threads_for(macs(p), num_threads());
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
+  if (algo == ConvAlgo::winograd && conv2d_bwd_weight_winograd(a, dy, dw, nt)) return;
   if (algo == ConvAlgo::direct) {
     if (blocked_wgrad_applies(p) && blocked_bwd_weight(p, maps, x, dy, dw, nt)) return;
     auto* fn = tbl.conv2d_bwd_weight_direct[isa];

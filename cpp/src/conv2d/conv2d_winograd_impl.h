@@ -153,14 +153,40 @@ inline void input_row(const T* src, vec_t<T> e[6]) {
   bt6(d, e);
 }
 
-template <class T>
-void input(const WinoTiles<T>& u, int64_t c0, int64_t c1, T* plane, T* v) {
+// Rows 0..R-1 of the tiles of vector vi, each transformed along the row by `row`; lanes outside
+// the unit's segments are zero. si is the vector's first segment, advanced past its last.
+template <class T, int R, class Row>
+inline void tile_rows(const WinoTiles<T>& u, const T* plane, int64_t vi, int64_t& si, Row row, vec_t<T> e[R][6]) {
   using vec = vec_t<T>;
   using ivec = ivec_t<T>;
   constexpr int L = V<T>::L;
+  if (vi < (u.ntiles + L - 1) / L && u.segs[si].count == L) {  // one segment: every lane from one tile row
+    for (int i = 0; i < R; ++i) row(plane + u.segs[si].poff + i * u.pw, e[i]);
+    ++si;
+    return;
+  }
+  for (int i = 0; i < R; ++i)
+    for (int b = 0; b < 6; ++b) e[i][b] = vec{};
+  for (; si < u.nsegs && u.segs[si].v == vi; ++si) {
+    const WinoSeg& sg = u.segs[si];
+    ivec lane;
+    for (int t = 0; t < L; ++t) lane[t] = t;
+    const ivec in = (lane >= static_cast<int>(sg.lane0)) & (lane < static_cast<int>(sg.lane0 + sg.count));
+    for (int i = 0; i < R; ++i) {
+      vec r[6];
+      row(plane + sg.poff + i * u.pw, r);
+      for (int b = 0; b < 6; ++b) e[i][b] = in ? r[b] : e[i][b];
+    }
+  }
+}
+
+template <class T>
+void input(const WinoTiles<T>& u, int64_t c0, int64_t c1, T* plane, T* v) {
+  using vec = vec_t<T>;
+  constexpr int L = V<T>::L;
   static_assert(gemm_tile<T>(kIsa).nr % L == 0, "a GEMM panel holds whole vectors of tiles");
-  const int nr = gemm_tile<T>(kIsa).nr;
-  const int64_t pw = u.pw, npan = u.tp / nr, nvec = (u.ntiles + L - 1) / L;
+  const int64_t nr = u.vnr;  // a multiple of L
+  const int64_t pw = u.pw, npan = u.tp / nr;
   const int64_t* pr = u.plane_rows;
   for (int64_t c = c0; c < c1; ++c) {
     // The padded input rows the unit's tiles read, one plane per image.
@@ -182,27 +208,7 @@ void input(const WinoTiles<T>& u, int64_t c0, int64_t c1, T* plane, T* v) {
     int64_t si = 0;
     for (int64_t vi = 0; vi < u.tp / L; ++vi) {
       vec e[6][6];
-      if (vi >= nvec) {
-        for (int i = 0; i < 6; ++i)
-          for (int b = 0; b < 6; ++b) e[i][b] = vec{};
-      } else if (u.segs[si].count == L) {  // one segment: every lane from one tile row
-        for (int i = 0; i < 6; ++i) input_row(plane + u.segs[si].poff + i * pw, e[i]);
-        ++si;
-      } else {
-        for (int i = 0; i < 6; ++i)
-          for (int b = 0; b < 6; ++b) e[i][b] = vec{};
-        for (; si < u.nsegs && u.segs[si].v == vi; ++si) {
-          const WinoSeg& sg = u.segs[si];
-          ivec lane;
-          for (int t = 0; t < L; ++t) lane[t] = t;
-          const ivec in = (lane >= static_cast<int>(sg.lane0)) & (lane < static_cast<int>(sg.lane0 + sg.count));
-          for (int i = 0; i < 6; ++i) {
-            vec r[6];
-            input_row(plane + sg.poff + i * pw, r);
-            for (int b = 0; b < 6; ++b) e[i][b] = in ? r[b] : e[i][b];
-          }
-        }
-      }
+      tile_rows<T, 6>(u, plane, vi, si, input_row<T>, e);
       // Down the columns: V[a][b] = (B^T e)[a][b].
       T* dst = v + ((vi * L / nr) * u.cin + c) * nr + vi * L % nr;
       for (int b = 0; b < 6; ++b) {
@@ -211,6 +217,100 @@ void input(const WinoTiles<T>& u, int64_t c0, int64_t c1, T* plane, T* v) {
         bt6(col, t);
         for (int a = 0; a < 6; ++a) storeu(dst + (a * 6 + b) * npan * u.cin * nr, t[a]);
       }
+    }
+  }
+}
+
+// t = A d (4 -> 6): d as a cubic evaluated at 0, 1, -1, 2, -2 and its leading coefficient.
+template <class W>
+inline void a4(const W d[4], W t[6]) {
+  const W s02 = d[0] + d[2], s13 = d[1] + d[3], e = d[0] + d[2] * 4, f = d[1] * 2 + d[3] * 8;
+  t[0] = d[0];
+  t[1] = s02 + s13;
+  t[2] = s02 - s13;
+  t[3] = e + f;
+  t[4] = e - f;
+  t[5] = d[3];
+}
+
+template <class T>
+inline void dy_row(const T* src, vec_t<T> e[6]) {
+  vec_t<T> d[6];
+  deinterleave4(src, d);
+  a4(d, e);
+}
+
+// The unit's dy tiles sit in the same plane geometry as its input tiles (tile (th, tw) at row
+// 4 th, column 4 tw; zeros past hout x wout), so the input's segments address them.
+template <class T>
+void dy_transform(const WinoTiles<T>& u, int64_t k0, int64_t k1, T* plane, T* d) {
+  using vec = vec_t<T>;
+  constexpr int L = V<T>::L;
+  const int64_t pw = u.pw, xs = u.kout * u.tp;
+  const int64_t* pr = u.plane_rows;
+  for (int64_t k = k0; k < k1; ++k) {
+    for (int64_t im = 0; im < u.nimg; ++im) {
+      const T* gk = u.dy + (u.n0 + im) * u.dy_img + k * u.dy_ch;
+      T* dst = plane + pr[3 * im + 2];
+      for (int64_t r = pr[3 * im]; r < pr[3 * im] + pr[3 * im + 1]; ++r, dst += pw) {
+        int64_t q = 0;
+        if (r < u.hout) {
+          std::memcpy(dst, gk + r * u.wout, sizeof(T) * u.wout);
+          q = u.wout;
+        }
+        for (; q < pw; ++q) dst[q] = T(0);
+      }
+    }
+    int64_t si = 0;
+    for (int64_t vi = 0; vi < u.tp / L; ++vi) {
+      vec e[4][6];
+      tile_rows<T, 4>(u, plane, vi, si, dy_row<T>, e);
+      T* dst = d + k * u.tp + vi * L;
+      for (int b = 0; b < 6; ++b) {
+        const vec col[4] = {e[0][b], e[1][b], e[2][b], e[3][b]};
+        vec t[6];
+        a4(col, t);
+        for (int a = 0; a < 6; ++a) storeu(dst + (a * 6 + b) * xs, t[a]);
+      }
+    }
+  }
+}
+
+// o = G^T m (6 -> 3), G being g3's matrix.
+template <class W, class S>
+inline void gt3(const W m[6], W o[3]) {
+  const W s12 = m[1] + m[2], d21 = m[2] - m[1], s34 = m[3] + m[4], d34 = m[3] - m[4];
+  o[0] = m[0] * S(0.25) - s12 * S(1.0 / 6) + s34 * S(1.0 / 24);
+  o[1] = d21 * S(1.0 / 6) + d34 * S(1.0 / 12);
+  o[2] = (s34 - s12) * S(1.0 / 6) + m[5];
+}
+
+template <class T>
+void wgrad_out(const T* m, int64_t kp, int64_t cin, int64_t k0, int64_t k1, T* dw, int64_t so) {
+  using vec = vec_t<T>;
+  constexpr int L = V<T>::L, NR = gemm_tile<T>(kIsa).nr;
+  for (int64_t c0 = 0; c0 < cin; c0 += NR) {
+    const int64_t nc = cin - c0 < NR ? cin - c0 : NR;
+    for (int64_t k = k0; k < k1; ++k) {
+      const T* src = m + (c0 / NR * kp + k) * 36 * NR;
+      alignas(64) T out[9][NR];
+      for (int v = 0; v < NR / L; ++v) {
+        vec h[6][3];
+        for (int a = 0; a < 6; ++a) {
+          vec row[6];
+          for (int b = 0; b < 6; ++b) row[b] = loadu(src + (a * 6 + b) * NR + v * L);
+          gt3<vec, T>(row, h[a]);
+        }
+        for (int j = 0; j < 3; ++j) {
+          const vec col[6] = {h[0][j], h[1][j], h[2][j], h[3][j], h[4][j], h[5][j]};
+          vec o[3];
+          gt3<vec, T>(col, o);
+          for (int i = 0; i < 3; ++i) storeu(&out[i * 3 + j][v * L], o[i]);
+        }
+      }
+      T* dst = dw + k * so + c0 * 9;
+      for (int64_t c = 0; c < nc; ++c)
+        for (int tap = 0; tap < 9; ++tap) dst[c * 9 + tap] = out[tap][c];
     }
   }
 }
@@ -262,6 +362,13 @@ void output(const WinoTiles<T>& u, int64_t k0, int64_t k1, const T* m) {
   void PYCONV_CAT(conv2d_winograd_input, PYCONV_ISA)(const WinoTiles<T>& u, int64_t c0, int64_t c1, T* plane, \
                                                      T* v) {                                                 \
     input(u, c0, c1, plane, v);                                                                              \
+  }                                                                                                          \
+  void PYCONV_CAT(conv2d_winograd_dy, PYCONV_ISA)(const WinoTiles<T>& u, int64_t k0, int64_t k1, T* plane, T* d) { \
+    dy_transform(u, k0, k1, plane, d);                                                                       \
+  }                                                                                                          \
+  void PYCONV_CAT(conv2d_winograd_wout, PYCONV_ISA)(const T* m, int64_t kp, int64_t cin, int64_t k0, int64_t k1, \
+                                                    T* dw, int64_t so) {                                     \
+    wgrad_out(m, kp, cin, k0, k1, dw, so);                                                                   \
   }                                                                                                          \
   void PYCONV_CAT(conv2d_winograd_output, PYCONV_ISA)(const WinoTiles<T>& u, int64_t k0, int64_t k1, const T* m) { \
     output(u, k0, k1, m);                                                                                    \

@@ -7,11 +7,14 @@
 // y = A^T M A. A unit's V and M stay near L2 size. Units run in parallel when there are enough of
 // them, otherwise the threads split one unit's channels / positions / filters; the unit size and
 // every summation order depend on the shape only, so the bits do not depend on the thread count.
+// The weight gradient (run_wgrad) reuses the input transform and tile layout; see there.
 #include "conv2d/winograd.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
+#include "gemm/gemm_driver.h"
 #include "pyconv/gemm.h"
 #include "pyconv/parallel.h"
 #include "sizes.h"
@@ -115,6 +118,55 @@ void layout_unit(const Plan& pl, int64_t g0, int64_t g1, int64_t pw, UnitLayout&
   }
 }
 
+// Tiles [unit * ntile, ...) as t's segments and planes (ul keeps them).
+template <class T>
+void set_unit(const Plan& pl, int64_t unit, int64_t pw, UnitLayout& ul, WinoTiles<T>& t) {
+  const int64_t g0 = unit * pl.ntile, g1 = std::min(pl.total, g0 + pl.ntile);
+  layout_unit(pl, g0, g1, pw, ul);
+  t.segs = ul.segs.data();
+  t.nsegs = static_cast<int64_t>(ul.segs.size());
+  t.ntiles = g1 - g0;
+  t.plane_rows = ul.planes.data();
+  t.n0 = ul.n0;
+  t.nimg = static_cast<int64_t>(ul.planes.size() / 3);
+}
+
+// Padded row/column -> input row/column (or -1), over every row/column a tile reads.
+struct TileMaps {
+  std::vector<int64_t> rows, cols;
+};
+
+// The input side of the tiles: maps, plane geometry, channels.
+template <class T>
+WinoTiles<T> input_tiles(const Problem<T>& pr, const Plan& pl, TileMaps& maps) {
+  const int64_t pw = 4 * pl.tiles_w + 2, prow = 4 * pl.tiles_h + 2;
+  maps.rows.resize(static_cast<size_t>(prow));
+  maps.cols.resize(static_cast<size_t>(pw));
+  for (int64_t r = 0; r < prow; ++r) {
+    const int64_t i = r - pr.top;
+    maps.rows[static_cast<size_t>(r)] = pr.row_map ? (r < pr.hp ? pr.row_map[r] : -1) : (i >= 0 && i < pr.hin ? i : -1);
+  }
+  for (int64_t q = 0; q < pw; ++q) {
+    const int64_t i = q - pr.left;
+    maps.cols[static_cast<size_t>(q)] = pr.col_map ? (q < pr.wp ? pr.col_map[q] : -1) : (i >= 0 && i < pr.win ? i : -1);
+  }
+  WinoTiles<T> t{};
+  t.cin = pr.cin;
+  t.hout = pr.hout;
+  t.wout = pr.wout;
+  t.win = pr.win;
+  t.rmap = maps.rows.data();
+  t.cmap = maps.cols.data();
+  t.pw = pw;
+  t.coff = pr.left;
+  t.clo = std::clamp<int64_t>(pr.left, 0, pw);
+  t.chi = std::clamp<int64_t>(pr.left + pr.win, t.clo, pw);
+  t.x = pr.x;
+  t.x_img = pr.x_img;
+  t.x_ch = pr.x_ch;
+  return t;
+}
+
 template <class T>
 bool run(const Problem<T>& pr, int nt) {
   const Isa isa = active_isa();
@@ -127,34 +179,13 @@ bool run(const Problem<T>& pr, int nt) {
   auto* input = tbl.conv2d_winograd_input[ii];
   auto* output = tbl.conv2d_winograd_output[ii];
   auto* uk = tbl.gemm_ukernel[ii];
-  const int64_t pw = 4 * pl.tiles_w + 2, prow = 4 * pl.tiles_h + 2;
-  // Padded row/column -> input row/column (or -1), over every row/column a tile reads.
-  std::vector<int64_t> rmap(static_cast<size_t>(prow)), cmap(static_cast<size_t>(pw));
-  for (int64_t r = 0; r < prow; ++r) {
-    const int64_t i = r - pr.top;
-    rmap[static_cast<size_t>(r)] = pr.row_map ? (r < pr.hp ? pr.row_map[r] : -1) : (i >= 0 && i < pr.hin ? i : -1);
-  }
-  for (int64_t q = 0; q < pw; ++q) {
-    const int64_t i = q - pr.left;
-    cmap[static_cast<size_t>(q)] = pr.col_map ? (q < pr.wp ? pr.col_map[q] : -1) : (i >= 0 && i < pr.win ? i : -1);
-  }
-  WinoTiles<T> base{};
-  base.cin = pr.cin;
-  base.hout = pr.hout;
-  base.wout = pr.wout;
-  base.win = pr.win;
-  base.rmap = rmap.data();
-  base.cmap = cmap.data();
-  base.pw = pw;
-  base.coff = pr.left;
-  base.clo = std::clamp<int64_t>(pr.left, 0, pw);
-  base.chi = std::clamp<int64_t>(pr.left + pr.win, base.clo, pw);
-  base.x = pr.x;
-  base.x_img = pr.x_img;
-  base.x_ch = pr.x_ch;
+  const int64_t pw = 4 * pl.tiles_w + 2;
+  TileMaps maps;
+  WinoTiles<T> base = input_tiles(pr, pl, maps);
   base.y_img = pr.y_img;
   base.y_ch = pr.y_ch;
   base.tp = pl.tp;
+  base.vnr = pl.nr;
 
   Buffer<T> u(static_cast<size_t>(pl.u_elems));
   for (int64_t k0 = 0; k0 < pr.kout; k0 += pl.kchunk) {
@@ -183,15 +214,8 @@ bool run(const Problem<T>& pr, int nt) {
         }
     };
     auto setup = [&](int64_t unit, UnitLayout& ul, WinoTiles<T>& t) {
-      const int64_t g0 = unit * pl.ntile, g1 = std::min(pl.total, g0 + pl.ntile);
-      layout_unit(pl, g0, g1, pw, ul);
       t = wt;
-      t.segs = ul.segs.data();
-      t.nsegs = static_cast<int64_t>(ul.segs.size());
-      t.ntiles = g1 - g0;
-      t.plane_rows = ul.planes.data();
-      t.n0 = ul.n0;
-      t.nimg = static_cast<int64_t>(ul.planes.size() / 3);
+      set_unit(pl, unit, pw, ul, t);
     };
     const size_t v_elems = static_cast<size_t>(kTiles * pl.tp * pr.cin), m_elems = static_cast<size_t>(kTiles * kp * pl.tp);
     const int64_t room = static_cast<int64_t>(workspace_limit() / sizeof(T)) - pl.u_elems;
@@ -225,11 +249,110 @@ bool run(const Problem<T>& pr, int nt) {
   return true;
 }
 
+// Weight gradient, F(3x3, 4x4) read off the forward's transforms (Lavin & Gray, section 4):
+// with dy cut into 4x4 tiles and x into the 6x6 tiles under them,
+//   dW = G^T [ sum over tiles (A dy A^T) . (B^T x B) ] G,
+// the sum over tiles being, per transform position xi, the GEMM M[xi] (K x C) += D[xi] (K x tiles)
+// X[xi]^T (tiles x C). Units of tp tiles: both transforms into one buffer (threads over channels
+// and filters), then the 36 GEMMs (threads over xi, each M[xi] owned by one thread and summed
+// over units in order), so the bits do not depend on the thread count.
+constexpr int64_t kWgradUnitBytes = int64_t{3} << 19;  // X + D of one unit
+
+template <class T>
+bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch, T* dw, int nt) {
+  const Isa isa = active_isa();
+  const GemmTile& gt = gemm_tile<T>(isa);
+  const int64_t L = lanes_of(isa, sizeof(T)), cin = pr.cin, kout = pr.kout;
+  Plan pl{};
+  pl.lanes = static_cast<int>(L);
+  pl.tiles_h = cdiv(pr.hout, 4);
+  pl.tiles_w = cdiv(pr.wout, 4);
+  pl.total = pr.n * pl.tiles_h * pl.tiles_w;
+  // M in NR-column panels of kp rows (kout, cin rounded up to MR, NR), the 36 positions of one
+  // row next to each other: m[((panel * kp + k) * 36 + xi) * NR + c % NR]. Every micro-tile of
+  // the GEMM is whole, and the output transform reads one contiguous run per (filter, panel).
+  const int64_t kp = cdiv(kout, gt.mr) * gt.mr, cp = cdiv(cin, gt.nr) * gt.nr;
+  const int64_t per_tile = kTiles * (cin + kout), m_elems = kTiles * kp * cp;
+  // At least 64 tiles per GEMM (its reduction), more while M is too large to stay in cache.
+  const int64_t want = std::max<int64_t>(kWgradUnitBytes / static_cast<int64_t>(sizeof(T)) / per_tile,
+                                         m_elems * static_cast<int64_t>(sizeof(T)) > (int64_t{1} << 20) ? 256 : 64);
+  const int64_t pw = 4 * pl.tiles_w + 2;
+  if (pl.total == 0) {
+    std::fill(dw, dw + kout * pr.so, T(0));
+    return true;
+  }
+  // Within the budget: M, one unit's X and D, and one plane (the per-thread scratch aside, as in
+  // the other kernels), independent of the thread count so that the units, hence the bits, are too.
+  pl.ntile = std::min(pl.total, cdiv(want, L) * L + L);  // at least the unit size chosen below
+  const int64_t room = static_cast<int64_t>(workspace_limit() / sizeof(T)) - m_elems - plane_bound(pl, pw);
+  const int64_t most = room / per_tile / L * L;
+  if (most < L) return false;
+  // Units of equal size (a multiple of L).
+  const int64_t units = cdiv(pl.total, std::min(want, most));
+  pl.ntile = pl.tp = std::min(most, cdiv(cdiv(pl.total, units), L) * L);
+  pl.plane_elems = plane_bound(pl, pw);
+  const KernelTable<T>& tbl = kernel_table<T>();
+  const int ii = static_cast<int>(isa);
+  auto* input = tbl.conv2d_winograd_input[ii];
+  auto* dyt = tbl.conv2d_winograd_dy[ii];
+  auto* uk = tbl.gemm_ukernel[ii];
+  gemm_pack_t_fn<T>* pack_tr = gemm_pack_t_kernel<T>(isa);
+  TileMaps maps;
+  WinoTiles<T> t = input_tiles(pr, pl, maps);
+  t.kout = kout;
+  t.dy = dy;
+  t.dy_img = dy_img;
+  t.dy_ch = dy_ch;
+  t.tp = pl.tp;
+  t.vnr = pl.tp;
+  Buffer<T> m(static_cast<size_t>(m_elems)), xd(static_cast<size_t>(per_tile * pl.tp));
+  T* xh = xd.get();                         // X[xi][c][t]
+  T* dh = xd.get() + kTiles * cin * pl.tp;  // D[xi][k][t]
+  UnitLayout ul;
+  for (int64_t unit = 0; unit < units; ++unit) {
+    set_unit(pl, unit, pw, ul, t);
+    parallel_for(cin + kout, nt, [&](int64_t a, int64_t b) {
+      T* plane = scratch<T>(2, static_cast<size_t>(pl.plane_elems));
+      if (a < cin) input(t, a, std::min(b, cin), plane, xh);
+      if (b > cin) dyt(t, std::max(a, cin) - cin, b - cin, plane, dh);
+    });
+    const int64_t kdim = t.ntiles;
+    parallel_for(kTiles, nt, [&](int64_t x0, int64_t x1) {
+      T* ap = scratch<T>(0, static_cast<size_t>(gt.mc * gt.kc));
+      T* bp = scratch<T>(1, static_cast<size_t>(gt.kc * cp));
+      for (int64_t xi = x0; xi < x1; ++xi) {
+        const T* xs = xh + xi * cin * pl.tp;
+        const T* ds = dh + xi * kout * pl.tp;
+        T* mx = m.get() + xi * gt.nr;
+        for (int64_t pc = 0; pc < kdim; pc += gt.kc) {
+          const int64_t kb = std::min(gt.kc, kdim - pc);
+          for (int64_t j = 0; j < cp; j += gt.nr)
+            pack_tr(xs + j * pl.tp + pc, pl.tp, std::min<int64_t>(gt.nr, cin - j), kb, gt.nr, bp + j * kb);
+          for (int64_t ic = 0; ic < kp; ic += gt.mc) {
+            const int64_t mb = std::min(gt.mc, kp - ic);
+            for (int64_t i = 0; i < mb; i += gt.mr) {
+              const int64_t rows = std::clamp<int64_t>(kout - ic - i, 0, gt.mr);  // rows past kout: zeros
+              pack_tr(ds + (rows > 0 ? (ic + i) * pl.tp + pc : 0), pl.tp, rows, kb, gt.mr, ap + i * kb);
+            }
+            for (int64_t j = 0; j < cp; j += gt.nr)
+              for (int64_t i = 0; i < mb; i += gt.mr)
+                uk(kb, ap + i * kb, bp + j * kb, mx + (j * kp + (ic + i) * gt.nr) * kTiles, kTiles * gt.nr,
+                   unit > 0 || pc > 0);
+          }
+        }
+      }
+    });
+  }
+  auto* wout = tbl.conv2d_winograd_wout[ii];
+  parallel_for(kout, nt, [&](int64_t k0, int64_t k1) { wout(m.get(), kp, cin, k0, k1, dw, pr.so); });
+  return true;
+}
+
 }  // namespace
 
 bool winograd_applies(const Conv2dParams& p, ConvDir dir) {
   if (p.r != 3 || p.s != 3 || p.stride_h != 1 || p.stride_w != 1 || p.dil_h != 1 || p.dil_w != 1) return false;
-  return dir == ConvDir::fwd || (dir == ConvDir::bwd_data && p.mode == PadMode::zeros);
+  return dir != ConvDir::bwd_data || p.mode == PadMode::zeros;
 }
 
 // "auto". Error: float32 max |y - exact| / max |y| on N(0, 1) data (benchmarks/winograd_error.py;
@@ -244,29 +367,58 @@ bool winograd_applies(const Conv2dParams& p, ConvDir dir) {
 //   n1  any 4x4 / 7x7 (<= 4 tiles per image)        0.1-0.8: the filter transform is not amortised
 // i.e. it wins from ~32 output tiles per call with >= 8 channels on both sides, unless a few
 // outputs per group are reduced from many (the GEMM's MR rows then go mostly unused).
+// Weight gradient: error 3e-6..9e-6 of max |dW| for 64..512 channels and 196..8192 tiles summed
+// (it does not grow with the tiles). Speed, 2 threads, GFLOP/s im2col / blocked direct / winograd:
+//   n8   64->64  14x14   197 / 210 / 279     n8  128->128 7x7    157 / 227 / 279
+//   n8  256->256 7x7     171 / 248 / 370     n8  512->512 7x7    196 / 189 / 358
+//   n1   64->16  56x56   105 / 128 / 203     n8   64->8   32x32   80 /  89 / 144
+//   n128 64->128 16x16   251 / 198 / 370     n1   64->64 224x224 205 / 140 / 399
+//   n1  512->512 28x28   313 / 119 / 386     n8  512->512 28x28  315 / 115 / 645
+// against: n1 256->256 14x14 (16 tiles) 254 / 255 / 276, n1 512->512 14x14 290 / 223 / 189 and
+// 4 tiles 0.4-0.5x (the GEMMs' sums too short for M's traffic); n8 32->32 7x7 80 / 125 / 109,
+// n64 32->32 8x8 127 / 181 / 177; n1 16->64 56x56 168 / 224 / 200, n8 8->64 32x32 183 / 127 / 115
+// (the GEMM's NR columns are input channels: 8 or 16 of them leave most unused).
 bool winograd_preferred(const Conv2dParams& p, ConvDir dir) {
   if (!winograd_applies(p, dir)) return false;
-  const bool fwd = dir == ConvDir::fwd;
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
+  if (dir == ConvDir::bwd_weight) {
+    const int64_t tiles = p.n * cdiv(p.oh, 4) * cdiv(p.ow, 4);
+    return tiles >= 32 && kg >= 8 && (cg >= 64 || (cg >= 32 && p.oh * p.ow >= 144));
+  }
+  const bool fwd = dir == ConvDir::fwd;
   const int64_t cin = fwd ? cg : kg, cout = fwd ? kg : cg;
   const int64_t tiles = p.n * cdiv(fwd ? p.oh : p.h, 4) * cdiv(fwd ? p.ow : p.w, 4);
   return cin <= 512 && std::min(cin, cout) >= 8 && (cout >= 32 || 2 * cout >= cin) && tiles >= 32;
 }
+
+namespace {
+
+// Group g of the forward's geometry: x in its padding, filters (and dW) as stored.
+template <class T>
+Problem<T> forward_problem(const ConvArgs<T>& a, int64_t g) {
+  const Conv2dParams& p = *a.p;
+  const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
+  Problem<T> pr{};
+  pr.n = p.n, pr.cin = cg, pr.kout = kg, pr.hout = p.oh, pr.wout = p.ow, pr.hin = p.h, pr.win = p.w;
+  pr.top = p.pad_t, pr.left = p.pad_l;
+  pr.row_map = a.row_map, pr.col_map = a.col_map;
+  pr.hp = p.h + p.pad_t + p.pad_b, pr.wp = p.w + p.pad_l + p.pad_r;
+  pr.x = a.x + g * cg * p.h * p.w, pr.x_img = p.c * p.h * p.w, pr.x_ch = p.h * p.w;
+  pr.so = cg * 9, pr.si = 9;
+  return pr;
+}
+
+}  // namespace
 
 template <class T>
 bool conv2d_fwd_winograd(const ConvArgs<T>& a, int nt) {
   const Conv2dParams& p = *a.p;
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
   for (int64_t g = 0; g < p.groups; ++g) {
-    Problem<T> pr{};
-    pr.n = p.n, pr.cin = cg, pr.kout = kg, pr.hout = p.oh, pr.wout = p.ow, pr.hin = p.h, pr.win = p.w;
-    pr.top = p.pad_t, pr.left = p.pad_l;
-    pr.row_map = a.row_map, pr.col_map = a.col_map;
-    pr.hp = p.h + p.pad_t + p.pad_b, pr.wp = p.w + p.pad_l + p.pad_r;
-    pr.x = a.x + g * cg * p.h * p.w, pr.x_img = p.c * p.h * p.w, pr.x_ch = p.h * p.w;
+    Problem<T> pr = forward_problem(a, g);
     pr.y = a.y + g * kg * p.oh * p.ow, pr.y_img = p.k * p.oh * p.ow, pr.y_ch = p.oh * p.ow;
     pr.bias = a.b ? a.b + g * kg : nullptr;
-    pr.w = a.w + g * kg * cg * 9, pr.so = cg * 9, pr.si = 9, pr.flip = false;
+    pr.w = a.w + g * kg * cg * 9, pr.flip = false;
     if (!run(pr, nt)) return false;  // the same plan for every group: fails on the first
   }
   return true;
@@ -289,9 +441,22 @@ bool conv2d_bwd_data_winograd(const Conv2dParams& p, const T* dy, const T* w, T*
   return true;
 }
 
+template <class T>
+bool conv2d_bwd_weight_winograd(const ConvArgs<T>& a, const T* dy, T* dw, int nt) {
+  const Conv2dParams& p = *a.p;
+  const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
+  const int64_t ohw = p.oh * p.ow;
+  for (int64_t g = 0; g < p.groups; ++g) {
+    if (!run_wgrad(forward_problem(a, g), dy + g * kg * ohw, p.k * ohw, ohw, dw + g * kg * cg * 9, nt)) return false;
+  }
+  return true;
+}
+
 template bool conv2d_fwd_winograd<float>(const ConvArgs<float>&, int);
 template bool conv2d_fwd_winograd<double>(const ConvArgs<double>&, int);
 template bool conv2d_bwd_data_winograd<float>(const Conv2dParams&, const float*, const float*, float*, int);
 template bool conv2d_bwd_data_winograd<double>(const Conv2dParams&, const double*, const double*, double*, int);
+template bool conv2d_bwd_weight_winograd<float>(const ConvArgs<float>&, const float*, float*, int);
+template bool conv2d_bwd_weight_winograd<double>(const ConvArgs<double>&, const double*, double*, int);
 
 }  // namespace pyconv

@@ -1,5 +1,5 @@
 // Winograd F(4x4, 3x3) convolution (winograd.cpp): 3x3, stride 1, dilation 1; the forward in
-// every padding mode, the input gradient with zero padding.
+// every padding mode, the input gradient with zero padding, the weight gradient in every mode.
 #pragma once
 #include "kernels.h"
 #include "pyconv/conv2d.h"
@@ -16,5 +16,8 @@ template <class T>
 bool conv2d_fwd_winograd(const ConvArgs<T>& a, int nt);
 template <class T>
 bool conv2d_bwd_data_winograd(const Conv2dParams& p, const T* dy, const T* w, T* dx, int nt);
+// The weight gradient in every padding mode (a.x and the padding maps of a are used).
+template <class T>
+bool conv2d_bwd_weight_winograd(const ConvArgs<T>& a, const T* dy, T* dw, int nt);
 
 }  // namespace pyconv
