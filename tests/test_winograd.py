@@ -187,8 +187,62 @@ def test_weight_gradient_units_within_the_workspace(restore_runtime):
                                   F.conv2d_grad_weight(x, gy, (64, 64, 3, 3), padding=1, algo="im2col"))
 
 
+# Strided layers whose kernel spans 3 strides each way: the stride-1 3x3 layer over the input's
+# stride phases (forward and weight gradient; the input gradient stays im2col).
+PHASED = [
+    (1, 3, 35, 33, 8, (11, 11), 4, 2, "zeros"),      # AlexNet conv1's geometry, small
+    (2, 4, 17, 19, 6, (5, 5), 2, 2, "zeros"),
+    (1, 2, 15, 16, 5, (6, 6), 2, 1, "reflect"),
+    (2, 3, 20, 21, 7, (9, 7), 3, (1, 2), "replicate"),
+    (1, 2, 13, 30, 4, (3, 11), (1, 4), 1, "circular"),
+    (3, 3, 12, 12, 4, (5, 5), 2, 0, "zeros"),
+    (1, 2, 5, 5, 3, (5, 5), 2, 0, "zeros"),          # a single output pixel
+    (0, 3, 12, 12, 4, (5, 5), 2, 0, "zeros"),        # empty batch
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=DT_IDS)
+@pytest.mark.parametrize("shape", PHASED, ids=lambda s: "n{}c{}h{}w{}k{}-{}-s{}p{}-{}".format(*s).replace(" ", ""))
+def test_strided_layers_over_their_phases(shape, dtype, isa, poison):
+    n, c, h, w, k, kernel, stride, padding, mode = shape
+    rng = np.random.default_rng(11)
+    x = rng.uniform(-1, 1, (n, c, h, w))
+    wt = rng.uniform(-1, 1, (k, c) + kernel)
+    b = rng.uniform(-1, 1, k)
+    kw = dict(stride=stride, padding=padding, padding_mode=mode)
+    expected = ref.conv2d(x, wt, b, stride, padding, 1, 1, mode)
+    gy = rng.uniform(-1, 1, expected.shape)
+    y = F.conv2d(x.astype(dtype), wt.astype(dtype), b.astype(dtype), **kw, algo="winograd")
+    check_close(y, expected, dtype=dtype, k=c * kernel[0] * kernel[1], algo="winograd", case=f"fwd isa={isa}")
+    dw = F.conv2d_grad_weight(x.astype(dtype), gy.astype(dtype), wt.shape, **kw, algo="winograd")
+    check_close(dw, ref.conv2d_grad_weight(x, gy, wt.shape, stride, padding, 1, 1, mode), dtype=dtype,
+                k=max(1, gy.size // k), algo="winograd", case=f"grad_weight isa={isa}")
+    if n and dtype == np.float32:  # Winograd's rounding, not im2col's
+        assert not np.array_equal(y, F.conv2d(x.astype(dtype), wt.astype(dtype), b.astype(dtype), **kw, algo="im2col"))
+
+
+def test_strided_auto_and_verbose():
+    core = pyconv._core
+    # AlexNet conv1: 48 phase channels, 55x55 outputs
+    for direction in (0, 2):
+        assert core.conv2d_choose_algo((8, 3, 224, 224), (64, 3, 11, 11), (4, 4), (2, 2, 2, 2), (1, 1), 1, 0,
+                                       direction) == "winograd"
+    assert core.conv2d_choose_algo((8, 3, 224, 224), (64, 3, 11, 11), (4, 4), (2, 2, 2, 2), (1, 1), 1, 0, 1) != \
+        "winograd"
+    code = ("import numpy as np, pyconv.functional as F\n"
+            "x = np.ones((1, 3, 35, 35), 'f4'); w = np.ones((4, 3, 11, 11), 'f4')\n"
+            "y = F.conv2d(x, w, stride=4, algo='winograd')\n"
+            "F.conv2d_grad_input(y, w, x.shape, stride=4, algo='winograd')\n")
+    env = dict(os.environ, PYCONV_VERBOSE="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "conv2d_fwd_winograd_f4x4" in proc.stderr and "(stride phases)" in proc.stderr
+    assert "(winograd not applicable)" in proc.stderr
+
+
 INELIGIBLE = [
-    ("fwd", dict(stride=2, padding=1), (3, 3)),
+    ("fwd", dict(stride=2, padding=1), (3, 3)),        # 2x2 per phase
+    ("fwd", dict(stride=2, padding=1), (7, 7)),        # 4x4 per phase
     ("fwd", dict(dilation=2, padding=2), (3, 3)),
     ("fwd", dict(padding=2), (5, 5)),
     ("fwd", dict(padding=(0, 1)), (1, 3)),

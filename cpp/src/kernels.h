@@ -184,10 +184,11 @@ using conv2d_winograd_input_fn = void(const WinoTiles<T>&, int64_t c0, int64_t c
 // d[(xi * kout + k) * tp + t], tiles past the unit or the plane being zero.
 template <class T>
 using conv2d_winograd_dy_fn = void(const WinoTiles<T>&, int64_t k0, int64_t k1, T* plane, T* d);
-// dW = G^T M G for filters [k0, k1): m[((c / NR * kp + k) * 36 + xi) * NR + c % NR] (NR the
-// GEMM's), dw[k * so + c * 9 + tap] for c < cin.
+// dW = G^T M G for rows [i0, i1) of M: m[((j / NR * mp + i) * 36 + xi) * NR + j % NR] (NR the
+// GEMM's), dw[i * rs + j * cs + tap] for columns j < cols.
 template <class T>
-using conv2d_winograd_wout_fn = void(const T* m, int64_t kp, int64_t cin, int64_t k0, int64_t k1, T* dw, int64_t so);
+using conv2d_winograd_wout_fn = void(const T* m, int64_t mp, int64_t cols, int64_t i0, int64_t i1, T* dw, int64_t rs,
+                                     int64_t cs);
 // y = A^T m A (+ bias) for output channels [k0, k1) of the unit, m[(xi * kp + k) * tp + t].
 template <class T>
 using conv2d_winograd_output_fn = void(const WinoTiles<T>&, int64_t k0, int64_t k1, const T* m);

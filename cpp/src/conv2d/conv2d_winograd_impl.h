@@ -286,13 +286,13 @@ inline void gt3(const W m[6], W o[3]) {
 }
 
 template <class T>
-void wgrad_out(const T* m, int64_t kp, int64_t cin, int64_t k0, int64_t k1, T* dw, int64_t so) {
+void wgrad_out(const T* m, int64_t mp, int64_t cols, int64_t i0, int64_t i1, T* dw, int64_t rs, int64_t cs) {
   using vec = vec_t<T>;
   constexpr int L = V<T>::L, NR = gemm_tile<T>(kIsa).nr;
-  for (int64_t c0 = 0; c0 < cin; c0 += NR) {
-    const int64_t nc = cin - c0 < NR ? cin - c0 : NR;
-    for (int64_t k = k0; k < k1; ++k) {
-      const T* src = m + (c0 / NR * kp + k) * 36 * NR;
+  for (int64_t j0 = 0; j0 < cols; j0 += NR) {
+    const int64_t nc = cols - j0 < NR ? cols - j0 : NR;
+    for (int64_t i = i0; i < i1; ++i) {
+      const T* src = m + (j0 / NR * mp + i) * 36 * NR;
       alignas(64) T out[9][NR];
       for (int v = 0; v < NR / L; ++v) {
         vec h[6][3];
@@ -305,12 +305,12 @@ void wgrad_out(const T* m, int64_t kp, int64_t cin, int64_t k0, int64_t k1, T* d
           const vec col[6] = {h[0][j], h[1][j], h[2][j], h[3][j], h[4][j], h[5][j]};
           vec o[3];
           gt3<vec, T>(col, o);
-          for (int i = 0; i < 3; ++i) storeu(&out[i * 3 + j][v * L], o[i]);
+          for (int r = 0; r < 3; ++r) storeu(&out[r * 3 + j][v * L], o[r]);
         }
       }
-      T* dst = dw + k * so + c0 * 9;
-      for (int64_t c = 0; c < nc; ++c)
-        for (int tap = 0; tap < 9; ++tap) dst[c * 9 + tap] = out[tap][c];
+      T* dst = dw + i * rs + j0 * cs;
+      for (int64_t j = 0; j < nc; ++j)
+        for (int tap = 0; tap < 9; ++tap) dst[j * cs + tap] = out[tap][j];
     }
   }
 }
@@ -366,9 +366,9 @@ void output(const WinoTiles<T>& u, int64_t k0, int64_t k1, const T* m) {
   void PYCONV_CAT(conv2d_winograd_dy, PYCONV_ISA)(const WinoTiles<T>& u, int64_t k0, int64_t k1, T* plane, T* d) { \
     dy_transform(u, k0, k1, plane, d);                                                                       \
   }                                                                                                          \
-  void PYCONV_CAT(conv2d_winograd_wout, PYCONV_ISA)(const T* m, int64_t kp, int64_t cin, int64_t k0, int64_t k1, \
-                                                    T* dw, int64_t so) {                                     \
-    wgrad_out(m, kp, cin, k0, k1, dw, so);                                                                   \
+  void PYCONV_CAT(conv2d_winograd_wout, PYCONV_ISA)(const T* m, int64_t mp, int64_t cols, int64_t i0, int64_t i1, \
+                                                    T* dw, int64_t rs, int64_t cs) {                         \
+    wgrad_out(m, mp, cols, i0, i1, dw, rs, cs);                                                              \
   }                                                                                                          \
   void PYCONV_CAT(conv2d_winograd_output, PYCONV_ISA)(const WinoTiles<T>& u, int64_t k0, int64_t k1, const T* m) { \
     output(u, k0, k1, m);                                                                                    \

@@ -268,11 +268,15 @@ bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch,
   pl.tiles_h = cdiv(pr.hout, 4);
   pl.tiles_w = cdiv(pr.wout, 4);
   pl.total = pr.n * pl.tiles_h * pl.tiles_w;
-  // M in NR-column panels of kp rows (kout, cin rounded up to MR, NR), the 36 positions of one
-  // row next to each other: m[((panel * kp + k) * 36 + xi) * NR + c % NR]. Every micro-tile of
-  // the GEMM is whole, and the output transform reads one contiguous run per (filter, panel).
-  const int64_t kp = cdiv(kout, gt.mr) * gt.mr, cp = cdiv(cin, gt.nr) * gt.nr;
-  const int64_t per_tile = kTiles * (cin + kout), m_elems = kTiles * kp * cp;
+  // M's rows are filters and its columns channels, or the other way round when that pads less
+  // (the columns to the micro-kernel's NR, the rows to its MR: 48 channels take 64 columns).
+  // M in NR-column panels of mp rows, the 36 positions of one row next to each other:
+  // m[((panel * mp + i) * 36 + xi) * NR + j % NR]. Every micro-tile of the GEMM is whole, and
+  // the output transform reads one contiguous run per (row, panel).
+  const bool swap = cdiv(kout, gt.mr) * gt.mr * cdiv(cin, gt.nr) * gt.nr > cdiv(cin, gt.mr) * gt.mr * cdiv(kout, gt.nr) * gt.nr;
+  const int64_t rows = swap ? cin : kout, cols = swap ? kout : cin;
+  const int64_t mp = cdiv(rows, gt.mr) * gt.mr, np = cdiv(cols, gt.nr) * gt.nr;
+  const int64_t per_tile = kTiles * (cin + kout), m_elems = kTiles * mp * np;
   // At least 64 tiles per GEMM (its reduction), more while M is too large to stay in cache.
   const int64_t want = std::max<int64_t>(kWgradUnitBytes / static_cast<int64_t>(sizeof(T)) / per_tile,
                                          m_elems * static_cast<int64_t>(sizeof(T)) > (int64_t{1} << 20) ? 256 : 64);
@@ -319,24 +323,24 @@ bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch,
     const int64_t kdim = t.ntiles;
     parallel_for(kTiles, nt, [&](int64_t x0, int64_t x1) {
       T* ap = scratch<T>(0, static_cast<size_t>(gt.mc * gt.kc));
-      T* bp = scratch<T>(1, static_cast<size_t>(gt.kc * cp));
+      T* bp = scratch<T>(1, static_cast<size_t>(gt.kc * np));
       for (int64_t xi = x0; xi < x1; ++xi) {
-        const T* xs = xh + xi * cin * pl.tp;
-        const T* ds = dh + xi * kout * pl.tp;
+        const T* as = swap ? xh + xi * cin * pl.tp : dh + xi * kout * pl.tp;  // M's rows, then columns
+        const T* bs = swap ? dh + xi * kout * pl.tp : xh + xi * cin * pl.tp;
         T* mx = m.get() + xi * gt.nr;
         for (int64_t pc = 0; pc < kdim; pc += gt.kc) {
           const int64_t kb = std::min(gt.kc, kdim - pc);
-          for (int64_t j = 0; j < cp; j += gt.nr)
-            pack_tr(xs + j * pl.tp + pc, pl.tp, std::min<int64_t>(gt.nr, cin - j), kb, gt.nr, bp + j * kb);
-          for (int64_t ic = 0; ic < kp; ic += gt.mc) {
-            const int64_t mb = std::min(gt.mc, kp - ic);
+          for (int64_t j = 0; j < np; j += gt.nr)
+            pack_tr(bs + j * pl.tp + pc, pl.tp, std::min<int64_t>(gt.nr, cols - j), kb, gt.nr, bp + j * kb);
+          for (int64_t ic = 0; ic < mp; ic += gt.mc) {
+            const int64_t mb = std::min(gt.mc, mp - ic);
             for (int64_t i = 0; i < mb; i += gt.mr) {
-              const int64_t rows = std::clamp<int64_t>(kout - ic - i, 0, gt.mr);  // rows past kout: zeros
-              pack_tr(ds + (rows > 0 ? (ic + i) * pl.tp + pc : 0), pl.tp, rows, kb, gt.mr, ap + i * kb);
+              const int64_t live = std::clamp<int64_t>(rows - ic - i, 0, gt.mr);  // the rest: zeros
+              pack_tr(as + (live > 0 ? (ic + i) * pl.tp + pc : 0), pl.tp, live, kb, gt.mr, ap + i * kb);
             }
-            for (int64_t j = 0; j < cp; j += gt.nr)
+            for (int64_t j = 0; j < np; j += gt.nr)
               for (int64_t i = 0; i < mb; i += gt.mr)
-                uk(kb, ap + i * kb, bp + j * kb, mx + (j * kp + (ic + i) * gt.nr) * kTiles, kTiles * gt.nr,
+                uk(kb, ap + i * kb, bp + j * kb, mx + (j * mp + (ic + i) * gt.nr) * kTiles, kTiles * gt.nr,
                    unit > 0 || pc > 0);
           }
         }
@@ -344,13 +348,33 @@ bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch,
     });
   }
   auto* wout = tbl.conv2d_winograd_wout[ii];
-  parallel_for(kout, nt, [&](int64_t k0, int64_t k1) { wout(m.get(), kp, cin, k0, k1, dw, pr.so); });
+  const int64_t rs = swap ? pr.si : pr.so, cs = swap ? pr.so : pr.si;
+  parallel_for(rows, nt, [&](int64_t i0, int64_t i1) { wout(m.get(), mp, cols, i0, i1, dw, rs, cs); });
+  return true;
+}
+
+}  // namespace
+
+namespace {
+
+// A strided layer as the stride-1 3x3 layer over its input's stride phases (space-to-depth):
+// channel (c, a, b) of x' is x_padded[c][sh*i + a][sw*j + b], filter tap (u, v) of channel
+// (c, a, b) is w[c][sh*u + a][sw*v + b] (zero past the kernel). False unless that is 3x3.
+bool phase_split(const Conv2dParams& p, Conv2dParams& q) {
+  if (p.stride_h * p.stride_w == 1 || p.groups != 1 || p.dil_h != 1 || p.dil_w != 1) return false;
+  if (cdiv(p.r, p.stride_h) != 3 || cdiv(p.s, p.stride_w) != 3) return false;
+  q = Conv2dParams{};
+  q.n = p.n, q.c = p.c * p.stride_h * p.stride_w, q.h = p.oh + 2, q.w = p.ow + 2;
+  q.k = p.k, q.r = 3, q.s = 3;
+  q.oh = p.oh, q.ow = p.ow;
   return true;
 }
 
 }  // namespace
 
 bool winograd_applies(const Conv2dParams& p, ConvDir dir) {
+  Conv2dParams q;
+  if (dir != ConvDir::bwd_data && phase_split(p, q)) return true;
   if (p.r != 3 || p.s != 3 || p.stride_h != 1 || p.stride_w != 1 || p.dil_h != 1 || p.dil_w != 1) return false;
   return dir != ConvDir::bwd_data || p.mode == PadMode::zeros;
 }
@@ -369,17 +393,19 @@ bool winograd_applies(const Conv2dParams& p, ConvDir dir) {
 // outputs per group are reduced from many (the GEMM's MR rows then go mostly unused).
 // Weight gradient: error 3e-6..9e-6 of max |dW| for 64..512 channels and 196..8192 tiles summed
 // (it does not grow with the tiles). Speed, 2 threads, GFLOP/s im2col / blocked direct / winograd:
-//   n8   64->64  14x14   197 / 210 / 279     n8  128->128 7x7    157 / 227 / 279
-//   n8  256->256 7x7     171 / 248 / 370     n8  512->512 7x7    196 / 189 / 358
-//   n1   64->16  56x56   105 / 128 / 203     n8   64->8   32x32   80 /  89 / 144
+//   n8   64->64  14x14   182 / 206 / 286     n8  128->128 7x7    148 / 223 / 275
+//   n8  256->256 7x7     162 / 219 / 367     n8  512->512 7x7    242 / 182 / 328
+//   n1   64->16  56x56   100 / 112 / 214     n8   64->8   32x32   72 /  87 / 155
 //   n128 64->128 16x16   251 / 198 / 370     n1   64->64 224x224 205 / 140 / 399
 //   n1  512->512 28x28   313 / 119 / 386     n8  512->512 28x28  315 / 115 / 645
-// against: n1 256->256 14x14 (16 tiles) 254 / 255 / 276, n1 512->512 14x14 290 / 223 / 189 and
-// 4 tiles 0.4-0.5x (the GEMMs' sums too short for M's traffic); n8 32->32 7x7 80 / 125 / 109,
-// n64 32->32 8x8 127 / 181 / 177; n1 16->64 56x56 168 / 224 / 200, n8 8->64 32x32 183 / 127 / 115
-// (the GEMM's NR columns are input channels: 8 or 16 of them leave most unused).
+//   n64  32->32  8x8     112 / 170 / 173     n32  16->16  16x16   84 /  95 / 113
+// against, or even: n1 512->512 14x14 (16 tiles) 266 / 215 / 250 and 4 tiles 0.4-0.5x (sums too
+// short for M's traffic); n8 32->32 7x7 78 / 125 / 112; n8 16->32 14x14 102 / 149 / 130;
+// n1 16->64 56x56 158 / 222 / 225; n8 8->64 32x32 175 / 126 / 158; n8 8->8 28x28 56 / 79 / 57.
 bool winograd_preferred(const Conv2dParams& p, ConvDir dir) {
   if (!winograd_applies(p, dir)) return false;
+  Conv2dParams q;
+  if (phase_split(p, q)) return winograd_preferred(q, dir);
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
   if (dir == ConvDir::bwd_weight) {
     const int64_t tiles = p.n * cdiv(p.oh, 4) * cdiv(p.ow, 4);
@@ -408,11 +434,63 @@ Problem<T> forward_problem(const ConvArgs<T>& a, int64_t g) {
   return pr;
 }
 
+// x' of phase_split (rows/columns past the padded input are zero; they meet only zero taps).
+template <class T>
+void phase_input(const Conv2dParams& p, const Conv2dParams& q, const ConvArgs<T>& a, T* xq, int nt) {
+  const int64_t sh = p.stride_h, sw = p.stride_w, hp = p.h + p.pad_t + p.pad_b, wp = p.w + p.pad_l + p.pad_r;
+  parallel_for(q.n * q.c, nt, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / q.c, cq = i % q.c, c = cq / (sh * sw), ph = cq % (sh * sw) / sw, pw = cq % sw;
+      const T* xc = a.x + (n * p.c + c) * p.h * p.w;
+      // columns col in [lo, hi) read input column sw * col + pw - pad_l (inside the input)
+      const int64_t lo = std::clamp<int64_t>(cdiv(p.pad_l - pw, sw), 0, q.w);
+      const int64_t hi = std::clamp<int64_t>(cdiv(p.pad_l + p.w - pw, sw), lo, q.w);
+      auto edge = [&](const T* xr, int64_t col) {
+        const int64_t pc = sw * col + pw, ic = pc < wp ? a.col_map[pc] : -1;
+        return ic < 0 ? T(0) : xr[ic];
+      };
+      T* dst = xq + i * q.h * q.w;
+      for (int64_t r = 0; r < q.h; ++r, dst += q.w) {
+        const int64_t pr = sh * r + ph, ir = pr < hp ? a.row_map[pr] : -1;
+        if (ir < 0) {
+          std::fill(dst, dst + q.w, T(0));
+          continue;
+        }
+        const T* xr = xc + ir * p.w;
+        for (int64_t col = 0; col < lo; ++col) dst[col] = edge(xr, col);
+        for (int64_t col = lo; col < hi; ++col) dst[col] = xr[sw * col + pw - p.pad_l];
+        for (int64_t col = hi; col < q.w; ++col) dst[col] = edge(xr, col);
+      }
+    }
+  });
+}
+
+// Tap (r, s) of channel c sits at channel c * sh * sw + (r % sh) * sw + s % sw, tap (r / sh, s / sw).
+inline int64_t phase_tap(const Conv2dParams& p, int64_t c, int64_t r, int64_t s) {
+  return ((c * p.stride_h + r % p.stride_h) * p.stride_w + s % p.stride_w) * 9 + r / p.stride_h * 3 + s / p.stride_w;
+}
+
+// x' within half the workspace limit (it is a padded copy of the input), else false.
+template <class T>
+bool phase_buffer(const Conv2dParams& q, Buffer<T>& xq) {
+  const double bytes = static_cast<double>(q.n * q.c) * static_cast<double>(q.h * q.w) * sizeof(T);
+  if (bytes > static_cast<double>(workspace_limit()) / 2) return false;
+  xq = Buffer<T>(static_cast<size_t>(q.n * q.c * q.h * q.w));
+  return true;
+}
+
+template <class T>
+bool fwd_phases(const ConvArgs<T>& a, const Conv2dParams& q, int nt);
+template <class T>
+bool bwd_weight_phases(const ConvArgs<T>& a, const Conv2dParams& q, const T* dy, T* dw, int nt);
+
 }  // namespace
 
 template <class T>
 bool conv2d_fwd_winograd(const ConvArgs<T>& a, int nt) {
   const Conv2dParams& p = *a.p;
+  Conv2dParams q;
+  if (phase_split(p, q)) return fwd_phases(a, q, nt);
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
   for (int64_t g = 0; g < p.groups; ++g) {
     Problem<T> pr = forward_problem(a, g);
@@ -444,6 +522,8 @@ bool conv2d_bwd_data_winograd(const Conv2dParams& p, const T* dy, const T* w, T*
 template <class T>
 bool conv2d_bwd_weight_winograd(const ConvArgs<T>& a, const T* dy, T* dw, int nt) {
   const Conv2dParams& p = *a.p;
+  Conv2dParams q;
+  if (phase_split(p, q)) return bwd_weight_phases(a, q, dy, dw, nt);
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
   const int64_t ohw = p.oh * p.ow;
   for (int64_t g = 0; g < p.groups; ++g) {
@@ -451,6 +531,54 @@ bool conv2d_bwd_weight_winograd(const ConvArgs<T>& a, const T* dy, T* dw, int nt
   }
   return true;
 }
+
+namespace {
+
+template <class T>
+ConvArgs<T> phase_args(const Conv2dParams& q, const T* xq) {
+  ConvArgs<T> b{};
+  b.p = &q;
+  b.x = xq;
+  return b;  // no padding: the row/column maps stay null
+}
+
+template <class T>
+bool fwd_phases(const ConvArgs<T>& a, const Conv2dParams& q, int nt) {
+  const Conv2dParams& p = *a.p;
+  Buffer<T> xq;
+  if (!phase_buffer(q, xq)) return false;
+  phase_input(p, q, a, xq.get(), nt);
+  std::vector<T> wq(static_cast<size_t>(q.k * q.c * 9), T(0));
+  for (int64_t k = 0; k < p.k; ++k)
+    for (int64_t c = 0; c < p.c; ++c)
+      for (int64_t r = 0; r < p.r; ++r)
+        for (int64_t s = 0; s < p.s; ++s)
+          wq[static_cast<size_t>(k * q.c * 9 + phase_tap(p, c, r, s))] = a.w[((k * p.c + c) * p.r + r) * p.s + s];
+  Problem<T> pr = forward_problem(phase_args(q, xq.get()), 0);
+  pr.y = a.y, pr.y_img = p.k * p.oh * p.ow, pr.y_ch = p.oh * p.ow;
+  pr.bias = a.b;
+  pr.w = wq.data(), pr.flip = false;
+  return run(pr, nt);
+}
+
+template <class T>
+bool bwd_weight_phases(const ConvArgs<T>& a, const Conv2dParams& q, const T* dy, T* dw, int nt) {
+  const Conv2dParams& p = *a.p;
+  Buffer<T> xq;
+  if (!phase_buffer(q, xq)) return false;
+  phase_input(p, q, a, xq.get(), nt);
+  std::vector<T> dwq(static_cast<size_t>(q.k * q.c * 9));
+  if (!run_wgrad(forward_problem(phase_args(q, xq.get()), 0), dy, p.k * p.oh * p.ow, p.oh * p.ow, dwq.data(), nt))
+    return false;
+  for (int64_t k = 0; k < p.k; ++k)
+    for (int64_t c = 0; c < p.c; ++c)
+      for (int64_t r = 0; r < p.r; ++r)
+        for (int64_t s = 0; s < p.s; ++s)
+          dw[((k * p.c + c) * p.r + r) * p.s + s] = dwq[static_cast<size_t>(k * q.c * 9 + phase_tap(p, c, r, s))];
+  return true;
+}
+
+}  // namespace
 
 template bool conv2d_fwd_winograd<float>(const ConvArgs<float>&, int);
 template bool conv2d_fwd_winograd<double>(const ConvArgs<double>&, int);
