@@ -338,8 +338,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         padding_mode: ``"zeros"``, ``"reflect"`` (mirror), ``"replicate"`` (extend) or
             ``"circular"``, as ``torch.nn.Conv2d``. Default: ``"zeros"``.
         algo: ``"auto"``, ``"direct"``, ``"im2col"`` or ``"winograd"`` (F(4x4, 3x3): 3x3 kernels,
-            stride 1, dilation 1, or strided kernels spanning 3 strides each way, run over the
-            input's stride phases; about 1e-5 * max|output| float32 error instead of 5e-7; other
+            stride 1, dilation 1, or dilated 3x3 and strided kernels spanning 3 strides each way,
+            run over the input's phases; about 1e-5 * max|output| float32 error instead of 5e-7; other
             shapes silently run ``"im2col"``). Default: ``"auto"``.
 
     Returns:
@@ -408,9 +408,9 @@ def conv2d_grad_weight(input, grad_output, weight_shape, stride=1, padding=0, di
     """Gradient of :func:`conv2d` with respect to its weight, of shape ``weight_shape``.
 
     ``algo="winograd"`` (3x3, stride 1, dilation 1; every padding mode) sums the products of
-    transformed 4x4 tiles of ``grad_output`` and 6x6 tiles of ``input`` (F(3x3, 4x4)); strided
-    layers whose kernel spans 3 strides each way run it over the input's stride phases; elsewhere
-    it runs ``"im2col"``.
+    transformed 4x4 tiles of ``grad_output`` and 6x6 tiles of ``input`` (F(3x3, 4x4)); dilated 3x3
+    layers and strided layers whose kernel spans 3 strides each way run it over the input's phases;
+    elsewhere it runs ``"im2col"``.
     """
     dw = _core.conv2d_bwd_weight_fast(input, grad_output, weight_shape, stride, padding, dilation, groups, padding_mode,
                                       algo)

@@ -187,42 +187,54 @@ def test_weight_gradient_units_within_the_workspace(restore_runtime):
                                   F.conv2d_grad_weight(x, gy, (64, 64, 3, 3), padding=1, algo="im2col"))
 
 
-# Strided layers whose kernel spans 3 strides each way: the stride-1 3x3 layer over the input's
-# stride phases (forward and weight gradient; the input gradient stays im2col).
-PHASED = [
-    (1, 3, 35, 33, 8, (11, 11), 4, 2, "zeros"),      # AlexNet conv1's geometry, small
-    (2, 4, 17, 19, 6, (5, 5), 2, 2, "zeros"),
-    (1, 2, 15, 16, 5, (6, 6), 2, 1, "reflect"),
-    (2, 3, 20, 21, 7, (9, 7), 3, (1, 2), "replicate"),
-    (1, 2, 13, 30, 4, (3, 11), (1, 4), 1, "circular"),
-    (3, 3, 12, 12, 4, (5, 5), 2, 0, "zeros"),
-    (1, 2, 5, 5, 3, (5, 5), 2, 0, "zeros"),          # a single output pixel
-    (0, 3, 12, 12, 4, (5, 5), 2, 0, "zeros"),        # empty batch
+# Strided layers whose kernel spans 3 strides each way (phases as channels) and dilated 3x3
+# layers (phases as images): a stride-1 3x3 layer over the input's phases, for the forward and the
+# weight gradient (the input gradient stays im2col).
+PHASED = [  # n, c, h, w, k, kernel, stride, padding, dilation, mode
+    (1, 3, 35, 33, 8, (11, 11), 4, 2, 1, "zeros"),      # AlexNet conv1's geometry, small
+    (2, 4, 17, 19, 6, (5, 5), 2, 2, 1, "zeros"),
+    (1, 2, 15, 16, 5, (6, 6), 2, 1, 1, "reflect"),
+    (2, 3, 20, 21, 7, (9, 7), 3, (1, 2), 1, "replicate"),
+    (1, 2, 13, 30, 4, (3, 11), (1, 4), 1, 1, "circular"),
+    (3, 3, 12, 12, 4, (5, 5), 2, 0, 1, "zeros"),
+    (1, 2, 5, 5, 3, (5, 5), 2, 0, 1, "zeros"),          # a single output pixel
+    (0, 3, 12, 12, 4, (5, 5), 2, 0, 1, "zeros"),        # empty batch
+    (1, 4, 20, 20, 5, (3, 3), 1, 2, 2, "zeros"),        # phases of equal size
+    (2, 3, 21, 19, 4, (3, 3), 1, 2, 2, "zeros"),        # odd sizes: phases one row/column short
+    (1, 3, 17, 23, 6, (3, 3), 1, (1, 3), (2, 3), "reflect"),
+    (2, 2, 13, 14, 3, (3, 3), 1, 1, 3, "replicate"),
+    (1, 2, 9, 9, 3, (3, 3), 1, 0, 2, "circular"),
+    (1, 2, 5, 6, 3, (3, 3), 1, 1, (1, 2), "zeros"),
+    (3, 5, 7, 7, 4, (3, 3), 1, 4, 4, "zeros"),          # more phases than some outputs
 ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=DT_IDS)
-@pytest.mark.parametrize("shape", PHASED, ids=lambda s: "n{}c{}h{}w{}k{}-{}-s{}p{}-{}".format(*s).replace(" ", ""))
-def test_strided_layers_over_their_phases(shape, dtype, isa, poison):
-    n, c, h, w, k, kernel, stride, padding, mode = shape
+@pytest.mark.parametrize("shape", PHASED,
+                         ids=lambda s: "n{}c{}h{}w{}k{}-{}-s{}p{}d{}-{}".format(*s).replace(" ", ""))
+def test_layers_over_their_phases(shape, dtype, isa, poison):
+    n, c, h, w, k, kernel, stride, padding, dilation, mode = shape
     rng = np.random.default_rng(11)
     x = rng.uniform(-1, 1, (n, c, h, w))
     wt = rng.uniform(-1, 1, (k, c) + kernel)
     b = rng.uniform(-1, 1, k)
-    kw = dict(stride=stride, padding=padding, padding_mode=mode)
-    expected = ref.conv2d(x, wt, b, stride, padding, 1, 1, mode)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, padding_mode=mode)
+    expected = ref.conv2d(x, wt, b, stride, padding, dilation, 1, mode)
     gy = rng.uniform(-1, 1, expected.shape)
     y = F.conv2d(x.astype(dtype), wt.astype(dtype), b.astype(dtype), **kw, algo="winograd")
     check_close(y, expected, dtype=dtype, k=c * kernel[0] * kernel[1], algo="winograd", case=f"fwd isa={isa}")
     dw = F.conv2d_grad_weight(x.astype(dtype), gy.astype(dtype), wt.shape, **kw, algo="winograd")
-    check_close(dw, ref.conv2d_grad_weight(x, gy, wt.shape, stride, padding, 1, 1, mode), dtype=dtype,
+    check_close(dw, ref.conv2d_grad_weight(x, gy, wt.shape, stride, padding, dilation, 1, mode), dtype=dtype,
                 k=max(1, gy.size // k), algo="winograd", case=f"grad_weight isa={isa}")
     if n and dtype == np.float32:  # Winograd's rounding, not im2col's
         assert not np.array_equal(y, F.conv2d(x.astype(dtype), wt.astype(dtype), b.astype(dtype), **kw, algo="im2col"))
 
 
-def test_strided_auto_and_verbose():
+def test_phases_auto_and_verbose():
     core = pyconv._core
+    for direction in (0, 2):  # dilated 3x3 64 -> 64 at 56x56: four 28x28 phases per image
+        assert core.conv2d_choose_algo((8, 64, 56, 56), (64, 64, 3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1, 0,
+                                       direction) == "winograd"
     # AlexNet conv1: 48 phase channels, 55x55 outputs
     for direction in (0, 2):
         assert core.conv2d_choose_algo((8, 3, 224, 224), (64, 3, 11, 11), (4, 4), (2, 2, 2, 2), (1, 1), 1, 0,
@@ -236,19 +248,21 @@ def test_strided_auto_and_verbose():
     env = dict(os.environ, PYCONV_VERBOSE="1")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/", timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "conv2d_fwd_winograd_f4x4" in proc.stderr and "(stride phases)" in proc.stderr
+    assert "conv2d_fwd_winograd_f4x4" in proc.stderr and "(phases)" in proc.stderr
     assert "(winograd not applicable)" in proc.stderr
 
 
 INELIGIBLE = [
     ("fwd", dict(stride=2, padding=1), (3, 3)),        # 2x2 per phase
     ("fwd", dict(stride=2, padding=1), (7, 7)),        # 4x4 per phase
-    ("fwd", dict(dilation=2, padding=2), (3, 3)),
+    ("fwd", dict(dilation=2, padding=2, stride=2), (3, 3)),
+    ("fwd", dict(dilation=2, padding=2, groups=2), (3, 3)),
+    ("grad_input", dict(dilation=2, padding=2), (3, 3)),
     ("fwd", dict(padding=2), (5, 5)),
     ("fwd", dict(padding=(0, 1)), (1, 3)),
     ("grad_input", dict(padding=1, padding_mode="reflect"), (3, 3)),
     ("grad_weight", dict(stride=2, padding=1), (3, 3)),
-    ("grad_weight", dict(dilation=2, padding=2), (3, 3)),
+    ("grad_weight", dict(dilation=2, padding=2, groups=2), (3, 3)),
 ]
 
 
@@ -256,7 +270,7 @@ INELIGIBLE = [
 def test_falls_back_to_im2col(direction, kw, kernel):
     rng = np.random.default_rng(3)
     x = rng.uniform(-1, 1, (2, 4, 11, 10)).astype(np.float32)
-    w = rng.uniform(-1, 1, (5, 4) + kernel).astype(np.float32)
+    w = rng.uniform(-1, 1, (6, 4 // kw.get("groups", 1)) + kernel).astype(np.float32)
     gy = rng.uniform(-1, 1, F.conv2d_output_shape(x.shape, w.shape, kw.get("stride", 1), kw["padding"],
                                                   kw.get("dilation", 1))).astype(np.float32)
     run = {"fwd": lambda a: F.conv2d(x, w, **kw, algo=a),
@@ -293,7 +307,7 @@ def test_kernels_listed():
 def test_auto_uses_winograd_only_where_it_applies():
     core = pyconv._core
     for direction in (0, 1, 2):
-        for stride, dil, kernel in [(2, 1, 3), (1, 2, 3), (1, 1, 5)]:
+        for stride, dil, kernel in [(2, 1, 3), (2, 2, 3), (1, 1, 5)]:
             got = core.conv2d_choose_algo((8, 256, 56, 56), (256, 256, kernel, kernel), (stride, stride),
                                           (1, 1, 1, 1), (dil, dil), 1, 0, direction)
             assert got != "winograd"

@@ -311,7 +311,7 @@ ConvAlgo resolve(const Conv2dParams& p, ConvDir dir, ConvAlgo algo) {
     const Isa isa = active_isa();
     std::string what = std::string("conv2d_") + dir_name(dir) + "_" + algo_name(algo) + "_" + isa_name(isa);
     if (not_winograd) what += " (winograd not applicable)";
-    if (algo == ConvAlgo::winograd && p.stride_h * p.stride_w > 1) what += " (stride phases)";
+    if (algo == ConvAlgo::winograd && p.stride_h * p.stride_w * p.dil_h * p.dil_w > 1) what += " (phases)";
     if (algo == ConvAlgo::direct && (dir == ConvDir::bwd_weight ? blocked_wgrad_applies(p) : blocked_applies(p, dir)))
       what += " (register-blocked)";
     if (algo == ConvAlgo::im2col) {

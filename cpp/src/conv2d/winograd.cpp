@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "gemm/gemm_driver.h"
@@ -357,18 +358,29 @@ bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch,
 
 namespace {
 
-// A strided layer as the stride-1 3x3 layer over its input's stride phases (space-to-depth):
-// channel (c, a, b) of x' is x_padded[c][sh*i + a][sw*j + b], filter tap (u, v) of channel
-// (c, a, b) is w[c][sh*u + a][sw*v + b] (zero past the kernel). False unless that is 3x3.
+// Strided and dilated layers as a stride-1 3x3 layer q over phases of the padded input x_p:
+// - stride (sh, sw), kernel spanning 3 strides each way (space-to-depth): channel (c, a, b) of x'
+//   is x_p[c][sh*i + a][sw*j + b], tap (u, v) of channel (c, a, b) is w[c][sh*u + a][sw*v + b]
+//   (zero past the kernel);
+// - 3x3 dilated (dh, dw), stride 1: image (n, a, b) of x' is x_p[n][dh*i + a][dw*j + b], and
+//   output (i, j) of that image is y[dh*i + a][dw*j + b] (phases stacked as images).
+// False for other layers (and groups).
 bool phase_split(const Conv2dParams& p, Conv2dParams& q) {
-  if (p.stride_h * p.stride_w == 1 || p.groups != 1 || p.dil_h != 1 || p.dil_w != 1) return false;
-  if (cdiv(p.r, p.stride_h) != 3 || cdiv(p.s, p.stride_w) != 3) return false;
+  if (p.groups != 1) return false;
   q = Conv2dParams{};
-  q.n = p.n, q.c = p.c * p.stride_h * p.stride_w, q.h = p.oh + 2, q.w = p.ow + 2;
-  q.k = p.k, q.r = 3, q.s = 3;
-  q.oh = p.oh, q.ow = p.ow;
+  q.c = p.c, q.k = p.k, q.r = 3, q.s = 3;
+  if (p.dil_h * p.dil_w > 1) {
+    if (p.r != 3 || p.s != 3 || p.stride_h * p.stride_w != 1) return false;
+    q.n = p.n * p.dil_h * p.dil_w, q.oh = cdiv(p.oh, p.dil_h), q.ow = cdiv(p.ow, p.dil_w);
+  } else {
+    if (p.stride_h * p.stride_w == 1 || cdiv(p.r, p.stride_h) != 3 || cdiv(p.s, p.stride_w) != 3) return false;
+    q.n = p.n, q.c = p.c * p.stride_h * p.stride_w, q.oh = p.oh, q.ow = p.ow;
+  }
+  q.h = q.oh + 2, q.w = q.ow + 2;
   return true;
 }
+
+bool dilated(const Conv2dParams& p) { return p.dil_h * p.dil_w > 1; }
 
 }  // namespace
 
@@ -402,6 +414,10 @@ bool winograd_applies(const Conv2dParams& p, ConvDir dir) {
 // against, or even: n1 512->512 14x14 (16 tiles) 266 / 215 / 250 and 4 tiles 0.4-0.5x (sums too
 // short for M's traffic); n8 32->32 7x7 78 / 125 / 112; n8 16->32 14x14 102 / 149 / 130;
 // n1 16->64 56x56 158 / 222 / 225; n8 8->64 32x32 175 / 126 / 158; n8 8->8 28x28 56 / 79 / 57.
+// Phase layers (phase_split) by the same rules, measured (2 threads, GFLOP/s of the original
+// layer, im2col / direct / winograd, fwd | bwd_weight): AlexNet conv1 (11x11/4 -> 48 phase
+// channels) n1 220 / 16 / 256 | 171 / 40 / 197, n8 225 / 16 / 299 | 203 / 42 / 218;
+// 64->64 3x3 dilation 2 at 56x56 n1 261 / 314 / 321 | 216 / 287 / 295, n8 265 / 329 / 404 | 244 / 262 / 285.
 bool winograd_preferred(const Conv2dParams& p, ConvDir dir) {
   if (!winograd_applies(p, dir)) return false;
   Conv2dParams q;
@@ -434,13 +450,17 @@ Problem<T> forward_problem(const ConvArgs<T>& a, int64_t g) {
   return pr;
 }
 
-// x' of phase_split (rows/columns past the padded input are zero; they meet only zero taps).
+// x' of phase_split (rows/columns past the padded input are zero; they meet only zero taps or
+// produce outputs that are dropped).
 template <class T>
 void phase_input(const Conv2dParams& p, const Conv2dParams& q, const ConvArgs<T>& a, T* xq, int nt) {
-  const int64_t sh = p.stride_h, sw = p.stride_w, hp = p.h + p.pad_t + p.pad_b, wp = p.w + p.pad_l + p.pad_r;
+  const bool dil = dilated(p);
+  const int64_t sh = dil ? p.dil_h : p.stride_h, sw = dil ? p.dil_w : p.stride_w;
+  const int64_t hp = p.h + p.pad_t + p.pad_b, wp = p.w + p.pad_l + p.pad_r;
   parallel_for(q.n * q.c, nt, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t n = i / q.c, cq = i % q.c, c = cq / (sh * sw), ph = cq % (sh * sw) / sw, pw = cq % sw;
+      const int64_t iq = i / q.c, cq = i % q.c, ab = dil ? iq % (sh * sw) : cq % (sh * sw);
+      const int64_t n = dil ? iq / (sh * sw) : iq, c = dil ? cq : cq / (sh * sw), ph = ab / sw, pw = ab % sw;
       const T* xc = a.x + (n * p.c + c) * p.h * p.w;
       // columns col in [lo, hi) read input column sw * col + pw - pad_l (inside the input)
       const int64_t lo = std::clamp<int64_t>(cdiv(p.pad_l - pw, sw), 0, q.w);
@@ -470,13 +490,41 @@ inline int64_t phase_tap(const Conv2dParams& p, int64_t c, int64_t r, int64_t s)
   return ((c * p.stride_h + r % p.stride_h) * p.stride_w + s % p.stride_w) * 9 + r / p.stride_h * 3 + s / p.stride_w;
 }
 
-// x' within half the workspace limit (it is a padded copy of the input), else false.
+// x' (a padded copy of the input) and, dilated, y' or dy' (q.k output planes per image) within
+// half the workspace limit, else false.
 template <class T>
-bool phase_buffer(const Conv2dParams& q, Buffer<T>& xq) {
-  const double bytes = static_cast<double>(q.n * q.c) * static_cast<double>(q.h * q.w) * sizeof(T);
-  if (bytes > static_cast<double>(workspace_limit()) / 2) return false;
-  xq = Buffer<T>(static_cast<size_t>(q.n * q.c * q.h * q.w));
+bool phase_buffers(const Conv2dParams& p, const Conv2dParams& q, Buffer<T>& xq, Buffer<T>& yq) {
+  const double x_elems = static_cast<double>(q.n * q.c) * static_cast<double>(q.h * q.w);
+  const double y_elems = dilated(p) ? static_cast<double>(q.n * q.k) * static_cast<double>(q.oh * q.ow) : 0;
+  if ((x_elems + y_elems) * sizeof(T) > static_cast<double>(workspace_limit()) / 2) return false;
+  xq = Buffer<T>(static_cast<size_t>(x_elems));
+  yq = Buffer<T>(static_cast<size_t>(y_elems));
   return true;
+}
+
+// Dilated: y'[(n, a, b)][k][i][j] <-> y[n][k][dh*i + a][dw*j + b], y' -> y (outputs past y
+// dropped) or y -> y' (zeros past y).
+template <class T, bool ToY>
+void phase_outputs(const Conv2dParams& p, const Conv2dParams& q, std::conditional_t<ToY, T*, const T*> y,
+                   std::conditional_t<ToY, const T*, T*> yq, int nt) {
+  const int64_t dh = p.dil_h, dw = p.dil_w;
+  parallel_for(q.n * q.k, nt, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t iq = i / q.k, k = i % q.k, n = iq / (dh * dw), a = iq % (dh * dw) / dw, b = iq % dw;
+      auto* yk = y + (n * p.k + k) * p.oh * p.ow;
+      auto* src = yq + i * q.oh * q.ow;
+      for (int64_t r = 0; r < q.oh; ++r)
+        for (int64_t c = 0; c < q.ow; ++c) {
+          const int64_t oy = dh * r + a, ox = dw * c + b;
+          const bool in = oy < p.oh && ox < p.ow;
+          if constexpr (ToY) {
+            if (in) yk[oy * p.ow + ox] = src[r * q.ow + c];
+          } else {
+            src[r * q.ow + c] = in ? yk[oy * p.ow + ox] : T(0);
+          }
+        }
+    }
+  });
 }
 
 template <class T>
@@ -545,9 +593,18 @@ ConvArgs<T> phase_args(const Conv2dParams& q, const T* xq) {
 template <class T>
 bool fwd_phases(const ConvArgs<T>& a, const Conv2dParams& q, int nt) {
   const Conv2dParams& p = *a.p;
-  Buffer<T> xq;
-  if (!phase_buffer(q, xq)) return false;
+  Buffer<T> xq, yq;
+  if (!phase_buffers(p, q, xq, yq)) return false;
   phase_input(p, q, a, xq.get(), nt);
+  if (dilated(p)) {
+    Problem<T> pr = forward_problem(phase_args(q, xq.get()), 0);
+    pr.y = yq.get(), pr.y_img = q.k * q.oh * q.ow, pr.y_ch = q.oh * q.ow;
+    pr.bias = a.b;
+    pr.w = a.w, pr.flip = false;
+    if (!run(pr, nt)) return false;
+    phase_outputs<T, true>(p, q, a.y, yq.get(), nt);
+    return true;
+  }
   std::vector<T> wq(static_cast<size_t>(q.k * q.c * 9), T(0));
   for (int64_t k = 0; k < p.k; ++k)
     for (int64_t c = 0; c < p.c; ++c)
@@ -564,9 +621,13 @@ bool fwd_phases(const ConvArgs<T>& a, const Conv2dParams& q, int nt) {
 template <class T>
 bool bwd_weight_phases(const ConvArgs<T>& a, const Conv2dParams& q, const T* dy, T* dw, int nt) {
   const Conv2dParams& p = *a.p;
-  Buffer<T> xq;
-  if (!phase_buffer(q, xq)) return false;
+  Buffer<T> xq, dyq;
+  if (!phase_buffers(p, q, xq, dyq)) return false;
   phase_input(p, q, a, xq.get(), nt);
+  if (dilated(p)) {
+    phase_outputs<T, false>(p, q, dy, dyq.get(), nt);
+    return run_wgrad(forward_problem(phase_args(q, xq.get()), 0), dyq.get(), q.k * q.oh * q.ow, q.oh * q.ow, dw, nt);
+  }
   std::vector<T> dwq(static_cast<size_t>(q.k * q.c * 9));
   if (!run_wgrad(forward_problem(phase_args(q, xq.get()), 0), dy, p.k * p.oh * p.ow, p.oh * p.ow, dwq.data(), nt))
     return false;
