@@ -39,6 +39,7 @@ SHAPES = [
     (5, 3, 2, 2, 4, 1, "zeros"),          # many images per unit of tiles
     (1, 4, 1, 1, 2, 1, "zeros"),          # 1x1 input padded
     (1, 2, 3, 4, 3, 3, "zeros"),          # padding 3: the input gradient reads inside dy
+    (1, 200, 6, 7, 190, 1, "zeros"),      # transformed filters > 4 MiB, one unit: V once, U in chunks
 ]
 
 
@@ -138,7 +139,8 @@ def restore_runtime():
 
 
 # Many units of tiles (run in parallel) and a single unit (threads split its channels / positions).
-@pytest.mark.parametrize("shape", [(6, 16, 30, 30, 24, 1, "zeros"), (1, 40, 9, 9, 48, 1, "zeros")], ids=_id)
+@pytest.mark.parametrize("shape", [(6, 16, 30, 30, 24, 1, "zeros"), (1, 40, 9, 9, 48, 1, "zeros"),
+                                   (2, 200, 6, 7, 190, 1, "zeros")], ids=_id)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=DT_IDS)
 def test_bits_do_not_depend_on_threads(shape, dtype, restore_runtime):
     x, wt, b, gy = (a.astype(dtype) for a in data(shape, dtype))

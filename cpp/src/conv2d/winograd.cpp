@@ -187,6 +187,33 @@ bool run(const Problem<T>& pr, int nt) {
   base.y_ch = pr.y_ch;
   base.tp = pl.tp;
   base.vnr = pl.nr;
+  const size_t v_elems = static_cast<size_t>(kTiles * pl.tp * pr.cin);
+
+  // Few units (batch 1, deep layers) whose transformed filters U far exceed L2 would stream U from
+  // memory once per unit, and that costs more than the GEMMs: instead every unit's V once, then
+  // the filters in chunks whose U stays in the two L2s (same sums, same bits).
+  const int64_t elem = static_cast<int64_t>(sizeof(T)), u_full = kTiles * cdiv(pr.kout, pl.mr) * pl.mr * pr.cin;
+  bool resident = false;
+  if (pl.units <= 4 && u_full * elem > (int64_t{4} << 20)) {
+    const int64_t kc = std::min(pl.kchunk, std::max<int64_t>(pl.mr, (int64_t{2} << 20) / elem / (kTiles * pr.cin) / pl.mr * pl.mr));
+    const int64_t need = pl.units * static_cast<int64_t>(v_elems) + kTiles * kc * (pr.cin + pl.tp) + nt * pl.plane_elems;
+    if (need <= static_cast<int64_t>(workspace_limit()) / elem) {
+      resident = true;
+      pl.kchunk = kc;
+      pl.u_elems = kTiles * kc * pr.cin;
+    }
+  }
+  Buffer<T> vall(resident ? static_cast<size_t>(pl.units) * v_elems : 0);
+  if (resident) {
+    UnitLayout ul;
+    WinoTiles<T> t = base;
+    for (int64_t unit = 0; unit < pl.units; ++unit) {
+      set_unit(pl, unit, pw, ul, t);
+      parallel_for(pr.cin, nt, [&](int64_t c0, int64_t c1) {
+        input(t, c0, c1, scratch<T>(0, static_cast<size_t>(pl.plane_elems)), vall.get() + unit * v_elems);
+      });
+    }
+  }
 
   Buffer<T> u(static_cast<size_t>(pl.u_elems));
   for (int64_t k0 = 0; k0 < pr.kout; k0 += pl.kchunk) {
@@ -218,10 +245,10 @@ bool run(const Problem<T>& pr, int nt) {
       t = wt;
       set_unit(pl, unit, pw, ul, t);
     };
-    const size_t v_elems = static_cast<size_t>(kTiles * pl.tp * pr.cin), m_elems = static_cast<size_t>(kTiles * kp * pl.tp);
+    const size_t m_elems = static_cast<size_t>(kTiles * kp * pl.tp);
     const int64_t room = static_cast<int64_t>(workspace_limit() / sizeof(T)) - pl.u_elems;
     const int unit_threads = static_cast<int>(std::min<int64_t>(nt, std::max<int64_t>(1, room / pl.unit_elems)));
-    if (pl.units >= 3 * static_cast<int64_t>(unit_threads) && unit_threads > 1) {
+    if (!resident && pl.units >= 3 * static_cast<int64_t>(unit_threads) && unit_threads > 1) {
       parallel_for(pl.units, unit_threads, [&](int64_t a, int64_t b) {
         Buffer<T> v(v_elems), m(m_elems), plane(static_cast<size_t>(pl.plane_elems));
         UnitLayout ul;
@@ -235,15 +262,17 @@ bool run(const Problem<T>& pr, int nt) {
       });
       continue;
     }
-    Buffer<T> v(v_elems), m(m_elems);
+    Buffer<T> v(resident ? 0 : v_elems), m(m_elems);
     UnitLayout ul;
     WinoTiles<T> t;
     for (int64_t unit = 0; unit < pl.units; ++unit) {
       setup(unit, ul, t);
-      parallel_for(pr.cin, nt, [&](int64_t c0, int64_t c1) {
-        input(t, c0, c1, scratch<T>(0, static_cast<size_t>(pl.plane_elems)), v.get());
-      });
-      parallel_for(kTiles, nt, [&](int64_t x0, int64_t x1) { gemms(v.get(), m.get(), x0, x1); });
+      T* vu = resident ? vall.get() + unit * v_elems : v.get();
+      if (!resident)
+        parallel_for(pr.cin, nt, [&](int64_t c0, int64_t c1) {
+          input(t, c0, c1, scratch<T>(0, static_cast<size_t>(pl.plane_elems)), vu);
+        });
+      parallel_for(kTiles, nt, [&](int64_t x0, int64_t x1) { gemms(vu, m.get(), x0, x1); });
       parallel_for(kout, nt, [&](int64_t a, int64_t b) { output(t, a, b, m.get()); });
     }
   }
