@@ -66,7 +66,8 @@ int64_t plane_bound(const Plan& pl, int64_t pw) {
 }
 
 // False when U for MR filters and the smallest unit exceed the workspace limit.
-bool make_plan(int64_t n, int64_t cin, int64_t kout, int64_t hout, int64_t wout, Isa isa, size_t elem, Plan& pl) {
+bool make_plan(int64_t n, int64_t cin, int64_t kout, int64_t hout, int64_t wout, Isa isa, size_t elem, int nt,
+               Plan& pl) {
   const GemmTile& t = elem == 8 ? gemm_tile<double>(isa) : gemm_tile<float>(isa);
   pl.lanes = lanes_of(isa, elem);
   pl.mr = t.mr;
@@ -81,6 +82,9 @@ bool make_plan(int64_t n, int64_t cin, int64_t kout, int64_t hout, int64_t wout,
   pl.kchunk = std::min(kp, std::max<int64_t>(pl.mr, limit / 2 / (kTiles * cin) / pl.mr * pl.mr));
   const int64_t per_tile = kTiles * (cin + pl.kchunk);
   pl.ntile = std::max<int64_t>(pl.nr, kUnitBytes / static_cast<int64_t>(elem) / per_tile / pl.nr * pl.nr);
+  // Small calls: units of down to NR tiles, 3 per thread, so that they run in parallel without a
+  // fork and join per transform (a tile's sums do not depend on its unit: same bits).
+  if (cdiv(pl.total, pl.ntile) < 3 * nt) pl.ntile = std::min(pl.ntile, std::max<int64_t>(pl.nr, pl.total / (3 * nt) / pl.nr * pl.nr));
   pl.ntile = std::max<int64_t>(1, std::min(pl.ntile, pl.total));
   pl.tp = cdiv(pl.ntile, pl.nr) * pl.nr;
   pl.units = cdiv(pl.total, pl.ntile);
@@ -172,7 +176,7 @@ template <class T>
 bool run(const Problem<T>& pr, int nt) {
   const Isa isa = active_isa();
   Plan pl{};
-  if (!make_plan(pr.n, pr.cin, pr.kout, pr.hout, pr.wout, isa, sizeof(T), pl)) return false;
+  if (!make_plan(pr.n, pr.cin, pr.kout, pr.hout, pr.wout, isa, sizeof(T), nt, pl)) return false;
   if (pl.total == 0) return true;
   const KernelTable<T>& tbl = kernel_table<T>();
   const int ii = static_cast<int>(isa);
@@ -485,38 +489,46 @@ template <class T>
 void phase_input(const Conv2dParams& p, const Conv2dParams& q, const ConvArgs<T>& a, T* xq, int nt) {
   const bool dil = dilated(p);
   const int64_t sh = dil ? p.dil_h : p.stride_h, sw = dil ? p.dil_w : p.stride_w;
-  const int64_t hp = p.h + p.pad_t + p.pad_b, wp = p.w + p.pad_l + p.pad_r;
-  parallel_for(q.n * q.c, nt, [&](int64_t i0, int64_t i1) {
+  const int64_t hp = p.h + p.pad_t + p.pad_b, wp = p.w + p.pad_l + p.pad_r, span = sw * q.w;
+  // The sw phase planes (a, 0..sw) of one channel are one plane apart (strided) or one image apart
+  // (dilated): each padded row is built once and dealt out to them.
+  const int64_t pstride = (dil ? q.c : 1) * q.h * q.w;
+  parallel_for(p.n * p.c * sh, nt, [&](int64_t i0, int64_t i1) {
+    std::vector<T> row(static_cast<size_t>(span));
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t iq = i / q.c, cq = i % q.c, ab = dil ? iq % (sh * sw) : cq % (sh * sw);
-      const int64_t n = dil ? iq / (sh * sw) : iq, c = dil ? cq : cq / (sh * sw), ph = ab / sw, pw = ab % sw;
+      const int64_t n = i / (p.c * sh), c = i / sh % p.c, ph = i % sh;
       const T* xc = a.x + (n * p.c + c) * p.h * p.w;
-      // columns col in [lo, hi) read input column sw * col + pw - pad_l (inside the input)
-      const int64_t lo = std::clamp<int64_t>(cdiv(p.pad_l - pw, sw), 0, q.w);
-      const int64_t hi = std::clamp<int64_t>(cdiv(p.pad_l + p.w - pw, sw), lo, q.w);
-      auto edge = [&](const T* xr, int64_t col) {
-        const int64_t pc = sw * col + pw, ic = pc < wp ? a.col_map[pc] : -1;
-        return ic < 0 ? T(0) : xr[ic];
-      };
-      T* dst = xq + i * q.h * q.w;
+      T* dst = xq + (dil ? ((n * sh + ph) * sw * q.c + c) : (n * q.c + (c * sh + ph) * sw)) * q.h * q.w;
+      const int64_t lo = std::min(p.pad_l, span), hi = std::clamp<int64_t>(p.pad_l + p.w, lo, span);
       for (int64_t r = 0; r < q.h; ++r, dst += q.w) {
         const int64_t pr = sh * r + ph, ir = pr < hp ? a.row_map[pr] : -1;
         if (ir < 0) {
-          std::fill(dst, dst + q.w, T(0));
+          for (int64_t b = 0; b < sw; ++b) std::fill(dst + b * pstride, dst + b * pstride + q.w, T(0));
           continue;
         }
         const T* xr = xc + ir * p.w;
-        for (int64_t col = 0; col < lo; ++col) dst[col] = edge(xr, col);
-        for (int64_t col = lo; col < hi; ++col) dst[col] = xr[sw * col + pw - p.pad_l];
-        for (int64_t col = hi; col < q.w; ++col) dst[col] = edge(xr, col);
+        for (int64_t pc = 0; pc < lo; ++pc) row[static_cast<size_t>(pc)] = a.col_map[pc] < 0 ? T(0) : xr[a.col_map[pc]];
+        std::memcpy(row.data() + lo, xr + lo - p.pad_l, sizeof(T) * static_cast<size_t>(hi - lo));
+        for (int64_t pc = hi; pc < span; ++pc) {
+          const int64_t ic = pc < wp ? a.col_map[pc] : -1;
+          row[static_cast<size_t>(pc)] = ic < 0 ? T(0) : xr[ic];
+        }
+        for (int64_t b = 0; b < sw; ++b)
+          for (int64_t col = 0; col < q.w; ++col) dst[b * pstride + col] = row[static_cast<size_t>(sw * col + b)];
       }
     }
   });
 }
 
-// Tap (r, s) of channel c sits at channel c * sh * sw + (r % sh) * sw + s % sw, tap (r / sh, s / sw).
-inline int64_t phase_tap(const Conv2dParams& p, int64_t c, int64_t r, int64_t s) {
-  return ((c * p.stride_h + r % p.stride_h) * p.stride_w + s % p.stride_w) * 9 + r / p.stride_h * 3 + s / p.stride_w;
+// Tap (r, s) of channel c sits at channel c * sh * sw + (r % sh) * sw + s % sw, tap (r / sh, s / sw):
+// offsets (c * sh * sw * 9 +) tap[r * S + s] in one filter of q.
+std::vector<int64_t> phase_taps(const Conv2dParams& p) {
+  std::vector<int64_t> tap(static_cast<size_t>(p.r * p.s));
+  for (int64_t r = 0; r < p.r; ++r)
+    for (int64_t s = 0; s < p.s; ++s)
+      tap[static_cast<size_t>(r * p.s + s)] =
+          (r % p.stride_h * p.stride_w + s % p.stride_w) * 9 + r / p.stride_h * 3 + s / p.stride_w;
+  return tap;
 }
 
 // x' (a padded copy of the input) and, dilated, y' or dy' (q.k output planes per image) within
@@ -635,11 +647,10 @@ bool fwd_phases(const ConvArgs<T>& a, const Conv2dParams& q, int nt) {
     return true;
   }
   std::vector<T> wq(static_cast<size_t>(q.k * q.c * 9), T(0));
-  for (int64_t k = 0; k < p.k; ++k)
-    for (int64_t c = 0; c < p.c; ++c)
-      for (int64_t r = 0; r < p.r; ++r)
-        for (int64_t s = 0; s < p.s; ++s)
-          wq[static_cast<size_t>(k * q.c * 9 + phase_tap(p, c, r, s))] = a.w[((k * p.c + c) * p.r + r) * p.s + s];
+  const std::vector<int64_t> tap = phase_taps(p);
+  const int64_t rs = p.r * p.s, cstep = p.stride_h * p.stride_w * 9;
+  for (int64_t kc = 0; kc < p.k * p.c; ++kc)
+    for (int64_t t = 0; t < rs; ++t) wq[static_cast<size_t>(kc * cstep + tap[static_cast<size_t>(t)])] = a.w[kc * rs + t];
   Problem<T> pr = forward_problem(phase_args(q, xq.get()), 0);
   pr.y = a.y, pr.y_img = p.k * p.oh * p.ow, pr.y_ch = p.oh * p.ow;
   pr.bias = a.b;
@@ -660,11 +671,10 @@ bool bwd_weight_phases(const ConvArgs<T>& a, const Conv2dParams& q, const T* dy,
   std::vector<T> dwq(static_cast<size_t>(q.k * q.c * 9));
   if (!run_wgrad(forward_problem(phase_args(q, xq.get()), 0), dy, p.k * p.oh * p.ow, p.oh * p.ow, dwq.data(), nt))
     return false;
-  for (int64_t k = 0; k < p.k; ++k)
-    for (int64_t c = 0; c < p.c; ++c)
-      for (int64_t r = 0; r < p.r; ++r)
-        for (int64_t s = 0; s < p.s; ++s)
-          dw[((k * p.c + c) * p.r + r) * p.s + s] = dwq[static_cast<size_t>(k * q.c * 9 + phase_tap(p, c, r, s))];
+  const std::vector<int64_t> tap = phase_taps(p);
+  const int64_t rs = p.r * p.s, cstep = p.stride_h * p.stride_w * 9;
+  for (int64_t kc = 0; kc < p.k * p.c; ++kc)
+    for (int64_t t = 0; t < rs; ++t) dw[kc * rs + t] = dwq[static_cast<size_t>(kc * cstep + tap[static_cast<size_t>(t)])];
   return true;
 }
 
