@@ -208,3 +208,22 @@ def test_pool_window_equal_to_padded_input(dtype, isa, poison):
                 check_close(F.avg_pool2d_grad(gy, x.shape, kern, 1, p, cm, cip),
                             ref.avg_pool2d_grad(gy.astype(np.float64), x.shape, kern, 1, p, cm, cip),
                             dtype=dtype, k=1, case=msg)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ow", [20, 21, 28, 31, 33])
+def test_first_layer_weight_gradient_tail_vector(ow, dtype):
+    """The last, overlapping vector of an output row (width not a multiple of the lanes) zeroes the
+    lanes already summed in x as well as dy: an inf there stays inf, it does not become NaN."""
+    rng = np.random.default_rng(ow)
+    x = rng.standard_normal((2, 3, ow + 4, ow + 4))
+    dy = rng.standard_normal((2, 4, ow, ow))
+    for col in range(10, 18):
+        xx = x.copy()
+        xx[0, 1, 3, col] = np.inf
+        got = F.conv2d_grad_weight(xx.astype(dtype), dy.astype(dtype), (4, 3, 5, 5), algo="direct")
+        exp = ref.conv2d_grad_weight(xx, dy, (4, 3, 5, 5))
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(exp), err_msg=f"col {col}")
+        np.testing.assert_array_equal(got[np.isinf(exp)], exp[np.isinf(exp)], err_msg=f"col {col}")
+        finite = np.isfinite(exp)
+        np.testing.assert_allclose(got[finite], exp[finite], rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-3)

@@ -304,6 +304,19 @@ void small_c_block(const ConvArgs<T>& a, const T* xp, int64_t n, int64_t k0, int
         for (int kk = 0; kk < KB; ++kk) acc[kk][t] += g[kk] * xv;
       }
     }
+    if (ow < p.ow && p.ow >= L) {  // the last L outputs again, the lanes already summed zeroed
+      const int64_t o = p.ow - L;   // (in x too: 0 * inf would turn an inf gradient into NaN)
+      typename V<T>::ivec lane;
+      for (int l = 0; l < L; ++l) lane[l] = l;
+      const auto fresh = lane >= static_cast<int>(ow - o);
+      vec g[KB];
+      for (int kk = 0; kk < KB; ++kk) g[kk] = fresh ? loadu(dyk[kk] + oh * p.ow + o) : vec{};
+      for (int t = 0; t < TB; ++t) {
+        const vec xv = fresh ? load_strided<T, S>(xr + off[t] + o * sw, sw) : vec{};
+        for (int kk = 0; kk < KB; ++kk) acc[kk][t] += g[kk] * xv;
+      }
+      ow = p.ow;
+    }
     for (; ow < p.ow; ++ow)
       for (int kk = 0; kk < KB; ++kk)
         for (int t = 0; t < TB; ++t) tail[kk][t] += dyk[kk][oh * p.ow + ow] * xr[off[t] + ow * sw];
