@@ -198,7 +198,7 @@ bool run(const Problem<T>& pr, int nt) {
   // the filters in chunks whose U stays in the two L2s (same sums, same bits).
   const int64_t elem = static_cast<int64_t>(sizeof(T)), u_full = kTiles * cdiv(pr.kout, pl.mr) * pl.mr * pr.cin;
   bool resident = false;
-  if (pl.units <= 4 && u_full * elem > (int64_t{4} << 20)) {
+  if (pl.units <= 16 && u_full * elem > (int64_t{4} << 20)) {
     const int64_t kc = std::min(pl.kchunk, std::max<int64_t>(pl.mr, (int64_t{2} << 20) / elem / (kTiles * pr.cin) / pl.mr * pl.mr));
     const int64_t need = pl.units * static_cast<int64_t>(v_elems) + kTiles * kc * (pr.cin + pl.tp) + nt * pl.plane_elems;
     if (need <= static_cast<int64_t>(workspace_limit()) / elem) {
@@ -252,8 +252,12 @@ bool run(const Problem<T>& pr, int nt) {
     const size_t m_elems = static_cast<size_t>(kTiles * kp * pl.tp);
     const int64_t room = static_cast<int64_t>(workspace_limit() / sizeof(T)) - pl.u_elems;
     const int unit_threads = static_cast<int>(std::min<int64_t>(nt, std::max<int64_t>(1, room / pl.unit_elems)));
+    // Whole rounds of units in parallel, one per thread; the rest (fewer units than threads) one at
+    // a time with the threads splitting each unit (7 units on 2 threads would run 4 + 3).
+    int64_t first = 0;
     if (!resident && pl.units >= 3 * static_cast<int64_t>(unit_threads) && unit_threads > 1) {
-      parallel_for(pl.units, unit_threads, [&](int64_t a, int64_t b) {
+      first = pl.units / unit_threads * unit_threads;
+      parallel_for(first, unit_threads, [&](int64_t a, int64_t b) {
         Buffer<T> v(v_elems), m(m_elems), plane(static_cast<size_t>(pl.plane_elems));
         UnitLayout ul;
         WinoTiles<T> t;
@@ -264,12 +268,11 @@ bool run(const Problem<T>& pr, int nt) {
           output(t, 0, kout, m.get());
         }
       });
-      continue;
     }
-    Buffer<T> v(resident ? 0 : v_elems), m(m_elems);
+    Buffer<T> v(resident || first == pl.units ? 0 : v_elems), m(first == pl.units ? 0 : m_elems);
     UnitLayout ul;
     WinoTiles<T> t;
-    for (int64_t unit = 0; unit < pl.units; ++unit) {
+    for (int64_t unit = first; unit < pl.units; ++unit) {
       setup(unit, ul, t);
       T* vu = resident ? vall.get() + unit * v_elems : v.get();
       if (!resident)
