@@ -1,5 +1,8 @@
 // Workspace: 64-byte aligned buffers. scratch() are small per-thread buffers that live as long
 // as their thread (GEMM packing panels), so they are allocated once, not on every call.
+// call_buffer() are the calling thread's large per-call buffers (Winograd's transformed data),
+// kept for the next call: above glibc's mmap threshold (32 MiB at most) a fresh allocation
+// faults in every page on every call. Each is bounded by the workspace limit of its call.
 // Buffer is a per-call owning allocation (im2col columns); its size is capped by the caller.
 #pragma once
 #include <cstddef>
@@ -33,16 +36,16 @@ class Buffer {
   T* p_ = nullptr;
 };
 
-// Per-thread scratch slot `slot` (0, 1 or 2) with room for at least n elements of T.
+namespace workspace_detail {
+struct Slot {
+  void* p = nullptr;
+  size_t bytes = 0;
+  ~Slot() { std::free(p); }
+};
+
+// s grown to at least n elements of T (contents not kept).
 template <class T>
-T* scratch(int slot, size_t n) {
-  struct Slot {
-    void* p = nullptr;
-    size_t bytes = 0;
-    ~Slot() { std::free(p); }
-  };
-  thread_local Slot slots[3];
-  Slot& s = slots[slot];
+T* grow(Slot& s, size_t n) {
   const size_t bytes = n * sizeof(T);
   if (s.bytes < bytes) {
     std::free(s.p);
@@ -52,6 +55,21 @@ T* scratch(int slot, size_t n) {
     s.bytes = bytes;
   }
   return static_cast<T*>(s.p);
+}
+}  // namespace workspace_detail
+
+// Per-thread scratch slot `slot` (0, 1 or 2) with room for at least n elements of T.
+template <class T>
+T* scratch(int slot, size_t n) {
+  thread_local workspace_detail::Slot slots[3];
+  return workspace_detail::grow<T>(slots[slot], n);
+}
+
+// The calling thread's call-level buffer `slot` (0 to 5), distinct from its scratch().
+template <class T>
+T* call_buffer(int slot, size_t n) {
+  thread_local workspace_detail::Slot slots[6];
+  return workspace_detail::grow<T>(slots[slot], n);
 }
 
 }  // namespace pyconv

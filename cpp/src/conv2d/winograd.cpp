@@ -207,23 +207,24 @@ bool run(const Problem<T>& pr, int nt) {
       pl.u_elems = kTiles * kc * pr.cin;
     }
   }
-  Buffer<T> vall(resident ? static_cast<size_t>(pl.units) * v_elems : 0);
+  // Call-level buffers 0-3 (the phase split holds 4 and 5).
+  T* vall = resident ? call_buffer<T>(0, static_cast<size_t>(pl.units) * v_elems) : nullptr;
   if (resident) {
     UnitLayout ul;
     WinoTiles<T> t = base;
     for (int64_t unit = 0; unit < pl.units; ++unit) {
       set_unit(pl, unit, pw, ul, t);
       parallel_for(pr.cin, nt, [&](int64_t c0, int64_t c1) {
-        input(t, c0, c1, scratch<T>(0, static_cast<size_t>(pl.plane_elems)), vall.get() + unit * v_elems);
+        input(t, c0, c1, scratch<T>(0, static_cast<size_t>(pl.plane_elems)), vall + unit * v_elems);
       });
     }
   }
 
-  Buffer<T> u(static_cast<size_t>(pl.u_elems));
+  T* u = call_buffer<T>(1, static_cast<size_t>(pl.u_elems));
   for (int64_t k0 = 0; k0 < pr.kout; k0 += pl.kchunk) {
     const int64_t kout = std::min(pl.kchunk, pr.kout - k0), kp = cdiv(kout, pl.mr) * pl.mr;
     parallel_for(kp / pl.mr, nt, [&](int64_t p0, int64_t p1) {
-      filter(pr.w + k0 * pr.so, kout, pr.cin, pr.so, pr.si, pr.flip, pl.kc, p0, p1, u.get());
+      filter(pr.w + k0 * pr.so, kout, pr.cin, pr.so, pr.si, pr.flip, pl.kc, p0, p1, u);
     });
     WinoTiles<T> wt = base;
     wt.kout = kout;
@@ -237,7 +238,7 @@ bool run(const Problem<T>& pr, int nt) {
       for (int64_t xi = x0; xi < x1; ++xi)
         for (int64_t c0 = 0; c0 < pr.cin; c0 += pl.kc) {
           const int64_t kb = std::min<int64_t>(pl.kc, pr.cin - c0);
-          const T* ux = u.get() + xi * kp * pr.cin + c0 * kp;
+          const T* ux = u + xi * kp * pr.cin + c0 * kp;
           for (int64_t j = 0; j < npan; ++j) {
             const T* b = v + xi * xs_v + (j * pr.cin + c0) * pl.nr;
             T* c = m + xi * xs_m + j * pl.nr;
@@ -258,29 +259,32 @@ bool run(const Problem<T>& pr, int nt) {
     if (!resident && pl.units >= 3 * static_cast<int64_t>(unit_threads) && unit_threads > 1) {
       first = pl.units / unit_threads * unit_threads;
       parallel_for(first, unit_threads, [&](int64_t a, int64_t b) {
-        Buffer<T> v(v_elems), m(m_elems), plane(static_cast<size_t>(pl.plane_elems));
+        T* v = scratch<T>(0, v_elems);  // this thread's: no GEMM packing runs here
+        T* m = scratch<T>(1, m_elems);
+        T* plane = scratch<T>(2, static_cast<size_t>(pl.plane_elems));
         UnitLayout ul;
         WinoTiles<T> t;
         for (int64_t unit = a; unit < b; ++unit) {
           setup(unit, ul, t);
-          input(t, 0, pr.cin, plane.get(), v.get());
-          gemms(v.get(), m.get(), 0, kTiles);
-          output(t, 0, kout, m.get());
+          input(t, 0, pr.cin, plane, v);
+          gemms(v, m, 0, kTiles);
+          output(t, 0, kout, m);
         }
       });
     }
-    Buffer<T> v(resident || first == pl.units ? 0 : v_elems), m(first == pl.units ? 0 : m_elems);
+    T* v = resident || first == pl.units ? nullptr : call_buffer<T>(2, v_elems);
+    T* m = first == pl.units ? nullptr : call_buffer<T>(3, m_elems);
     UnitLayout ul;
     WinoTiles<T> t;
     for (int64_t unit = first; unit < pl.units; ++unit) {
       setup(unit, ul, t);
-      T* vu = resident ? vall.get() + unit * v_elems : v.get();
+      T* vu = resident ? vall + unit * v_elems : v;
       if (!resident)
         parallel_for(pr.cin, nt, [&](int64_t c0, int64_t c1) {
           input(t, c0, c1, scratch<T>(0, static_cast<size_t>(pl.plane_elems)), vu);
         });
-      parallel_for(kTiles, nt, [&](int64_t x0, int64_t x1) { gemms(vu, m.get(), x0, x1); });
-      parallel_for(kout, nt, [&](int64_t a, int64_t b) { output(t, a, b, m.get()); });
+      parallel_for(kTiles, nt, [&](int64_t x0, int64_t x1) { gemms(vu, m, x0, x1); });
+      parallel_for(kout, nt, [&](int64_t a, int64_t b) { output(t, a, b, m); });
     }
   }
   return true;
@@ -346,9 +350,9 @@ bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch,
   t.dy_ch = dy_ch;
   t.tp = pl.tp;
   t.vnr = pl.tp;
-  Buffer<T> m(static_cast<size_t>(m_elems)), xd(static_cast<size_t>(per_tile * pl.tp));
-  T* xh = xd.get();                         // X[xi][c][t]
-  T* dh = xd.get() + kTiles * cin * pl.tp;  // D[xi][k][t]
+  T* m = call_buffer<T>(0, static_cast<size_t>(m_elems));
+  T* xh = call_buffer<T>(1, static_cast<size_t>(per_tile * pl.tp));  // X[xi][c][t]
+  T* dh = xh + kTiles * cin * pl.tp;                                 // D[xi][k][t]
   UnitLayout ul;
   for (int64_t unit = 0; unit < units; ++unit) {
     set_unit(pl, unit, pw, ul, t);
@@ -364,7 +368,7 @@ bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch,
       for (int64_t xi = x0; xi < x1; ++xi) {
         const T* as = swap ? xh + xi * cin * pl.tp : dh + xi * kout * pl.tp;  // M's rows, then columns
         const T* bs = swap ? dh + xi * kout * pl.tp : xh + xi * cin * pl.tp;
-        T* mx = m.get() + xi * gt.nr;
+        T* mx = m + xi * gt.nr;
         for (int64_t pc = 0; pc < kdim; pc += gt.kc) {
           const int64_t kb = std::min(gt.kc, kdim - pc);
           for (int64_t j = 0; j < np; j += gt.nr)
@@ -386,7 +390,7 @@ bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch,
   }
   auto* wout = tbl.conv2d_winograd_wout[ii];
   const int64_t rs = swap ? pr.si : pr.so, cs = swap ? pr.so : pr.si;
-  parallel_for(rows, nt, [&](int64_t i0, int64_t i1) { wout(m.get(), mp, cols, i0, i1, dw, rs, cs); });
+  parallel_for(rows, nt, [&](int64_t i0, int64_t i1) { wout(m, mp, cols, i0, i1, dw, rs, cs); });
   return true;
 }
 
@@ -537,12 +541,12 @@ std::vector<int64_t> phase_taps(const Conv2dParams& p) {
 // x' (a padded copy of the input) and, dilated, y' or dy' (q.k output planes per image) within
 // half the workspace limit, else false.
 template <class T>
-bool phase_buffers(const Conv2dParams& p, const Conv2dParams& q, Buffer<T>& xq, Buffer<T>& yq) {
+bool phase_buffers(const Conv2dParams& p, const Conv2dParams& q, T*& xq, T*& yq) {
   const double x_elems = static_cast<double>(q.n * q.c) * static_cast<double>(q.h * q.w);
   const double y_elems = dilated(p) ? static_cast<double>(q.n * q.k) * static_cast<double>(q.oh * q.ow) : 0;
   if ((x_elems + y_elems) * sizeof(T) > static_cast<double>(workspace_limit()) / 2) return false;
-  xq = Buffer<T>(static_cast<size_t>(x_elems));
-  yq = Buffer<T>(static_cast<size_t>(y_elems));
+  xq = call_buffer<T>(4, static_cast<size_t>(x_elems));
+  yq = y_elems > 0 ? call_buffer<T>(5, static_cast<size_t>(y_elems)) : nullptr;
   return true;
 }
 
@@ -637,16 +641,16 @@ ConvArgs<T> phase_args(const Conv2dParams& q, const T* xq) {
 template <class T>
 bool fwd_phases(const ConvArgs<T>& a, const Conv2dParams& q, int nt) {
   const Conv2dParams& p = *a.p;
-  Buffer<T> xq, yq;
+  T *xq, *yq;
   if (!phase_buffers(p, q, xq, yq)) return false;
-  phase_input(p, q, a, xq.get(), nt);
+  phase_input(p, q, a, xq, nt);
   if (dilated(p)) {
-    Problem<T> pr = forward_problem(phase_args(q, xq.get()), 0);
-    pr.y = yq.get(), pr.y_img = q.k * q.oh * q.ow, pr.y_ch = q.oh * q.ow;
+    Problem<T> pr = forward_problem(phase_args(q, xq), 0);
+    pr.y = yq, pr.y_img = q.k * q.oh * q.ow, pr.y_ch = q.oh * q.ow;
     pr.bias = a.b;
     pr.w = a.w, pr.flip = false;
     if (!run(pr, nt)) return false;
-    phase_outputs<T, true>(p, q, a.y, yq.get(), nt);
+    phase_outputs<T, true>(p, q, a.y, yq, nt);
     return true;
   }
   std::vector<T> wq(static_cast<size_t>(q.k * q.c * 9), T(0));
@@ -654,7 +658,7 @@ bool fwd_phases(const ConvArgs<T>& a, const Conv2dParams& q, int nt) {
   const int64_t rs = p.r * p.s, cstep = p.stride_h * p.stride_w * 9;
   for (int64_t kc = 0; kc < p.k * p.c; ++kc)
     for (int64_t t = 0; t < rs; ++t) wq[static_cast<size_t>(kc * cstep + tap[static_cast<size_t>(t)])] = a.w[kc * rs + t];
-  Problem<T> pr = forward_problem(phase_args(q, xq.get()), 0);
+  Problem<T> pr = forward_problem(phase_args(q, xq), 0);
   pr.y = a.y, pr.y_img = p.k * p.oh * p.ow, pr.y_ch = p.oh * p.ow;
   pr.bias = a.b;
   pr.w = wq.data(), pr.flip = false;
@@ -664,15 +668,15 @@ bool fwd_phases(const ConvArgs<T>& a, const Conv2dParams& q, int nt) {
 template <class T>
 bool bwd_weight_phases(const ConvArgs<T>& a, const Conv2dParams& q, const T* dy, T* dw, int nt) {
   const Conv2dParams& p = *a.p;
-  Buffer<T> xq, dyq;
+  T *xq, *dyq;
   if (!phase_buffers(p, q, xq, dyq)) return false;
-  phase_input(p, q, a, xq.get(), nt);
+  phase_input(p, q, a, xq, nt);
   if (dilated(p)) {
-    phase_outputs<T, false>(p, q, dy, dyq.get(), nt);
-    return run_wgrad(forward_problem(phase_args(q, xq.get()), 0), dyq.get(), q.k * q.oh * q.ow, q.oh * q.ow, dw, nt);
+    phase_outputs<T, false>(p, q, dy, dyq, nt);
+    return run_wgrad(forward_problem(phase_args(q, xq), 0), dyq, q.k * q.oh * q.ow, q.oh * q.ow, dw, nt);
   }
   std::vector<T> dwq(static_cast<size_t>(q.k * q.c * 9));
-  if (!run_wgrad(forward_problem(phase_args(q, xq.get()), 0), dy, p.k * p.oh * p.ow, p.oh * p.ow, dwq.data(), nt))
+  if (!run_wgrad(forward_problem(phase_args(q, xq), 0), dy, p.k * p.oh * p.ow, p.oh * p.ow, dwq.data(), nt))
     return false;
   const std::vector<int64_t> tap = phase_taps(p);
   const int64_t rs = p.r * p.s, cstep = p.stride_h * p.stride_w * 9;
