@@ -140,7 +140,9 @@ def restore_runtime():
 
 # Many units of tiles (run in parallel) and a single unit (threads split its channels / positions).
 @pytest.mark.parametrize("shape", [(6, 16, 30, 30, 24, 1, "zeros"), (1, 40, 9, 9, 48, 1, "zeros"),
-                                   (2, 200, 6, 7, 190, 1, "zeros")], ids=_id)
+                                   (2, 200, 6, 7, 190, 1, "zeros"),
+                                   (40, 64, 16, 15, 64, 1, "zeros")],  # weight gradient: 8 chunks of units
+                         ids=_id)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=DT_IDS)
 def test_bits_do_not_depend_on_threads(shape, dtype, restore_runtime):
     x, wt, b, gy = (a.astype(dtype) for a in data(shape, dtype))
@@ -320,6 +322,8 @@ def test_auto_uses_winograd_only_where_it_applies():
     assert core.conv2d_choose_algo((8, 8, 32, 32), (64, 8, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 0, 2) != "winograd"
 
 
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="page faults are meaningless under AddressSanitizer's allocator")
 def test_large_buffers_are_reused_across_calls():
     """The transformed data (here 36 x 512 x 512 sums, 38 MB, above glibc's largest mmap threshold)
     is kept by the calling thread: repeated calls do not fault their pages in again."""
@@ -337,3 +341,15 @@ def test_large_buffers_are_reused_across_calls():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.split()[-1]) < 1000  # 3 x 9400 pages when allocated per call
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=DT_IDS)
+def test_weight_gradient_in_chunks_of_units(dtype):
+    """Many units of tiles and a small M: 8 chunks summed separately, then in order."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((48, 64, 16, 15)).astype(dtype)   # 768 tiles in 8 units
+    gy = rng.standard_normal((48, 48, 16, 15)).astype(dtype)
+    exact = F.conv2d_grad_weight(x.astype(np.float64), gy.astype(np.float64), (48, 64, 3, 3), padding=1,
+                                 algo="im2col")
+    dw = F.conv2d_grad_weight(x, gy, (48, 64, 3, 3), padding=1, algo="winograd")
+    assert np.abs(dw - exact).max() <= (2e-5 if dtype == np.float32 else 1e-13) * np.abs(exact).max()

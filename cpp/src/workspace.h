@@ -58,10 +58,10 @@ T* grow(Slot& s, size_t n) {
 }
 }  // namespace workspace_detail
 
-// Per-thread scratch slot `slot` (0, 1 or 2) with room for at least n elements of T.
+// Per-thread scratch slot `slot` (0 to 3) with room for at least n elements of T.
 template <class T>
 T* scratch(int slot, size_t n) {
-  thread_local workspace_detail::Slot slots[3];
+  thread_local workspace_detail::Slot slots[4];
   return workspace_detail::grow<T>(slots[slot], n);
 }
 

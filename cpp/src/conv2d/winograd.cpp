@@ -298,6 +298,7 @@ bool run(const Problem<T>& pr, int nt) {
 // and filters), then the 36 GEMMs (threads over xi, each M[xi] owned by one thread and summed
 // over units in order), so the bits do not depend on the thread count.
 constexpr int64_t kWgradUnitBytes = int64_t{3} << 19;  // X + D of one unit
+constexpr int64_t kWgradChunks = 8;
 
 template <class T>
 bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch, T* dw, int nt) {
@@ -350,43 +351,73 @@ bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch,
   t.dy_ch = dy_ch;
   t.tp = pl.tp;
   t.vnr = pl.tp;
-  T* m = call_buffer<T>(0, static_cast<size_t>(m_elems));
-  T* xh = call_buffer<T>(1, static_cast<size_t>(per_tile * pl.tp));  // X[xi][c][t]
-  T* dh = xh + kTiles * cin * pl.tp;                                 // D[xi][k][t]
-  UnitLayout ul;
-  for (int64_t unit = 0; unit < units; ++unit) {
-    set_unit(pl, unit, pw, ul, t);
-    parallel_for(cin + kout, nt, [&](int64_t a, int64_t b) {
-      T* plane = scratch<T>(2, static_cast<size_t>(pl.plane_elems));
-      if (a < cin) input(t, a, std::min(b, cin), plane, xh);
-      if (b > cin) dyt(t, std::max(a, cin) - cin, b - cin, plane, dh);
-    });
-    const int64_t kdim = t.ntiles;
-    parallel_for(kTiles, nt, [&](int64_t x0, int64_t x1) {
-      T* ap = scratch<T>(0, static_cast<size_t>(gt.mc * gt.kc));
-      T* bp = scratch<T>(1, static_cast<size_t>(gt.kc * np));
-      for (int64_t xi = x0; xi < x1; ++xi) {
-        const T* as = swap ? xh + xi * cin * pl.tp : dh + xi * kout * pl.tp;  // M's rows, then columns
-        const T* bs = swap ? dh + xi * kout * pl.tp : xh + xi * cin * pl.tp;
-        T* mx = m + xi * gt.nr;
-        for (int64_t pc = 0; pc < kdim; pc += gt.kc) {
-          const int64_t kb = std::min(gt.kc, kdim - pc);
-          for (int64_t j = 0; j < np; j += gt.nr)
-            pack_tr(bs + j * pl.tp + pc, pl.tp, std::min<int64_t>(gt.nr, cols - j), kb, gt.nr, bp + j * kb);
-          for (int64_t ic = 0; ic < mp; ic += gt.mc) {
-            const int64_t mb = std::min(gt.mc, mp - ic);
-            for (int64_t i = 0; i < mb; i += gt.mr) {
-              const int64_t live = std::clamp<int64_t>(rows - ic - i, 0, gt.mr);  // the rest: zeros
-              pack_tr(as + (live > 0 ? (ic + i) * pl.tp + pc : 0), pl.tp, live, kb, gt.mr, ap + i * kb);
-            }
-            for (int64_t j = 0; j < np; j += gt.nr)
-              for (int64_t i = 0; i < mb; i += gt.mr)
-                uk(kb, ap + i * kb, bp + j * kb, mx + (j * mp + (ic + i) * gt.nr) * kTiles, kTiles * gt.nr,
-                   unit > 0 || pc > 0);
+  // mm[xi] (+)= the sums over a unit's kdim tiles for positions [x0, x1), from X = xh, D = dh.
+  auto gemms = [&](const T* xh, const T* dh, T* mm, bool acc, int64_t kdim, int64_t x0, int64_t x1) {
+    T* ap = scratch<T>(0, static_cast<size_t>(gt.mc * gt.kc));
+    T* bp = scratch<T>(1, static_cast<size_t>(gt.kc * np));
+    for (int64_t xi = x0; xi < x1; ++xi) {
+      const T* as = swap ? xh + xi * cin * pl.tp : dh + xi * kout * pl.tp;  // M's rows, then columns
+      const T* bs = swap ? dh + xi * kout * pl.tp : xh + xi * cin * pl.tp;
+      T* mx = mm + xi * gt.nr;
+      for (int64_t pc = 0; pc < kdim; pc += gt.kc) {
+        const int64_t kb = std::min(gt.kc, kdim - pc);
+        for (int64_t j = 0; j < np; j += gt.nr)
+          pack_tr(bs + j * pl.tp + pc, pl.tp, std::min<int64_t>(gt.nr, cols - j), kb, gt.nr, bp + j * kb);
+        for (int64_t ic = 0; ic < mp; ic += gt.mc) {
+          const int64_t mb = std::min(gt.mc, mp - ic);
+          for (int64_t i = 0; i < mb; i += gt.mr) {
+            const int64_t live = std::clamp<int64_t>(rows - ic - i, 0, gt.mr);  // the rest: zeros
+            pack_tr(as + (live > 0 ? (ic + i) * pl.tp + pc : 0), pl.tp, live, kb, gt.mr, ap + i * kb);
           }
+          for (int64_t j = 0; j < np; j += gt.nr)
+            for (int64_t i = 0; i < mb; i += gt.mr)
+              uk(kb, ap + i * kb, bp + j * kb, mx + (j * mp + (ic + i) * gt.nr) * kTiles, kTiles * gt.nr, acc || pc > 0);
+        }
+      }
+    }
+  };
+  T* m = call_buffer<T>(0, static_cast<size_t>(m_elems));
+  // Many units and a small M: a fixed number of unit chunks (from the shape, never the thread
+  // count), each summed into its own M by one thread without a fork and join per unit, the
+  // partial sums added in chunk order after.
+  const int64_t chunks = std::min<int64_t>(units, kWgradChunks);
+  if (units >= kWgradChunks && chunks * m_elems * static_cast<int64_t>(sizeof(T)) <= (int64_t{16} << 20)) {
+    T* part = call_buffer<T>(1, static_cast<size_t>((chunks - 1) * m_elems));
+    parallel_for(chunks, nt, [&](int64_t c0, int64_t c1) {
+      T* xh = scratch<T>(3, static_cast<size_t>(per_tile * pl.tp));
+      T* dh = xh + kTiles * cin * pl.tp;
+      T* plane = scratch<T>(2, static_cast<size_t>(pl.plane_elems));
+      UnitLayout ul;
+      WinoTiles<T> tu = t;
+      for (int64_t c = c0; c < c1; ++c) {
+        T* mc = c == 0 ? m : part + (c - 1) * m_elems;
+        for (int64_t unit = units * c / chunks; unit < units * (c + 1) / chunks; ++unit) {
+          set_unit(pl, unit, pw, ul, tu);
+          input(tu, 0, cin, plane, xh);
+          dyt(tu, 0, kout, plane, dh);
+          gemms(xh, dh, mc, unit > units * c / chunks, tu.ntiles, 0, kTiles);
         }
       }
     });
+    parallel_for(m_elems, nt, [&](int64_t i0, int64_t i1) {
+      for (int64_t c = 1; c < chunks; ++c) {
+        const T* src = part + (c - 1) * m_elems;
+        for (int64_t i = i0; i < i1; ++i) m[i] += src[i];
+      }
+    });
+  } else {
+    T* xh = call_buffer<T>(1, static_cast<size_t>(per_tile * pl.tp));  // X[xi][c][t]
+    T* dh = xh + kTiles * cin * pl.tp;                                 // D[xi][k][t]
+    UnitLayout ul;
+    for (int64_t unit = 0; unit < units; ++unit) {
+      set_unit(pl, unit, pw, ul, t);
+      parallel_for(cin + kout, nt, [&](int64_t a, int64_t b) {
+        T* plane = scratch<T>(2, static_cast<size_t>(pl.plane_elems));
+        if (a < cin) input(t, a, std::min(b, cin), plane, xh);
+        if (b > cin) dyt(t, std::max(a, cin) - cin, b - cin, plane, dh);
+      });
+      parallel_for(kTiles, nt, [&](int64_t x0, int64_t x1) { gemms(xh, dh, m, unit > 0, t.ntiles, x0, x1); });
+    }
   }
   auto* wout = tbl.conv2d_winograd_wout[ii];
   const int64_t rs = swap ? pr.si : pr.so, cs = swap ? pr.so : pr.si;
