@@ -385,8 +385,9 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
 
     ``input_shape`` disambiguates the input size when a stride > 1 maps several sizes to one
     output size. With a non-zero ``padding_mode`` the gradient of the padded border is folded back
-    onto the input pixels it was copied from. ``algo="winograd"`` applies to 3x3 stride-1
-    dilation-1 zero-padded layers and runs ``"im2col"`` otherwise.
+    onto the input pixels it was copied from. ``algo="winograd"`` applies to zero-padded 3x3
+    stride-1 layers, dilated 3x3 layers and strided kernels spanning 3 strides each way (groups 1;
+    over the input's phases), and runs ``"im2col"`` otherwise.
     """
     dx = _core.conv2d_bwd_data_fast(grad_output, weight, input_shape, stride, padding, dilation, groups, padding_mode,
                                     algo)

@@ -88,11 +88,11 @@ def conv_algo_run(algo, direction, x_shape, w_shape, stride=1, padding=0, dilati
     if algo == "winograd":
         applies = (tuple(w_shape[2:]) == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1) and
                    (_DIR_CODE[direction] != 1 or mode == "zeros"))
-        # strided or dilated: a stride-1 3x3 layer over the input's phases (not the input gradient)
+        # strided or dilated: a stride-1 3x3 layer over the input's phases
         strided = (spec.stride != (1, 1) and spec.dilation == (1, 1) and
                    all(-(-k // s) == 3 for k, s in zip(w_shape[2:], spec.stride)))
         dilated = spec.dilation != (1, 1) and spec.stride == (1, 1) and tuple(w_shape[2:]) == (3, 3)
-        phases = (strided or dilated) and groups == 1 and _DIR_CODE[direction] != 1
+        phases = (strided or dilated) and groups == 1 and (_DIR_CODE[direction] != 1 or mode == "zeros")
         return "winograd" if applies or phases else "im2col"
     return algo
 

@@ -193,7 +193,7 @@ def test_weight_gradient_units_within_the_workspace(restore_runtime):
 
 # Strided layers whose kernel spans 3 strides each way (phases as channels) and dilated 3x3
 # layers (phases as images): a stride-1 3x3 layer over the input's phases, for the forward and the
-# weight gradient (the input gradient stays im2col).
+# weight gradient in every padding mode, for the input gradient with zero padding.
 PHASED = [  # n, c, h, w, k, kernel, stride, padding, dilation, mode
     (1, 3, 35, 33, 8, (11, 11), 4, 2, 1, "zeros"),      # AlexNet conv1's geometry, small
     (2, 4, 17, 19, 6, (5, 5), 2, 2, 1, "zeros"),
@@ -230,6 +230,11 @@ def test_layers_over_their_phases(shape, dtype, isa, poison):
     dw = F.conv2d_grad_weight(x.astype(dtype), gy.astype(dtype), wt.shape, **kw, algo="winograd")
     check_close(dw, ref.conv2d_grad_weight(x, gy, wt.shape, stride, padding, dilation, 1, mode), dtype=dtype,
                 k=max(1, gy.size // k), algo="winograd", case=f"grad_weight isa={isa}")
+    if mode == "zeros":
+        dx = F.conv2d_grad_input(gy.astype(dtype), wt.astype(dtype), x.shape, stride=stride, padding=padding,
+                                 dilation=dilation, algo="winograd")
+        check_close(dx, ref.conv2d_grad_input(gy, wt, x.shape, stride, padding, dilation, 1), dtype=dtype,
+                    k=k * 9, algo="winograd", case=f"grad_input isa={isa}")
     if n and dtype == np.float32:  # Winograd's rounding, not im2col's
         assert not np.array_equal(y, F.conv2d(x.astype(dtype), wt.astype(dtype), b.astype(dtype), **kw, algo="im2col"))
 
@@ -240,15 +245,18 @@ def test_phases_auto_and_verbose():
         assert core.conv2d_choose_algo((8, 64, 56, 56), (64, 64, 3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1, 0,
                                        direction) == "winograd"
     # AlexNet conv1: 48 phase channels, 55x55 outputs
-    for direction in (0, 2):
+    for direction in (0, 1, 2):
         assert core.conv2d_choose_algo((8, 3, 224, 224), (64, 3, 11, 11), (4, 4), (2, 2, 2, 2), (1, 1), 1, 0,
                                        direction) == "winograd"
-    assert core.conv2d_choose_algo((8, 3, 224, 224), (64, 3, 11, 11), (4, 4), (2, 2, 2, 2), (1, 1), 1, 0, 1) != \
+    # the input gradient over phases needs zero padding
+    assert core.conv2d_choose_algo((8, 3, 224, 224), (64, 3, 11, 11), (4, 4), (2, 2, 2, 2), (1, 1), 1, 1, 1) != \
         "winograd"
     code = ("import numpy as np, pyconv.functional as F\n"
             "x = np.ones((1, 3, 35, 35), 'f4'); w = np.ones((4, 3, 11, 11), 'f4')\n"
             "y = F.conv2d(x, w, stride=4, algo='winograd')\n"
-            "F.conv2d_grad_input(y, w, x.shape, stride=4, algo='winograd')\n")
+            "F.conv2d_grad_input(y, w, x.shape, stride=4, algo='winograd')\n"
+            "F.conv2d(x, w, stride=4, padding=1, padding_mode='reflect', algo='winograd')\n"
+            "F.conv2d_grad_input(y, w, x.shape, stride=4, padding=1, padding_mode='reflect', algo='winograd')\n")
     env = dict(os.environ, PYCONV_VERBOSE="1")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/", timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -261,7 +269,7 @@ INELIGIBLE = [
     ("fwd", dict(stride=2, padding=1), (7, 7)),        # 4x4 per phase
     ("fwd", dict(dilation=2, padding=2, stride=2), (3, 3)),
     ("fwd", dict(dilation=2, padding=2, groups=2), (3, 3)),
-    ("grad_input", dict(dilation=2, padding=2), (3, 3)),
+    ("grad_input", dict(dilation=2, padding=2, padding_mode="reflect"), (3, 3)),
     ("fwd", dict(padding=2), (5, 5)),
     ("fwd", dict(padding=(0, 1)), (1, 3)),
     ("grad_input", dict(padding=1, padding_mode="reflect"), (3, 3)),

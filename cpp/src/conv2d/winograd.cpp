@@ -457,7 +457,7 @@ bool dilated(const Conv2dParams& p) { return p.dil_h * p.dil_w > 1; }
 
 bool winograd_applies(const Conv2dParams& p, ConvDir dir) {
   Conv2dParams q;
-  if (dir != ConvDir::bwd_data && phase_split(p, q)) return true;
+  if (phase_split(p, q)) return dir != ConvDir::bwd_data || p.mode == PadMode::zeros;
   if (p.r != 3 || p.s != 3 || p.stride_h != 1 || p.stride_w != 1 || p.dil_h != 1 || p.dil_w != 1) return false;
   return dir != ConvDir::bwd_data || p.mode == PadMode::zeros;
 }
@@ -610,6 +610,8 @@ template <class T>
 bool fwd_phases(const ConvArgs<T>& a, const Conv2dParams& q, int nt);
 template <class T>
 bool bwd_weight_phases(const ConvArgs<T>& a, const Conv2dParams& q, const T* dy, T* dw, int nt);
+template <class T>
+bool bwd_data_phases(const Conv2dParams& p, const Conv2dParams& q, const T* dy, const T* w, T* dx, int nt);
 
 }  // namespace
 
@@ -632,6 +634,8 @@ bool conv2d_fwd_winograd(const ConvArgs<T>& a, int nt) {
 // dx = dy correlated with the flipped filters, channels swapped, padding 2 - pad (stride 1).
 template <class T>
 bool conv2d_bwd_data_winograd(const Conv2dParams& p, const T* dy, const T* w, T* dx, int nt) {
+  Conv2dParams q;
+  if (phase_split(p, q)) return bwd_data_phases(p, q, dy, w, dx, nt);
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
   for (int64_t g = 0; g < p.groups; ++g) {
     Problem<T> pr{};
@@ -669,6 +673,61 @@ ConvArgs<T> phase_args(const Conv2dParams& q, const T* xq) {
   return b;  // no padding: the row/column maps stay null
 }
 
+// The filters of the stride-phase layer (zero past the kernel).
+template <class T>
+std::vector<T> phase_filters(const Conv2dParams& p, const Conv2dParams& q, const T* w) {
+  std::vector<T> wq(static_cast<size_t>(q.k * q.c * 9), T(0));
+  const std::vector<int64_t> tap = phase_taps(p);
+  const int64_t rs = p.r * p.s, cstep = p.stride_h * p.stride_w * 9;
+  for (int64_t kc = 0; kc < p.k * p.c; ++kc)
+    for (int64_t t = 0; t < rs; ++t) wq[static_cast<size_t>(kc * cstep + tap[static_cast<size_t>(t)])] = w[kc * rs + t];
+  return wq;
+}
+
+// Zero padding: dx' = the phase layer's input gradient (dy, or its dilation phases, against the
+// phase filters), then every input pixel takes the value of its phase position; padded positions
+// are dropped and positions no window reads get 0.
+template <class T>
+bool bwd_data_phases(const Conv2dParams& p, const Conv2dParams& q, const T* dy, const T* w, T* dx, int nt) {
+  T *dxq, *dyq;
+  if (!phase_buffers(p, q, dxq, dyq)) return false;
+  if (dilated(p)) {
+    phase_outputs<T, false>(p, q, dy, dyq, nt);
+    if (!conv2d_bwd_data_winograd(q, static_cast<const T*>(dyq), w, dxq, nt)) return false;
+  } else {
+    const std::vector<T> wq = phase_filters(p, q, w);
+    if (!conv2d_bwd_data_winograd(q, dy, wq.data(), dxq, nt)) return false;
+  }
+  const bool dil = dilated(p);
+  const int64_t sh = dil ? p.dil_h : p.stride_h, sw = dil ? p.dil_w : p.stride_w;
+  std::vector<int64_t> col_off(static_cast<size_t>(p.w));  // phase plane offset + column, or -1
+  for (int64_t iw = 0; iw < p.w; ++iw) {
+    const int64_t pc = iw + p.pad_l, b = pc % sw, j = pc / sw;
+    const int64_t plane = dil ? b * q.c : b;  // planes of phase (0, b): images b apart, or channels
+    col_off[static_cast<size_t>(iw)] = j < q.w ? plane * q.h * q.w + j : -1;
+  }
+  parallel_for(p.n * p.c, nt, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / p.c, c = i % p.c;
+      const T* base = dxq + (dil ? n * sh * sw * q.c + c : n * q.c + c * sh * sw) * q.h * q.w;
+      T* dst = dx + i * p.h * p.w;
+      for (int64_t ih = 0; ih < p.h; ++ih, dst += p.w) {
+        const int64_t pr = ih + p.pad_t, a = pr % sh, r = pr / sh;
+        if (r >= q.h) {
+          std::fill(dst, dst + p.w, T(0));
+          continue;
+        }
+        const T* src = base + ((dil ? a * sw * q.c : a * sw) * q.h + r) * q.w;
+        for (int64_t iw = 0; iw < p.w; ++iw) {
+          const int64_t o = col_off[static_cast<size_t>(iw)];
+          dst[iw] = o < 0 ? T(0) : src[o];
+        }
+      }
+    }
+  });
+  return true;
+}
+
 template <class T>
 bool fwd_phases(const ConvArgs<T>& a, const Conv2dParams& q, int nt) {
   const Conv2dParams& p = *a.p;
@@ -684,11 +743,7 @@ bool fwd_phases(const ConvArgs<T>& a, const Conv2dParams& q, int nt) {
     phase_outputs<T, true>(p, q, a.y, yq, nt);
     return true;
   }
-  std::vector<T> wq(static_cast<size_t>(q.k * q.c * 9), T(0));
-  const std::vector<int64_t> tap = phase_taps(p);
-  const int64_t rs = p.r * p.s, cstep = p.stride_h * p.stride_w * 9;
-  for (int64_t kc = 0; kc < p.k * p.c; ++kc)
-    for (int64_t t = 0; t < rs; ++t) wq[static_cast<size_t>(kc * cstep + tap[static_cast<size_t>(t)])] = a.w[kc * rs + t];
+  const std::vector<T> wq = phase_filters(p, q, a.w);
   Problem<T> pr = forward_problem(phase_args(q, xq), 0);
   pr.y = a.y, pr.y_img = p.k * p.oh * p.ow, pr.y_ch = p.oh * p.ow;
   pr.bias = a.b;

@@ -1,5 +1,7 @@
 // Winograd F(4x4, 3x3) convolution (winograd.cpp): 3x3, stride 1, dilation 1; the forward in
 // every padding mode, the input gradient with zero padding, the weight gradient in every mode.
+// Dilated 3x3 layers and strided kernels spanning 3 strides each way (groups 1) run the same over
+// the phases of their input.
 #pragma once
 #include "kernels.h"
 #include "pyconv/conv2d.h"
