@@ -379,9 +379,10 @@ bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch,
   T* m = call_buffer<T>(0, static_cast<size_t>(m_elems));
   // Many units and a small M: a fixed number of unit chunks (from the shape, never the thread
   // count), each summed into its own M by one thread without a fork and join per unit, the
-  // partial sums added in chunk order after.
+  // partial sums added in chunk order after. Their partial Ms stay within the workspace limit.
   const int64_t chunks = std::min<int64_t>(units, kWgradChunks);
-  if (units >= kWgradChunks && chunks * m_elems * static_cast<int64_t>(sizeof(T)) <= (int64_t{16} << 20)) {
+  if (units >= kWgradChunks && chunks * m_elems * static_cast<int64_t>(sizeof(T)) <= (int64_t{16} << 20) &&
+      (chunks - 1) * m_elems <= room - per_tile * pl.tp) {
     T* part = call_buffer<T>(1, static_cast<size_t>((chunks - 1) * m_elems));
     parallel_for(chunks, nt, [&](int64_t c0, int64_t c1) {
       T* xh = scratch<T>(3, static_cast<size_t>(per_tile * pl.tp));
