@@ -435,10 +435,15 @@ struct PaddedImage {
                 static_cast<double>(elem_size) <=
             static_cast<double>(workspace_limit())) {}
   int64_t size() const { return p.c * p.h * p.w; }
-  // xp = image x (p0's geometry) padded through p0's maps.
+  // xp = image x (p0's geometry) padded through p0's maps, channels split over `threads` (at
+  // batch 1 a serial copy would run before the parallel GEMM).
   template <class T>
-  void fill(const Conv2dParams& p0, const ConvMaps& m0, const T* x, T* xp) const {
-    for (int64_t c = 0; c < p0.c; ++c) {
+  void fill(const Conv2dParams& p0, const ConvMaps& m0, const T* x, T* xp, int threads) const {
+    parallel_for(p0.c, threads, [&](int64_t c0, int64_t c1) { fill_channels(p0, m0, x, xp, c0, c1); });
+  }
+  template <class T>
+  void fill_channels(const Conv2dParams& p0, const ConvMaps& m0, const T* x, T* xp, int64_t c0, int64_t c1) const {
+    for (int64_t c = c0; c < c1; ++c) {
       for (int64_t u = 0; u < p.h; ++u) {
         T* d = xp + (c * p.h + u) * p.w;
         const int64_t ih = m0.row[static_cast<size_t>(u)];
@@ -615,7 +620,7 @@ void conv2d_fwd(const Conv2dParams& p0, const T* x, const T* w, const T* b, T* y
     ConvArgs<T> src = a;
     int64_t sn = n;
     if (!pointwise && pad.use) {
-      pad.fill(p, maps, x + n * p.c * hw, xp);
+      pad.fill(p, maps, x + n * p.c * hw, xp, gemm_threads);
       src = ap;
       src.x = xp;
       sn = 0;
@@ -742,7 +747,7 @@ void conv2d_bwd_weight(const Conv2dParams& p0, const T* x, const T* dy, T* dw, C
     for (int64_t n = n0; n < n1; ++n) {
       int64_t sn = n;
       if (xp.get() != nullptr) {
-        pad.fill(p, maps, x + n * p.c * hw, xp.get());
+        pad.fill(p, maps, x + n * p.c * hw, xp.get(), threads);
         src = ap;
         src.x = xp.get();
         sn = 0;

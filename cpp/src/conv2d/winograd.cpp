@@ -242,7 +242,10 @@ bool run(const Problem<T>& pr, int nt) {
           for (int64_t j = 0; j < npan; ++j) {
             const T* b = v + xi * xs_v + (j * pr.cin + c0) * pl.nr;
             T* c = m + xi * xs_m + j * pl.nr;
-            for (int64_t i = 0; i < kp / pl.mr; ++i) uk(kb, ux + i * pl.mr * kb, b, c + i * pl.mr * pl.tp, pl.tp, c0 > 0);
+            for (int64_t i = 0; i < kp / pl.mr; ++i) {  // rows of M past kout are never read
+              const int rows = static_cast<int>(std::min<int64_t>(pl.mr, kout - i * pl.mr));
+              uk(rows, kb, ux + i * pl.mr * kb, b, c + i * pl.mr * pl.tp, pl.tp, c0 > 0);
+            }
           }
         }
     };
@@ -371,7 +374,8 @@ bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch,
           }
           for (int64_t j = 0; j < np; j += gt.nr)
             for (int64_t i = 0; i < mb; i += gt.mr)
-              uk(kb, ap + i * kb, bp + j * kb, mx + (j * mp + (ic + i) * gt.nr) * kTiles, kTiles * gt.nr, acc || pc > 0);
+              uk(gt.mr, kb, ap + i * kb, bp + j * kb, mx + (j * mp + (ic + i) * gt.nr) * kTiles, kTiles * gt.nr,
+                 acc || pc > 0);
         }
       }
     }

@@ -78,12 +78,12 @@ void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, gemm_pack_t_fn<T>* p
             T* c = C + (ic + ir) * ldc + jc + jr;
             const T* a = ap + ir * kb;
             const T* b = bp + jr * kb;
-            if (rows == mr && cols == nr) {
-              uk(kb, a, b, c, ldc, acc);
+            if (cols == nr) {
+              uk(static_cast<int>(rows), kb, a, b, c, ldc, acc);
               continue;
             }
-            // Edge tile: full tile into a buffer, then the valid part (same sums, same bits).
-            uk(kb, a, b, edge, nr, false);
+            // Edge columns: the rows into a buffer, then the valid part (same sums, same bits).
+            uk(static_cast<int>(rows), kb, a, b, edge, nr, false);
             for (int64_t i = 0; i < rows; ++i)
               for (int64_t j = 0; j < cols; ++j)
                 c[i * ldc + j] = acc ? c[i * ldc + j] + edge[i * nr + j] : edge[i * nr + j];

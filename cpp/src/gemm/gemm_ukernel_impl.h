@@ -3,8 +3,9 @@
 // tile (MR rows x NR columns) comes from kGemmTiles, so every ISA keeps MR*NR/VL accumulators
 // in registers. Included with PYCONV_ISA set to the ISA's namespace name.
 //
-//   c[MR][NR] (+)= sum_k a[k][0..MR) (packed panel) x b[k][0..NR) (packed panel)
+//   c[rows][NR] (+)= sum_k a[k][0..rows) (packed MR-row panel) x b[k][0..NR) (packed panel)
 #include <cstdint>
+#include <utility>
 
 #include "gemm/pack_t.h"
 #include "kernels.h"
@@ -17,25 +18,28 @@ namespace {
 constexpr Isa kIsa = Isa::PYCONV_ISA;
 constexpr int kVecBytes = gemm_vec_bytes(kIsa);
 
-template <class T>
+// ROWS <= MR rows of the tile (the panel keeps its MR stride): an edge panel of M (64 filters
+// are 4 full panels and one of 8 rows) costs ROWS/MR of a full one instead of all of it.
+template <class T, int ROWS>
 void ukernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict c, int64_t ldc,
              bool accumulate) {
   constexpr int VL = kVecBytes / static_cast<int>(sizeof(T));
   constexpr int MR = gemm_tile<T>(kIsa).mr;
   constexpr int NV = gemm_tile<T>(kIsa).nr / VL;
   static_assert(gemm_tile<T>(kIsa).nr % VL == 0, "NR must be a multiple of the vector length");
+  static_assert(ROWS >= 1 && ROWS <= MR, "1 <= ROWS <= MR");
   typedef T vec __attribute__((vector_size(kVecBytes)));
-  vec acc[MR][NV] = {};
+  vec acc[ROWS][NV] = {};
   for (int64_t k = 0; k < kc; ++k) {
     vec bv[NV];
     for (int j = 0; j < NV; ++j) __builtin_memcpy(&bv[j], b + k * NV * VL + j * VL, sizeof(vec));
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < ROWS; ++i) {
       // scalar * vector: a broadcast straight from memory (no `0 + a` add on the FMA ports).
       const T ai = a[k * MR + i];
       for (int j = 0; j < NV; ++j) acc[i][j] += ai * bv[j];
     }
   }
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < ROWS; ++i) {
     for (int j = 0; j < NV; ++j) {
       T* dst = c + i * ldc + j * VL;
       vec v = acc[i][j];
@@ -49,15 +53,30 @@ void ukernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* __rest
   }
 }
 
+template <class T, int... R>
+void ukernel_rows(int rows, int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate,
+                  std::integer_sequence<int, R...>) {
+  using fn = void(int64_t, const T*, const T*, T*, int64_t, bool);
+  static constexpr fn* table[] = {&ukernel<T, R + 1>...};
+  table[rows - 1](kc, a, b, c, ldc, accumulate);
+}
+
+template <class T>
+void ukernel_any(int rows, int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate) {
+  constexpr int MR = gemm_tile<T>(kIsa).mr;
+  if (rows == MR) return ukernel<T, MR>(kc, a, b, c, ldc, accumulate);
+  ukernel_rows<T>(rows, kc, a, b, c, ldc, accumulate, std::make_integer_sequence<int, MR>());
+}
+
 }  // namespace
 
-void PYCONV_CAT(gemm_ukernel, PYCONV_ISA)(int64_t kc, const float* a, const float* b, float* c,
+void PYCONV_CAT(gemm_ukernel, PYCONV_ISA)(int rows, int64_t kc, const float* a, const float* b, float* c,
                                           int64_t ldc, bool accumulate) {
-  ukernel<float>(kc, a, b, c, ldc, accumulate);
+  ukernel_any<float>(rows, kc, a, b, c, ldc, accumulate);
 }
-void PYCONV_CAT(gemm_ukernel, PYCONV_ISA)(int64_t kc, const double* a, const double* b, double* c,
+void PYCONV_CAT(gemm_ukernel, PYCONV_ISA)(int rows, int64_t kc, const double* a, const double* b, double* c,
                                           int64_t ldc, bool accumulate) {
-  ukernel<double>(kc, a, b, c, ldc, accumulate);
+  ukernel_any<double>(rows, kc, a, b, c, ldc, accumulate);
 }
 
 void PYCONV_CAT(gemm_pack_t, PYCONV_ISA)(const float* src, int64_t ld, int64_t rows, int64_t len, int w,
