@@ -9,11 +9,12 @@
 //   bwd_weight dw[r][s]   = sum_n sum_oh,ow dy[oh][ow] * xp[oh*sh + r*dh][ow*sw + s*dw]
 // Each work item owns its output plane, so the summation order is fixed.
 
+// Padded rows [ph0, ph1) of the plane.
 template <class T>
-inline void pad_plane(const ConvArgs<T>& a, const T* xc, T* out) {
+inline void pad_rows(const ConvArgs<T>& a, const T* xc, T* out, int64_t ph0, int64_t ph1) {
   const Conv2dParams& p = *a.p;
-  const int64_t hp = p.h + p.pad_t + p.pad_b, wp = p.w + p.pad_l + p.pad_r;
-  for (int64_t ph = 0; ph < hp; ++ph) {
+  const int64_t wp = p.w + p.pad_l + p.pad_r;
+  for (int64_t ph = ph0; ph < ph1; ++ph) {
     T* o = out + ph * wp;
     const int64_t ih = a.row_map[ph];
     if (ih < 0) {
@@ -27,40 +28,60 @@ inline void pad_plane(const ConvArgs<T>& a, const T* xc, T* out) {
   }
 }
 
-template <class T, int S>
-void dw_fwd_plane(const ConvArgs<T>& a, const T* xp, const T* wk, T bias, T* y) {
+template <class T>
+inline void pad_plane(const ConvArgs<T>& a, const T* xc, T* out) {
+  pad_rows(a, xc, out, 0, a.p->h + a.p->pad_t + a.p->pad_b);
+}
+
+// NV output vectors of row yr from output column o (the last one no further than ow - L).
+template <class T, int S, int NV>
+inline void dw_fwd_vecs(const ConvArgs<T>& a, const T* x0, const T* wk, T bias, T* yr, int64_t o) {
   using vec = typename V<T>::vec;
   constexpr int L = V<T>::L;
   const Conv2dParams& p = *a.p;
   const int64_t wp = p.w + p.pad_l + p.pad_r, sw = p.stride_w;
+  int64_t pos[NV];
+  for (int v = 0; v < NV; ++v) pos[v] = std::min<int64_t>(o + v * L, p.ow - L);
+  vec acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = splat<T>(bias);
+  for (int64_t r = 0; r < p.r; ++r) {
+    const T* xr = x0 + r * p.dil_h * wp;
+    for (int64_t s = 0; s < p.s; ++s) {
+      const T wv = wk[r * p.s + s];
+      for (int v = 0; v < NV; ++v) acc[v] += wv * load_strided<T, S>(xr + pos[v] * sw + s * p.dil_w, sw);
+    }
+  }
+  for (int v = 0; v < NV; ++v) storeu(yr + pos[v], acc[v]);
+}
+
+// The padded plane xp is built row by row just ahead of the output rows that read it, so the
+// loads of x from memory overlap the arithmetic instead of all coming first.
+template <class T, int S>
+void dw_fwd_plane(const ConvArgs<T>& a, const T* xc, T* xp, const T* wk, T bias, T* y) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L;
+  const Conv2dParams& p = *a.p;
+  const int64_t wp = p.w + p.pad_l + p.pad_r, sw = p.stride_w, hp = p.h + p.pad_t + p.pad_b;
+  int64_t ready = 0;
   for (int64_t oh = 0; oh < p.oh; ++oh) {
+    const int64_t need = std::min(hp, oh * p.stride_h + (p.r - 1) * p.dil_h + 1);
+    if (need > ready) {
+      pad_rows(a, xc, xp, ready, need);
+      ready = need;
+    }
     T* yr = y + oh * p.ow;
     const T* x0 = xp + oh * p.stride_h * wp;
     if (p.ow >= L) {
+      // Up to four vectors at once (independent accumulators); the last vector of a row is moved
+      // back to end at ow, recomputing a few outputs with the same sums (112 = 4 + 3 vectors, 124 = 4 + 4).
       int64_t o = 0;
-      // Four independent accumulators; the last block is moved back to end at ow (recomputing a
-      // few outputs with the same sums) instead of finishing with single-vector dependency chains.
-      for (; o < p.ow && p.ow >= 4 * L; o += 4 * L) {
-        if (o + 4 * L > p.ow) o = p.ow - 4 * L;
-        vec acc[4];
-        for (int v = 0; v < 4; ++v) acc[v] = splat<T>(bias);
-        for (int64_t r = 0; r < p.r; ++r) {
-          const T* xr = x0 + r * p.dil_h * wp + o * sw;
-          for (int64_t s = 0; s < p.s; ++s) {
-            const T wv = wk[r * p.s + s];
-            for (int v = 0; v < 4; ++v) acc[v] += wv * load_strided<T, S>(xr + (v * L) * sw + s * p.dil_w, sw);
-          }
-        }
-        for (int v = 0; v < 4; ++v) storeu(yr + o + v * L, acc[v]);
-      }
-      for (; o < p.ow; o += L) {
-        const int64_t ow = o + L <= p.ow ? o : p.ow - L;  // last vector overlaps (same values)
-        vec acc = splat<T>(bias);
-        for (int64_t r = 0; r < p.r; ++r) {
-          const T* xr = x0 + r * p.dil_h * wp + ow * sw;
-          for (int64_t s = 0; s < p.s; ++s) acc += wk[r * p.s + s] * load_strided<T, S>(xr + s * p.dil_w, sw);
-        }
-        storeu(yr + ow, acc);
+      for (; o + 4 * L <= p.ow; o += 4 * L) dw_fwd_vecs<T, S, 4>(a, x0, wk, bias, yr, o);
+      switch ((p.ow - o + L - 1) / L) {
+        case 4: dw_fwd_vecs<T, S, 4>(a, x0, wk, bias, yr, o); break;
+        case 3: dw_fwd_vecs<T, S, 3>(a, x0, wk, bias, yr, o); break;
+        case 2: dw_fwd_vecs<T, S, 2>(a, x0, wk, bias, yr, o); break;
+        case 1: dw_fwd_vecs<T, S, 1>(a, x0, wk, bias, yr, o); break;
+        default: break;
       }
     } else {
       for (int64_t ow = 0; ow < p.ow; ++ow) {
@@ -80,12 +101,12 @@ void dw_fwd(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
   T* xp = a.ws;
   for (int64_t plane = p0; plane < p1; ++plane) {
     const int64_t n = plane / p.k, k = plane % p.k, g = k / kg;
-    pad_plane(a, a.x + (n * p.c + g) * hw, xp);
+    const T* xc = a.x + (n * p.c + g) * hw;
     const T bias = a.b ? a.b[k] : T(0);
     T* y = a.y + plane * p.oh * p.ow;
-    if (p.stride_w == 1) dw_fwd_plane<T, 1>(a, xp, a.w + k * rs, bias, y);
-    else if (p.stride_w == 2) dw_fwd_plane<T, 2>(a, xp, a.w + k * rs, bias, y);
-    else dw_fwd_plane<T, 0>(a, xp, a.w + k * rs, bias, y);
+    if (p.stride_w == 1) dw_fwd_plane<T, 1>(a, xc, xp, a.w + k * rs, bias, y);
+    else if (p.stride_w == 2) dw_fwd_plane<T, 2>(a, xc, xp, a.w + k * rs, bias, y);
+    else dw_fwd_plane<T, 0>(a, xc, xp, a.w + k * rs, bias, y);
   }
 }
 
@@ -196,7 +217,7 @@ void dw_bwd_data(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
 // dw[t] += sum over the plane of dy * x at tap t, for NT taps at once (independent accumulators,
 // dy loaded once per vector). Lanes are summed in order, then the scalar tail.
 template <class T, int S, int NT>
-void dw_taps_dot(const ConvArgs<T>& a, const T* xp, const T* dyp, int64_t t0, T* dw) {
+void dw_taps_dot(const ConvArgs<T>& a, const T* xc, T* xp, int64_t& ready, const T* dyp, int64_t t0, T* dw) {
   using vec = typename V<T>::vec;
   constexpr int L = V<T>::L;
   const Conv2dParams& p = *a.p;
@@ -209,7 +230,13 @@ void dw_taps_dot(const ConvArgs<T>& a, const T* xp, const T* dyp, int64_t t0, T*
     acc[t] = vec{};
     tail[t] = T(0);
   }
+  const int64_t hp = p.h + p.pad_t + p.pad_b;
   for (int64_t oh = 0; oh < p.oh; ++oh) {
+    const int64_t need = std::min(hp, oh * p.stride_h + (p.r - 1) * p.dil_h + 1);
+    if (need > ready) {  // padded rows just ahead of their first use (as in dw_fwd_plane)
+      pad_rows(a, xc, xp, ready, need);
+      ready = need;
+    }
     const T* xr = xp + oh * p.stride_h * wp;
     const T* dyr = dyp + oh * p.ow;
     int64_t ow = 0;
@@ -228,19 +255,20 @@ void dw_taps_dot(const ConvArgs<T>& a, const T* xp, const T* dyp, int64_t t0, T*
 }
 
 template <class T, int S>
-void dw_all_taps(const ConvArgs<T>& a, const T* xp, const T* dyp, T* dw) {
+void dw_all_taps(const ConvArgs<T>& a, const T* xc, T* xp, const T* dyp, T* dw) {
   const int64_t rs = a.p->r * a.p->s;
+  int64_t ready = 0;
   int64_t t = 0;
-  for (; t + 9 <= rs; t += 9) dw_taps_dot<T, S, 9>(a, xp, dyp, t, dw);
+  for (; t + 9 <= rs; t += 9) dw_taps_dot<T, S, 9>(a, xc, xp, ready, dyp, t, dw);
   switch (rs - t) {
-    case 8: dw_taps_dot<T, S, 8>(a, xp, dyp, t, dw); break;
-    case 7: dw_taps_dot<T, S, 7>(a, xp, dyp, t, dw); break;
-    case 6: dw_taps_dot<T, S, 6>(a, xp, dyp, t, dw); break;
-    case 5: dw_taps_dot<T, S, 5>(a, xp, dyp, t, dw); break;
-    case 4: dw_taps_dot<T, S, 4>(a, xp, dyp, t, dw); break;
-    case 3: dw_taps_dot<T, S, 3>(a, xp, dyp, t, dw); break;
-    case 2: dw_taps_dot<T, S, 2>(a, xp, dyp, t, dw); break;
-    case 1: dw_taps_dot<T, S, 1>(a, xp, dyp, t, dw); break;
+    case 8: dw_taps_dot<T, S, 8>(a, xc, xp, ready, dyp, t, dw); break;
+    case 7: dw_taps_dot<T, S, 7>(a, xc, xp, ready, dyp, t, dw); break;
+    case 6: dw_taps_dot<T, S, 6>(a, xc, xp, ready, dyp, t, dw); break;
+    case 5: dw_taps_dot<T, S, 5>(a, xc, xp, ready, dyp, t, dw); break;
+    case 4: dw_taps_dot<T, S, 4>(a, xc, xp, ready, dyp, t, dw); break;
+    case 3: dw_taps_dot<T, S, 3>(a, xc, xp, ready, dyp, t, dw); break;
+    case 2: dw_taps_dot<T, S, 2>(a, xc, xp, ready, dyp, t, dw); break;
+    case 1: dw_taps_dot<T, S, 1>(a, xc, xp, ready, dyp, t, dw); break;
     default: break;
   }
 }
@@ -255,11 +283,11 @@ void dw_bwd_weight(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
     T* dw = a.dw + plane * rs;
     for (int64_t i = 0; i < rs; ++i) dw[i] = T(0);
     for (int64_t n = 0; n < p.n; ++n) {
-      pad_plane(a, a.x + (n * p.c + g) * hw, xp);
+      const T* xc = a.x + (n * p.c + g) * hw;
       const T* dyp = a.dy + (n * p.k + k) * p.oh * p.ow;
-      if (p.stride_w == 1) dw_all_taps<T, 1>(a, xp, dyp, dw);
-      else if (p.stride_w == 2) dw_all_taps<T, 2>(a, xp, dyp, dw);
-      else dw_all_taps<T, 0>(a, xp, dyp, dw);
+      if (p.stride_w == 1) dw_all_taps<T, 1>(a, xc, xp, dyp, dw);
+      else if (p.stride_w == 2) dw_all_taps<T, 2>(a, xc, xp, dyp, dw);
+      else dw_all_taps<T, 0>(a, xc, xp, dyp, dw);
     }
   }
 }
