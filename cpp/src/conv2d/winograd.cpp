@@ -526,6 +526,29 @@ Problem<T> forward_problem(const ConvArgs<T>& a, int64_t g) {
   return pr;
 }
 
+// dst[b * pstride + col] = row[SW * col + b]: one padded row dealt to its SW phase planes. A
+// constant SW lets the compiler vectorise the interleaved loads (shuffles instead of one scalar
+// load and store per element).
+template <int SW, class T>
+void deal_n(const T* __restrict row, int64_t n, T* __restrict dst, int64_t pstride) {
+  T* __restrict d[SW];
+  for (int b = 0; b < SW; ++b) d[b] = dst + b * pstride;
+  for (int64_t col = 0; col < n; ++col)
+    for (int b = 0; b < SW; ++b) d[b][col] = row[SW * col + b];
+}
+
+template <class T>
+void deal(const T* row, int64_t sw, int64_t n, T* dst, int64_t pstride) {
+  switch (sw) {
+    case 2: return deal_n<2>(row, n, dst, pstride);
+    case 3: return deal_n<3>(row, n, dst, pstride);
+    case 4: return deal_n<4>(row, n, dst, pstride);
+    default:
+      for (int64_t b = 0; b < sw; ++b)
+        for (int64_t col = 0; col < n; ++col) dst[b * pstride + col] = row[sw * col + b];
+  }
+}
+
 // x' of phase_split (rows/columns past the padded input are zero; they meet only zero taps or
 // produce outputs that are dropped).
 template <class T>
@@ -556,8 +579,7 @@ void phase_input(const Conv2dParams& p, const Conv2dParams& q, const ConvArgs<T>
           const int64_t ic = pc < wp ? a.col_map[pc] : -1;
           row[static_cast<size_t>(pc)] = ic < 0 ? T(0) : xr[ic];
         }
-        for (int64_t b = 0; b < sw; ++b)
-          for (int64_t col = 0; col < q.w; ++col) dst[b * pstride + col] = row[static_cast<size_t>(sw * col + b)];
+        deal(row.data(), sw, q.w, dst, pstride);
       }
     }
   });
@@ -586,27 +608,58 @@ bool phase_buffers(const Conv2dParams& p, const Conv2dParams& q, T*& xq, T*& yq)
   return true;
 }
 
+// row[SW * col + b] = src[b * pstride + col]: the inverse of deal.
+template <int SW, class T>
+void interleave_n(const T* __restrict src, int64_t pstride, int64_t n, T* __restrict row) {
+  const T* __restrict s[SW];
+  for (int b = 0; b < SW; ++b) s[b] = src + b * pstride;
+  for (int64_t col = 0; col < n; ++col)
+    for (int b = 0; b < SW; ++b) row[SW * col + b] = s[b][col];
+}
+
+template <class T>
+void interleave(const T* src, int64_t pstride, int64_t sw, int64_t n, T* row) {
+  switch (sw) {
+    case 2: return interleave_n<2>(src, pstride, n, row);
+    case 3: return interleave_n<3>(src, pstride, n, row);
+    case 4: return interleave_n<4>(src, pstride, n, row);
+    default:
+      for (int64_t b = 0; b < sw; ++b)
+        for (int64_t col = 0; col < n; ++col) row[sw * col + b] = src[b * pstride + col];
+  }
+}
+
 // Dilated: y'[(n, a, b)][k][i][j] <-> y[n][k][dh*i + a][dw*j + b], y' -> y (outputs past y
-// dropped) or y -> y' (zeros past y).
+// dropped) or y -> y' (zeros past y). One output row of y meets the dw planes b of its phase a.
 template <class T, bool ToY>
 void phase_outputs(const Conv2dParams& p, const Conv2dParams& q, std::conditional_t<ToY, T*, const T*> y,
                    std::conditional_t<ToY, const T*, T*> yq, int nt) {
-  const int64_t dh = p.dil_h, dw = p.dil_w;
-  parallel_for(q.n * q.k, nt, [&](int64_t i0, int64_t i1) {
+  const int64_t dh = p.dil_h, dw = p.dil_w, span = dw * q.ow, pstride = q.k * q.oh * q.ow;
+  parallel_for(p.n * p.k, nt, [&](int64_t i0, int64_t i1) {
+    std::vector<T> row(static_cast<size_t>(span));
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t iq = i / q.k, k = i % q.k, n = iq / (dh * dw), a = iq % (dh * dw) / dw, b = iq % dw;
-      auto* yk = y + (n * p.k + k) * p.oh * p.ow;
-      auto* src = yq + i * q.oh * q.ow;
-      for (int64_t r = 0; r < q.oh; ++r)
-        for (int64_t c = 0; c < q.ow; ++c) {
-          const int64_t oy = dh * r + a, ox = dw * c + b;
-          const bool in = oy < p.oh && ox < p.ow;
+      const int64_t n = i / p.k, k = i % p.k;
+      auto* yk = y + i * p.oh * p.ow;
+      for (int64_t a = 0; a < dh; ++a) {
+        // plane (n, a, 0) of y', channel k; the planes b follow one image (q.k planes) apart
+        auto* qa = yq + (((n * dh + a) * dw) * q.k + k) * q.oh * q.ow;
+        for (int64_t r = 0; r < q.oh; ++r) {
+          const int64_t oy = dh * r + a;
           if constexpr (ToY) {
-            if (in) yk[oy * p.ow + ox] = src[r * q.ow + c];
+            if (oy >= p.oh) break;
+            interleave(qa + r * q.ow, pstride, dw, q.ow, row.data());
+            std::memcpy(yk + oy * p.ow, row.data(), sizeof(T) * static_cast<size_t>(p.ow));
           } else {
-            src[r * q.ow + c] = in ? yk[oy * p.ow + ox] : T(0);
+            if (oy >= p.oh) {
+              for (int64_t b = 0; b < dw; ++b) std::fill(qa + b * pstride + r * q.ow, qa + b * pstride + (r + 1) * q.ow, T(0));
+              continue;
+            }
+            std::memcpy(row.data(), yk + oy * p.ow, sizeof(T) * static_cast<size_t>(p.ow));
+            std::fill(row.begin() + p.ow, row.end(), T(0));
+            deal(row.data(), dw, q.ow, qa + r * q.ow, pstride);
           }
         }
+      }
     }
   });
 }
@@ -705,13 +758,11 @@ bool bwd_data_phases(const Conv2dParams& p, const Conv2dParams& q, const T* dy, 
   }
   const bool dil = dilated(p);
   const int64_t sh = dil ? p.dil_h : p.stride_h, sw = dil ? p.dil_w : p.stride_w;
-  std::vector<int64_t> col_off(static_cast<size_t>(p.w));  // phase plane offset + column, or -1
-  for (int64_t iw = 0; iw < p.w; ++iw) {
-    const int64_t pc = iw + p.pad_l, b = pc % sw, j = pc / sw;
-    const int64_t plane = dil ? b * q.c : b;  // planes of phase (0, b): images b apart, or channels
-    col_off[static_cast<size_t>(iw)] = j < q.w ? plane * q.h * q.w + j : -1;
-  }
+  // Row r of phase a: its sw planes b are interleaved back into the padded row, whose columns
+  // [pad_l, pad_l + w) are dx's (columns past the phase planes are 0).
+  const int64_t span = sw * q.w, pstride = (dil ? q.c : 1) * q.h * q.w;
   parallel_for(p.n * p.c, nt, [&](int64_t i0, int64_t i1) {
+    std::vector<T> row(static_cast<size_t>(std::max(span, p.pad_l + p.w)), T(0));
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t n = i / p.c, c = i % p.c;
       const T* base = dxq + (dil ? n * sh * sw * q.c + c : n * q.c + c * sh * sw) * q.h * q.w;
@@ -722,11 +773,8 @@ bool bwd_data_phases(const Conv2dParams& p, const Conv2dParams& q, const T* dy, 
           std::fill(dst, dst + p.w, T(0));
           continue;
         }
-        const T* src = base + ((dil ? a * sw * q.c : a * sw) * q.h + r) * q.w;
-        for (int64_t iw = 0; iw < p.w; ++iw) {
-          const int64_t o = col_off[static_cast<size_t>(iw)];
-          dst[iw] = o < 0 ? T(0) : src[o];
-        }
+        interleave(base + ((dil ? a * sw * q.c : a * sw) * q.h + r) * q.w, pstride, sw, q.w, row.data());
+        std::memcpy(dst, row.data() + p.pad_l, sizeof(T) * static_cast<size_t>(p.w));
       }
     }
   });
