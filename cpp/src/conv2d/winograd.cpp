@@ -374,8 +374,8 @@ bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch,
           }
           for (int64_t j = 0; j < np; j += gt.nr)
             for (int64_t i = 0; i < mb; i += gt.mr)
-              uk(gt.mr, kb, ap + i * kb, bp + j * kb, mx + (j * mp + (ic + i) * gt.nr) * kTiles, kTiles * gt.nr,
-                 acc || pc > 0);
+              uk(static_cast<int>(std::clamp<int64_t>(rows - ic - i, 1, gt.mr)), kb, ap + i * kb, bp + j * kb,
+                 mx + (j * mp + (ic + i) * gt.nr) * kTiles, kTiles * gt.nr, acc || pc > 0);
         }
       }
     }
@@ -404,10 +404,15 @@ bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch,
         }
       }
     });
-    parallel_for(m_elems, nt, [&](int64_t i0, int64_t i1) {
+    // M's rows past `rows` (the last panel's padding) are never written nor read.
+    const int64_t row_elems = kTiles * gt.nr, panel_elems = mp * row_elems;
+    parallel_for((np / gt.nr) * rows, nt, [&](int64_t r0, int64_t r1) {
       for (int64_t c = 1; c < chunks; ++c) {
         const T* src = part + (c - 1) * m_elems;
-        for (int64_t i = i0; i < i1; ++i) m[i] += src[i];
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t off = r / rows * panel_elems + r % rows * row_elems;
+          for (int64_t i = off; i < off + row_elems; ++i) m[i] += src[i];
+        }
       }
     });
   } else {
