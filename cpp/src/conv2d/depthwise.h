@@ -300,7 +300,9 @@ void dw_bwd_weight(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
 // the scalar tail), so the blocking and the thread split never change a result.
 constexpr int64_t kSmallC = 4;
 
-template <class T, int S, int KB, int TB>
+// EXACT: whole vectors per output row (p.ow % L == 0), compiled without the row-end paths,
+// whose extra live values made the compiler spill accumulators at every row end.
+template <class T, int S, int KB, int TB, bool EXACT>
 void small_c_block(const ConvArgs<T>& a, const T* xp, int64_t n, int64_t k0, int64_t t0, T* vb, T* dw) {
   using vec = typename V<T>::vec;
   constexpr int L = V<T>::L;
@@ -332,6 +334,7 @@ void small_c_block(const ConvArgs<T>& a, const T* xp, int64_t n, int64_t k0, int
         for (int kk = 0; kk < KB; ++kk) acc[kk][t] += g[kk] * xv;
       }
     }
+    if constexpr (EXACT) continue;
     if (ow < p.ow && p.ow >= L) {  // the last L outputs again, the lanes already summed zeroed
       const int64_t o = p.ow - L;   // (in x too: 0 * inf would turn an inf gradient into NaN)
       typename V<T>::ivec lane;
@@ -352,27 +355,27 @@ void small_c_block(const ConvArgs<T>& a, const T* xp, int64_t n, int64_t k0, int
   for (int kk = 0; kk < KB; ++kk)
     for (int t = 0; t < TB; ++t) {
       storeu(vb + ((k0 + kk) * rows + t0 + t) * L, acc[kk][t]);
-      dw[(k0 + kk) * rows + t0 + t] += tail[kk][t];
+      if constexpr (!EXACT) dw[(k0 + kk) * rows + t0 + t] += tail[kk][t];
     }
 }
 
 // Filters [k0, k1) x taps [t0, t1) of image n.
-template <class T, int S>
+template <class T, int S, bool EXACT>
 void small_c_range(const ConvArgs<T>& a, const T* xp, int64_t n, int64_t k0, int64_t k1, int64_t t0, int64_t t1,
                    T* vb, T* dw) {
   constexpr int KB = 4, TB = 6;
   int64_t k = k0;
   for (; k + KB <= k1; k += KB) {
     int64_t t = t0;
-    for (; t + TB <= t1; t += TB) small_c_block<T, S, KB, TB>(a, xp, n, k, t, vb, dw);
-    for (; t + 3 <= t1; t += 3) small_c_block<T, S, KB, 3>(a, xp, n, k, t, vb, dw);
-    for (; t < t1; ++t) small_c_block<T, S, KB, 1>(a, xp, n, k, t, vb, dw);
+    for (; t + TB <= t1; t += TB) small_c_block<T, S, KB, TB, EXACT>(a, xp, n, k, t, vb, dw);
+    for (; t + 3 <= t1; t += 3) small_c_block<T, S, KB, 3, EXACT>(a, xp, n, k, t, vb, dw);
+    for (; t < t1; ++t) small_c_block<T, S, KB, 1, EXACT>(a, xp, n, k, t, vb, dw);
   }
   for (; k < k1; ++k) {
     int64_t t = t0;
-    for (; t + TB <= t1; t += TB) small_c_block<T, S, 1, TB>(a, xp, n, k, t, vb, dw);
-    for (; t + 3 <= t1; t += 3) small_c_block<T, S, 1, 3>(a, xp, n, k, t, vb, dw);
-    for (; t < t1; ++t) small_c_block<T, S, 1, 1>(a, xp, n, k, t, vb, dw);
+    for (; t + TB <= t1; t += TB) small_c_block<T, S, 1, TB, EXACT>(a, xp, n, k, t, vb, dw);
+    for (; t + 3 <= t1; t += 3) small_c_block<T, S, 1, 3, EXACT>(a, xp, n, k, t, vb, dw);
+    for (; t < t1; ++t) small_c_block<T, S, 1, 1, EXACT>(a, xp, n, k, t, vb, dw);
   }
 }
 
@@ -394,9 +397,10 @@ void small_c_bwd_weight(const ConvArgs<T>& a, int64_t p0, int64_t p1) {
     for (int64_t cl = 0; cl < cg; ++cl) pad_plane(a, a.x + (n * p.c + cl) * hw, xp + cl * hp * wp);
     auto run = [&](int64_t k0, int64_t k1, int64_t t0, int64_t t1) {
       if (k0 >= k1 || t0 >= t1) return;
-      if (p.stride_w == 1) small_c_range<T, 1>(a, xp, n, k0, k1, t0, t1, vb, a.dw);
-      else if (p.stride_w == 2) small_c_range<T, 2>(a, xp, n, k0, k1, t0, t1, vb, a.dw);
-      else small_c_range<T, 0>(a, xp, n, k0, k1, t0, t1, vb, a.dw);
+      if (p.ow % L == 0 && p.stride_w == 1) small_c_range<T, 1, true>(a, xp, n, k0, k1, t0, t1, vb, a.dw);
+      else if (p.stride_w == 1) small_c_range<T, 1, false>(a, xp, n, k0, k1, t0, t1, vb, a.dw);
+      else if (p.stride_w == 2) small_c_range<T, 2, false>(a, xp, n, k0, k1, t0, t1, vb, a.dw);
+      else small_c_range<T, 0, false>(a, xp, n, k0, k1, t0, t1, vb, a.dw);
     };
     if (ka > kb) {  // the range lies inside one filter
       run(p0 / cg, p0 / cg + 1, (p0 % cg) * rs, (p1 - (p0 / cg) * cg) * rs);
