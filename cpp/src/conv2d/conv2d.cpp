@@ -277,10 +277,12 @@ bool blocked_bwd_weight(const Conv2dParams& p, const ConvMaps& maps, const T* x,
     g.n0 = n0, g.n1 = std::min(p.n, n0 + chunk);
     const int64_t first = n0 * p.c, qb = ceil_div(ohw, kTq);
     parallel_for((g.n1 - n0) * p.c + (g.by_filter ? (g.n1 - n0) * qb : 0), nt, [&](int64_t q0, int64_t q1) {
-      const int64_t planes_n = (g.n1 - n0) * p.c;
-      if (q0 < planes_n)
-        gather(c, g, first + q0, first + std::min(q1, planes_n), planes.get() + q0 * g.ps,
-               scratch<T>(0, static_cast<size_t>(c.sw)));
+      const int64_t planes_n = (g.n1 - n0) * p.c, imgs = g.n1 - n0;
+      // Channel-major, as the weight-gradient items below: a thread gathers the planes it reads.
+      for (int64_t j = q0; j < std::min(q1, planes_n); ++j) {
+        const int64_t pl = j % imgs * p.c + j / imgs;
+        gather(c, g, first + pl, first + pl + 1, planes.get() + pl * g.ps, scratch<T>(0, static_cast<size_t>(c.sw)));
+      }
       for (int64_t b = std::max(q0, planes_n) - planes_n; b < q1 - planes_n; ++b) {
         const int64_t n = n0 + b / qb, qa = b % qb * kTq, qe = std::min(ohw, qa + kTq);
         T* out = dyt.get() + (n - n0) * ohw * g.kp;

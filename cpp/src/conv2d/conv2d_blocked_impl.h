@@ -242,11 +242,13 @@ void wgrad_dispatch(const BlockedWgrad<T>& c, int64_t g, int64_t o0, int64_t kb,
   wgrad_tile<T, KB, S>(c, g, o0, ci, part);
 }
 
+// Items channel-major (all filter blocks of a channel together), as the planes were gathered:
+// a thread reads the planes it wrote (the other order read half of them from the other core).
 template <class T, int S>
 void wgrad_run(const BlockedWgrad<T>& c, int64_t i0, int64_t i1, T* ws) {
   auto* part = reinterpret_cast<typename V<T>::vec*>(ws);
   for (int64_t it = i0; it < i1; ++it) {
-    const int64_t ci = it % c.cin, gk = it / c.cin, g = gk / c.nkb, kbi = gk % c.nkb;
+    const int64_t ci = it / (c.groups * c.nkb), gk = it % (c.groups * c.nkb), g = gk / c.nkb, kbi = gk % c.nkb;
     const int64_t o0 = kbi * c.kb, kb = std::min(c.kb, c.cout - o0);
     wgrad_dispatch<T, S, kWgradMaxKb(kIsa, S)>(c, g, o0, kb, ci, part);
   }
@@ -299,7 +301,7 @@ void wgradk_run(const BlockedWgrad<T>& c, int64_t i0, int64_t i1) {
   constexpr int L = V<T>::L;
   constexpr int kMax = kIsa == Isa::avx512 ? 2 : 1;  // 9 * NVK accumulators in the registers
   for (int64_t it = i0; it < i1; ++it) {
-    const int64_t ci = it % c.cin, k0 = it / c.cin * c.nvk * L, k1 = std::min(c.kp, k0 + c.nvk * L);
+    const int64_t ci = it / c.nkb, k0 = it % c.nkb * c.nvk * L, k1 = std::min(c.kp, k0 + c.nvk * L);
     if (k1 - k0 == kMax * L) {
       wgradk_tile<T, kMax>(c, k0, ci);
     } else {
