@@ -494,7 +494,13 @@ bool winograd_applies(const Conv2dParams& p, ConvDir dir) {
 //   n64  32->32  8x8     112 / 170 / 173     n32  16->16  16x16   84 /  95 / 113
 // against, or even: n1 512->512 14x14 (16 tiles) 266 / 215 / 250 and 4 tiles 0.4-0.5x (sums too
 // short for M's traffic); n8 32->32 7x7 78 / 125 / 112; n8 16->32 14x14 102 / 149 / 130;
-// n1 16->64 56x56 158 / 222 / 225; n8 8->64 32x32 175 / 126 / 158; n8 8->8 28x28 56 / 79 / 57.
+// n8 8->64 32x32 175 / 126 / 158; n8 8->8 28x28 56 / 79 / 57.
+// Fewer channels, more tiles (2 threads, after the blocked kernel's channel-major split), ms
+// im2col / direct / winograd: n64 32->32 8x8 (256 tiles) 0.57 / 0.43 / 0.38; n16 32->32 8x8 (64)
+// 0.16 / 0.11 / 0.10; n128 32->64 8x8 1.47 / 1.40 / 1.16; n1 16->64 56x56 (196) 0.35 / 0.29 / 0.23;
+// n8 16->16 28x28 (392) 0.25 / 0.24 / 0.20; n64 16->32 16x16 (1024) 0.94 / 0.96 / 0.80;
+// n128 16->32 16x16 1.87 / 1.97 / 1.31; but n8 16->32 14x14 (128) 0.12 / 0.10 / 0.10 and
+// n8 32->32 7x7 (32) 0.08 / 0.05 / 0.06.
 // Phase layers (phase_split) by the same rules, measured (2 threads, GFLOP/s of the original
 // layer, im2col / direct / winograd, fwd | bwd_weight): AlexNet conv1 (11x11/4 -> 48 phase
 // channels) n1 220 / 16 / 256 | 171 / 40 / 197, n8 225 / 16 / 299 | 203 / 42 / 218;
@@ -506,7 +512,8 @@ bool winograd_preferred(const Conv2dParams& p, ConvDir dir) {
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
   if (dir == ConvDir::bwd_weight) {
     const int64_t tiles = p.n * cdiv(p.oh, 4) * cdiv(p.ow, 4);
-    return tiles >= 32 && kg >= 8 && (cg >= 64 || (cg >= 32 && p.oh * p.ow >= 144));
+    return tiles >= 32 && kg >= 8 &&
+           (cg >= 64 || (cg >= 32 && (p.oh * p.ow >= 144 || tiles >= 64)) || (cg >= 16 && tiles >= 192));
   }
   const bool fwd = dir == ConvDir::fwd;
   const int64_t cin = fwd ? cg : kg, cout = fwd ? kg : cg;
