@@ -78,6 +78,10 @@ CIFAR = [
     ConvCase("cifar.3to32_b128", 128, 3, 32, 32, 32, 3, 3, padding=1),
     ConvCase("cifar.32to64_b128", 128, 32, 32, 32, 64, 3, 3, padding=1),
     ConvCase("cifar.64to128_b128", 128, 64, 16, 16, 128, 3, 3, padding=1),
+    # the lecture's browser demo (model "convnetjs-cifar") at the training step's batch
+    ConvCase("convnetjs.3to16_5x5_b64", 64, 3, 32, 32, 16, 5, 5, padding=2),
+    ConvCase("convnetjs.16to20_5x5_b64", 64, 16, 16, 16, 20, 5, 5, padding=2),
+    ConvCase("convnetjs.20to20_5x5_b64", 64, 20, 8, 8, 20, 5, 5, padding=2),
 ]
 IMAGENET = [
     case
