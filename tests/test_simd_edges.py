@@ -10,8 +10,10 @@ Added here, for every algorithm x direction x dtype x ISA:
 * GEMM tile borders of the im2col path: the micro-kernels are MR x NR = 6x8 / 6x4 (scalar
   float/double), 6x16 / 6x8 (AVX2), 14x32 / 14x16 (AVX-512); the GEMM dimensions are out
   channels per group (M), output pixels (N) and in_channels/groups * kH * kW (K), in the roles
-  that fwd / bwd_data / bwd_weight give them. Each of M, N, K is swept over 1, W-1, W, W+1 for
-  W in {4, 6, 8, 14, 16, 32} (and 2*14 for M), pointwise (GEMM on the input directly) and not;
+  that fwd / bwd_data / bwd_weight give them. Each of N, K is swept over 1, W-1, W, W+1 for
+  W in {4, 6, 8, 14, 16, 32}, and M over 1..15 and 27..29 (the last panel of M runs a micro-kernel
+  for its row count, one per count; Winograd's 36 GEMMs too), pointwise (GEMM on the input
+  directly) and not;
 * kernel equal to the padded input (output 1x1) at widths W-1, W, W+1 for W in {4, 8, 16}, in
   every padding mode;
 * pooling: every input width 1..40 (so every interior-vector count and tail for lane counts
@@ -34,7 +36,7 @@ F = pyconv.functional
 
 DT_IDS = ["f32", "f64"]
 EDGE_N = (1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33)         # W-1, W, W+1 for W = 4, 8, 16, 32
-EDGE_M = (1, 5, 6, 7, 13, 14, 15, 27, 28, 29)                    # MR = 6, 14 (and 2 * 14)
+EDGE_M = tuple(range(1, 16)) + (27, 28, 29)                     # every row count of an MR = 6 or 14 panel
 EDGE_K = (1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33)
 
 
