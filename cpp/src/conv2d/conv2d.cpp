@@ -742,8 +742,13 @@ void conv2d_bwd_weight(const Conv2dParams& p0, const T* x, const T* dy, T* dw, C
   // dw[g*kg + i][j] += sum_q dy[n][g*kg + i][q] * cols[j][q], images in order, q in the GEMM's
   // fixed kc blocks; B (cols transposed) is packed straight from x or its padded copy (implicit
   // im2col).
+  // 1x1 with fewer filters than channels: dw^T = x dy^T, so that the GEMM's M is the larger side
+  // (threads split its rows, each packing all of the small B; with M = filters they split the
+  // channels and ResNet's 256->64 at batch 1 scaled 1.44x from 1 to 2 threads), then transposed.
+  const bool transposed = pointwise && kg < rows;
   auto images = [&](int64_t n0, int64_t n1, T* dwc, int threads) {
     std::fill(dwc, dwc + p.k * rows, T(0));
+    Buffer<T> dwt(transposed ? static_cast<size_t>(p.k * rows) : 0);  // per group: [channel][filter]
     Buffer<T> xp(!pointwise && pad.use ? static_cast<size_t>(pad.size()) : 0);
     ConvArgs<T> src = a;
     for (int64_t n = n0; n < n1; ++n) {
@@ -757,6 +762,11 @@ void conv2d_bwd_weight(const Conv2dParams& p0, const T* x, const T* dy, T* dw, C
       for (int64_t g = 0; g < p.groups; ++g) {
         const T* dyg = dy + (n * p.k + g * kg) * ohw;
         T* dwg = dwc + g * kg * rows;
+        if (transposed) {
+          gemm<T>(rows, kg, ohw, x + (n * p.c + g * cg) * hw, hw, 1, dyg, 1, ohw, dwt.get() + g * kg * rows, kg,
+                  n > n0, threads);
+          continue;
+        }
         if (pointwise) {  // the input is the column matrix
           gemm<T>(kg, rows, ohw, dyg, ohw, 1, x + (n * p.c + g * cg) * hw, 1, hw, dwg, rows, true, threads);
           continue;
@@ -767,6 +777,10 @@ void conv2d_bwd_weight(const Conv2dParams& p0, const T* x, const T* dy, T* dw, C
         gemm_custom_b<T>(static_cast<Isa>(isa), kg, rows, ohw, dyg, ohw, 1, pack_b, dwg, rows, true, threads);
       }
     }
+    if (transposed && n1 > n0)
+      for (int64_t g = 0; g < p.groups; ++g)
+        for (int64_t j = 0; j < rows; ++j)
+          for (int64_t i = 0; i < kg; ++i) dwc[(g * kg + i) * rows + j] = dwt.get()[g * kg * rows + j * kg + i];
   };
   // Batches split into a fixed number of image chunks (from the shape, never the thread count)
   // whose partial gradients are added in chunk order: one parallel region for the whole call
