@@ -33,6 +33,19 @@ inline void pad_plane(const ConvArgs<T>& a, const T* xc, T* out) {
   pad_rows(a, xc, out, 0, a.p->h + a.p->pad_t + a.p->pad_b);
 }
 
+// Pads the rows output row oh reads that are not padded yet (rows [0, ready) are): the plane is
+// built just ahead of its first use, so the loads of x from memory overlap the arithmetic
+// instead of all coming first.
+template <class T>
+inline void pad_ahead(const ConvArgs<T>& a, const T* xc, T* out, int64_t oh, int64_t& ready) {
+  const Conv2dParams& p = *a.p;
+  const int64_t need = std::min(p.h + p.pad_t + p.pad_b, oh * p.stride_h + (p.r - 1) * p.dil_h + 1);
+  if (need > ready) {
+    pad_rows(a, xc, out, ready, need);
+    ready = need;
+  }
+}
+
 // NV output vectors of row yr from output column o (the last one no further than ow - L).
 template <class T, int S, int NV>
 inline void dw_fwd_vecs(const ConvArgs<T>& a, const T* x0, const T* wk, T bias, T* yr, int64_t o) {
@@ -54,21 +67,15 @@ inline void dw_fwd_vecs(const ConvArgs<T>& a, const T* x0, const T* wk, T bias, 
   for (int v = 0; v < NV; ++v) storeu(yr + pos[v], acc[v]);
 }
 
-// The padded plane xp is built row by row just ahead of the output rows that read it, so the
-// loads of x from memory overlap the arithmetic instead of all coming first.
+// The padded plane xp of input plane xc is built row by row (pad_ahead).
 template <class T, int S>
 void dw_fwd_plane(const ConvArgs<T>& a, const T* xc, T* xp, const T* wk, T bias, T* y) {
-  using vec = typename V<T>::vec;
   constexpr int L = V<T>::L;
   const Conv2dParams& p = *a.p;
-  const int64_t wp = p.w + p.pad_l + p.pad_r, sw = p.stride_w, hp = p.h + p.pad_t + p.pad_b;
+  const int64_t wp = p.w + p.pad_l + p.pad_r, sw = p.stride_w;
   int64_t ready = 0;
   for (int64_t oh = 0; oh < p.oh; ++oh) {
-    const int64_t need = std::min(hp, oh * p.stride_h + (p.r - 1) * p.dil_h + 1);
-    if (need > ready) {
-      pad_rows(a, xc, xp, ready, need);
-      ready = need;
-    }
+    pad_ahead(a, xc, xp, oh, ready);
     T* yr = y + oh * p.ow;
     const T* x0 = xp + oh * p.stride_h * wp;
     if (p.ow >= L) {
@@ -230,13 +237,8 @@ void dw_taps_dot(const ConvArgs<T>& a, const T* xc, T* xp, int64_t& ready, const
     acc[t] = vec{};
     tail[t] = T(0);
   }
-  const int64_t hp = p.h + p.pad_t + p.pad_b;
   for (int64_t oh = 0; oh < p.oh; ++oh) {
-    const int64_t need = std::min(hp, oh * p.stride_h + (p.r - 1) * p.dil_h + 1);
-    if (need > ready) {  // padded rows just ahead of their first use (as in dw_fwd_plane)
-      pad_rows(a, xc, xp, ready, need);
-      ready = need;
-    }
+    pad_ahead(a, xc, xp, oh, ready);
     const T* xr = xp + oh * p.stride_h * wp;
     const T* dyr = dyp + oh * p.ow;
     int64_t ow = 0;

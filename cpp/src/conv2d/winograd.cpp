@@ -538,27 +538,35 @@ Problem<T> forward_problem(const ConvArgs<T>& a, int64_t g) {
   return pr;
 }
 
-// dst[b * pstride + col] = row[SW * col + b]: one padded row dealt to its SW phase planes. A
-// constant SW lets the compiler vectorise the interleaved loads (shuffles instead of one scalar
-// load and store per element).
-template <int SW, class T>
-void deal_n(const T* __restrict row, int64_t n, T* __restrict dst, int64_t pstride) {
-  T* __restrict d[SW];
-  for (int b = 0; b < SW; ++b) d[b] = dst + b * pstride;
-  for (int64_t col = 0; col < n; ++col)
-    for (int b = 0; b < SW; ++b) d[b][col] = row[SW * col + b];
+// f(sw) with sw a compile-time constant for 2-4 phases, so that the compiler vectorises the
+// interleaved accesses of deal and interleave (shuffles instead of a scalar load and store per
+// element); other widths run with the runtime value.
+template <class F>
+void with_phases(int64_t sw, F&& f) {
+  switch (sw) {
+    case 2: return f(std::integral_constant<int64_t, 2>{});
+    case 3: return f(std::integral_constant<int64_t, 3>{});
+    case 4: return f(std::integral_constant<int64_t, 4>{});
+    default: return f(sw);
+  }
 }
 
+// dst[b * pstride + col] = row[sw * col + b]: one padded row dealt to its sw phase planes.
 template <class T>
-void deal(const T* row, int64_t sw, int64_t n, T* dst, int64_t pstride) {
-  switch (sw) {
-    case 2: return deal_n<2>(row, n, dst, pstride);
-    case 3: return deal_n<3>(row, n, dst, pstride);
-    case 4: return deal_n<4>(row, n, dst, pstride);
-    default:
-      for (int64_t b = 0; b < sw; ++b)
-        for (int64_t col = 0; col < n; ++col) dst[b * pstride + col] = row[sw * col + b];
-  }
+void deal(const T* __restrict row, int64_t sw, int64_t n, T* __restrict dst, int64_t pstride) {
+  with_phases(sw, [&](auto w) {
+    for (int64_t col = 0; col < n; ++col)
+      for (int64_t b = 0; b < w; ++b) dst[b * pstride + col] = row[w * col + b];
+  });
+}
+
+// row[sw * col + b] = src[b * pstride + col]: the inverse of deal.
+template <class T>
+void interleave(const T* __restrict src, int64_t pstride, int64_t sw, int64_t n, T* __restrict row) {
+  with_phases(sw, [&](auto w) {
+    for (int64_t col = 0; col < n; ++col)
+      for (int64_t b = 0; b < w; ++b) row[w * col + b] = src[b * pstride + col];
+  });
 }
 
 // x' of phase_split (rows/columns past the padded input are zero; they meet only zero taps or
@@ -618,27 +626,6 @@ bool phase_buffers(const Conv2dParams& p, const Conv2dParams& q, T*& xq, T*& yq)
   xq = call_buffer<T>(4, static_cast<size_t>(x_elems));
   yq = y_elems > 0 ? call_buffer<T>(5, static_cast<size_t>(y_elems)) : nullptr;
   return true;
-}
-
-// row[SW * col + b] = src[b * pstride + col]: the inverse of deal.
-template <int SW, class T>
-void interleave_n(const T* __restrict src, int64_t pstride, int64_t n, T* __restrict row) {
-  const T* __restrict s[SW];
-  for (int b = 0; b < SW; ++b) s[b] = src + b * pstride;
-  for (int64_t col = 0; col < n; ++col)
-    for (int b = 0; b < SW; ++b) row[SW * col + b] = s[b][col];
-}
-
-template <class T>
-void interleave(const T* src, int64_t pstride, int64_t sw, int64_t n, T* row) {
-  switch (sw) {
-    case 2: return interleave_n<2>(src, pstride, n, row);
-    case 3: return interleave_n<3>(src, pstride, n, row);
-    case 4: return interleave_n<4>(src, pstride, n, row);
-    default:
-      for (int64_t b = 0; b < sw; ++b)
-        for (int64_t col = 0; col < n; ++col) row[sw * col + b] = src[b * pstride + col];
-  }
 }
 
 // Dilated: y'[(n, a, b)][k][i][j] <-> y[n][k][dh*i + a][dw*j + b], y' -> y (outputs past y
