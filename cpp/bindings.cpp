@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cmath>
@@ -19,12 +20,24 @@
 #include "pyconv/eltwise.h"
 #include "pyconv/gemm.h"
 #include "pyconv/isa.h"
+#include "pyconv/linear.h"
 #include "pyconv/parallel.h"
 #include "pyconv/pool2d.h"
 #include "sizes.h"
 
 namespace py = pybind11;
 using namespace pyconv;
+
+// threadpoolctl finds pyconv's pool by these two symbols (the controller is pyconv/_threads.py).
+extern "C" {
+PYBIND11_EXPORT int pyconv_get_num_threads() { return num_threads(); }
+PYBIND11_EXPORT void pyconv_set_num_threads(int n) {
+  try {
+    set_num_threads(std::max(1, std::min(n, 1024)));
+  } catch (...) {  // nothing may unwind into ctypes
+  }
+}
+}
 
 namespace {
 
@@ -385,6 +398,63 @@ py::array bias_grad_t(const py::array& dy) {
     bias_grad<T>(data<T>(dy), s[0], s[1], s[2] * s[3], dbp);
   }
   return std::move(db);
+}
+
+// Linear: x (m, k), w (n, k), dy (m, n), all C-contiguous of one dtype (functional.py flattens
+// the leading dimensions).
+template <class T>
+py::array linear_fwd_t(const py::array& x, const py::array& w, const py::object& b) {
+  const auto dt = py::dtype::of<T>();
+  check_array(x, "input", 2, dt);
+  check_array(w, "weight", 2, dt);
+  const int64_t m = x.shape(0), k = x.shape(1), n = w.shape(0);
+  check_shape(w, "weight", {n, k});
+  const T* bp = nullptr;
+  if (!b.is_none()) {
+    const py::array ba = b.cast<py::array>();
+    check_array(ba, "bias", 1, dt);
+    check_shape(ba, "bias", {n});
+    bp = data<T>(ba);
+  }
+  auto y = new_array<T>({m, n});
+  T* yp = y.mutable_data();
+  {
+    NoGil nogil(static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k));
+    linear_fwd<T>(m, k, n, data<T>(x), data<T>(w), bp, yp);
+  }
+  return std::move(y);
+}
+
+template <class T>
+py::array linear_bwd_data_t(const py::array& dy, const py::array& w) {
+  const auto dt = py::dtype::of<T>();
+  check_array(dy, "grad_output", 2, dt);
+  check_array(w, "weight", 2, dt);
+  const int64_t m = dy.shape(0), n = dy.shape(1), k = w.shape(1);
+  check_shape(w, "weight", {n, k});
+  auto dx = new_array<T>({m, k});
+  T* dxp = dx.mutable_data();
+  {
+    NoGil nogil(static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k));
+    linear_bwd_data<T>(m, k, n, data<T>(dy), data<T>(w), dxp);
+  }
+  return std::move(dx);
+}
+
+template <class T>
+py::array linear_bwd_weight_t(const py::array& x, const py::array& dy) {
+  const auto dt = py::dtype::of<T>();
+  check_array(x, "input", 2, dt);
+  check_array(dy, "grad_output", 2, dt);
+  const int64_t m = x.shape(0), k = x.shape(1), n = dy.shape(1);
+  check_shape(dy, "grad_output", {m, n});
+  auto dw = new_array<T>({n, k});
+  T* dwp = dw.mutable_data();
+  {
+    NoGil nogil(static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k));
+    linear_bwd_weight<T>(m, k, n, data<T>(x), data<T>(dy), dwp);
+  }
+  return std::move(dw);
 }
 
 // Fast entry points: pyconv.functional calls these first with the user's arguments as given. They
@@ -751,6 +821,18 @@ PYBIND11_MODULE(_core, m) {
     return by_dtype<py::array>(dy, "grad_output", [&] { return bias_grad_t<float>(dy); },
                                [&] { return bias_grad_t<double>(dy); });
   });
+  m.def("linear_fwd", [](py::array x, py::array w, py::object b) {
+    return by_dtype<py::array>(x, "input", [&] { return linear_fwd_t<float>(x, w, b); },
+                               [&] { return linear_fwd_t<double>(x, w, b); });
+  });
+  m.def("linear_bwd_data", [](py::array dy, py::array w) {
+    return by_dtype<py::array>(dy, "grad_output", [&] { return linear_bwd_data_t<float>(dy, w); },
+                               [&] { return linear_bwd_data_t<double>(dy, w); });
+  });
+  m.def("linear_bwd_weight", [](py::array x, py::array dy) {
+    return by_dtype<py::array>(x, "input", [&] { return linear_bwd_weight_t<float>(x, dy); },
+                               [&] { return linear_bwd_weight_t<double>(x, dy); });
+  });
   m.def("pool2d_out_size", &pool2d_out_size, py::arg("size"), py::arg("kernel"), py::arg("stride"), py::arg("pad"),
         py::arg("dilation"), py::arg("ceil_mode"));
 
@@ -775,7 +857,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("cpu_features", &cpu_features);
   m.def("get_num_threads", &num_threads);
   m.def("set_num_threads", &pyconv::set_num_threads);
-  m.def("have_openmp", &have_openmp);
+  m.def("default_num_threads", &default_num_threads);
+  m.def("get_spin_us", &spin_us);
+  m.def("set_spin_us", &set_spin_us);
   m.def("get_workspace_limit", &workspace_limit);
   m.def("set_workspace_limit", &set_workspace_limit);
   m.def("set_poison", [](bool on) { g_poison.store(on); }, "Fill every output with NaN before kernels write it (tests).");
@@ -789,11 +873,6 @@ PYBIND11_MODULE(_core, m) {
     d["compiler"] = "unknown";
 #endif
     d["cplusplus"] = static_cast<long>(__cplusplus);
-#if defined(_OPENMP)
-    d["openmp"] = static_cast<long>(_OPENMP);
-#else
-    d["openmp"] = py::none();
-#endif
     return d;
   });
 }

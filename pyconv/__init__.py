@@ -1,7 +1,7 @@
 """pyconv: fast CPU convolution and pooling, forward and backward, with a numpy API.
 
 The hot path is a C++17 core (direct and im2col+GEMM convolution, max/average pooling, SIMD per
-instruction set, OpenMP threads); ``pyconv.functional`` mirrors ``torch.nn.functional``.
+instruction set, a worker pool of its own); ``pyconv.functional`` mirrors ``torch.nn.functional``.
 """
 try:
     from . import _core
@@ -22,6 +22,7 @@ from ._runtime import (
     set_max_isa,
     set_num_threads,
     set_workspace_limit,
+    threads,
 )
 
 from .check import check
@@ -51,5 +52,6 @@ __all__ = [
     "set_max_isa",
     "set_num_threads",
     "set_workspace_limit",
+    "threads",
     "__version__",
 ]

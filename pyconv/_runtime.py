@@ -1,7 +1,6 @@
 """Process-wide settings of the C++ core: threads, instruction-set cap, workspace budget."""
+import contextlib
 import numbers
-import os
-import warnings
 
 from . import _core
 
@@ -16,36 +15,28 @@ def _positive_int(name, value):
     return int(value)
 
 
-_forked_child = False
-
-
-def _after_fork_in_child():
-    # The OpenMP runtime's worker threads do not survive fork(): a parallel region in the child
-    # would wait for them forever. A forked child (a DataLoader worker, multiprocessing with the
-    # fork start method) therefore runs pyconv's kernels on one thread.
-    global _forked_child
-    _forked_child = True
-    _core.set_num_threads(1)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def set_num_threads(n):
-    """Set the number of OpenMP threads pyconv's kernels use (default: OMP_NUM_THREADS or all cores).
+    """Set the number of threads pyconv's kernels use (default: ``PYCONV_NUM_THREADS``, else
+    ``OMP_NUM_THREADS``, else the CPUs this process may run on).
 
-    Results do not depend on the thread count. Without OpenMP the build is single-threaded and
-    this is a no-op; in a process created by fork() after pyconv was imported it stays 1 (the
-    OpenMP runtime cannot start threads there), with a warning.
+    Results do not depend on the thread count. Calls too small to gain from more threads use
+    fewer. The setting is process-wide (``threads(n)`` sets it for a block); a process forked
+    after pyconv was imported keeps it and starts its own worker threads.
     """
+    _core.set_num_threads(_positive_int("num_threads", n))
+
+
+@contextlib.contextmanager
+def threads(n):
+    """``with pyconv.threads(1): ...`` runs the block with ``n`` threads and restores the previous
+    count afterwards, also when the block raises. Process-wide, like ``set_num_threads``."""
     n = _positive_int("num_threads", n)
-    if _forked_child and n > 1:
-        warnings.warn("pyconv: in a forked child process kernels run single-threaded "
-                      "(OpenMP threads do not survive fork); use the 'spawn' start method for threads",
-                      RuntimeWarning, stacklevel=2)
-        n = 1
+    prev = _core.get_num_threads()
     _core.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        _core.set_num_threads(prev)
 
 
 def get_num_threads():
@@ -95,3 +86,34 @@ def get_workspace_limit():
 def set_workspace_limit(nbytes):
     """Cap the im2col workspace of one call; larger layers are processed in tiles of output pixels."""
     _core.set_workspace_limit(_positive_int("nbytes", nbytes))
+
+
+def _register_with_threadpoolctl():
+    """Let threadpoolctl see and limit pyconv's pool like a BLAS or OpenMP runtime:
+    ``threadpool_info()`` lists it (user_api "pyconv"), ``threadpool_limits(n)`` applies."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return
+    if not hasattr(threadpoolctl, "register"):  # threadpoolctl < 3.5
+        return
+
+    class PyconvController(threadpoolctl.LibController):
+        user_api = "pyconv"
+        internal_api = "pyconv"
+        filename_prefixes = ("_core",)
+        check_symbols = ("pyconv_get_num_threads", "pyconv_set_num_threads")
+
+        def get_num_threads(self):
+            return self.dynlib.pyconv_get_num_threads()
+
+        def set_num_threads(self, num_threads):
+            self.dynlib.pyconv_set_num_threads(int(num_threads))
+
+        def get_version(self):
+            return _core.__version__
+
+    threadpoolctl.register(PyconvController)
+
+
+_register_with_threadpoolctl()

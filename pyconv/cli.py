@@ -18,14 +18,13 @@ from . import _core, _runtime
 
 def _info(args):
     build = _core.build_info()
-    openmp = f"yes (OpenMP {build['openmp']})" if _core.have_openmp() else "no (single-threaded build)"
     rows = [
         ("pyconv", _core.__version__),
         ("python", f"{platform.python_version()} ({platform.machine()})"),
         ("numpy", np.__version__),
         ("compiler", build["compiler"]),
-        ("openmp", openmp),
-        ("threads", str(_runtime.get_num_threads())),
+        ("threads", f"{_runtime.get_num_threads()} (default {_core.default_num_threads()}; "
+                    f"idle workers spin {_core.get_spin_us()} us, then sleep)"),
         ("cpu features", " ".join(_core.cpu_features()) or "(none detected)"),
         ("cpu isa", _runtime.cpu_isa()),
         ("compiled isas", " ".join(_runtime.compiled_isas())),

@@ -645,6 +645,11 @@ def _linear_shapes(fn, x, w):
         )
 
 
+def _rows(a):
+    """(..., features) as a 2-D (rows, features) view (a copy only where reshape must)."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+
+
 def linear(input, weight, bias=None):
     """Fully-connected layer ``input @ weight.T + bias``; weight is ``(out_features, in_features)``."""
     if _has_tensor(input, weight, bias):
@@ -657,11 +662,9 @@ def linear(input, weight, bias=None):
     _linear_shapes(fn, x, w)
     if b is not None and b.shape != (w.shape[0],):
         raise ValueError(f"{fn}: bias must have shape ({w.shape[0]},) (out_features), got {b.shape}")
-    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf propagate silently, as in torch
-        y = x @ w.T
-        if b is not None:
-            y += b  # y is a new array of the same dtype: no second one
-    return y
+    lead = x.shape[:-1]
+    y = _core.linear_fwd(_contig(_rows(x)), _contig(w), None if b is None else _contig(b))
+    return y.reshape(lead + (w.shape[0],))
 
 
 def linear_grad_input(grad_output, weight):
@@ -673,8 +676,8 @@ def linear_grad_input(grad_output, weight):
     _ndim(fn, "weight", w, (2,))
     if g.ndim < 1 or g.shape[-1] != w.shape[0]:
         raise ValueError(f"{fn}: grad_output must have shape (..., {w.shape[0]}) (out_features), got {g.shape}")
-    with np.errstate(invalid="ignore", over="ignore"):
-        return g @ w
+    dx = _core.linear_bwd_data(_contig(_rows(g)), _contig(w))
+    return dx.reshape(g.shape[:-1] + (w.shape[1],))
 
 
 def linear_grad_weight(input, grad_output):
@@ -687,8 +690,7 @@ def linear_grad_weight(input, grad_output):
         raise ValueError(
             f"{fn}: grad_output shape {g.shape} must match input shape {x.shape} in all but the last dimension"
         )
-    with np.errstate(invalid="ignore", over="ignore"):
-        return g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+    return _core.linear_bwd_weight(_contig(_rows(x)), _contig(_rows(g)))
 
 
 def linear_grad_bias(grad_output):
@@ -696,7 +698,7 @@ def linear_grad_bias(grad_output):
     g = _array("linear_grad_bias", "grad_output", grad_output)
     if g.ndim < 1:
         raise ValueError("linear_grad_bias: grad_output must have at least 1 dimension, got a scalar")
-    return g.reshape(-1, g.shape[-1]).sum(axis=0)
+    return _rows(g).sum(axis=0)
 
 
 # --------------------------------------------------------------------------- training-time ops

@@ -2,6 +2,7 @@
 import multiprocessing as mp
 import os
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -15,32 +16,38 @@ X = np.random.default_rng(0).random((8, 16, 24, 24), dtype=np.float32)
 W = np.random.default_rng(1).random((16, 16, 3, 3), dtype=np.float32)
 
 
+def _os_threads():
+    return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
+
+
 def _child_conv(q):
+    before = _os_threads()
     y = F.conv2d(X, W, padding=1)
     p = F.max_pool2d(y, 2)
-    q.put((float(y.sum()), float(p.sum()), pyconv.get_num_threads()))
+    q.put((float(y.sum()), float(p.sum()), pyconv.get_num_threads(), before, _os_threads()))
 
 
-def test_forked_child_does_not_hang():
-    pyconv.set_num_threads(2)
-    y = F.conv2d(X, W, padding=1)  # the parent's OpenMP team now exists
+def _run_child(target, *args):
     ctx = mp.get_context("fork")
     q = ctx.Queue()
-    p = ctx.Process(target=_child_conv, args=(q,))
+    p = ctx.Process(target=target, args=(q,) + args)
     p.start()
     p.join(60)
     if p.is_alive():
         p.kill()
         pytest.fail("pyconv hung in a forked child")
     assert p.exitcode == 0
-    ysum, _, threads = q.get(timeout=5)
+    return q.get(timeout=5)
+
+
+def test_forked_child_starts_its_own_workers():
+    pyconv.set_num_threads(2)
+    y = F.conv2d(X, W, padding=1)  # the parent's workers now exist; the child has none of them
+    ysum, _, threads, before, after = _run_child(_child_conv)
     assert ysum == float(y.sum())  # bitwise: results do not depend on the thread count
-    assert threads == 1
-
-
-def _pool_task(seed):
-    x = np.random.default_rng(seed).random((2, 3, 16, 16), dtype=np.float32)
-    return F.conv2d(x, W[:, :3], padding=1).sum()
+    assert threads == 2
+    if before is not None:
+        assert after > before, "the child ran its kernels without starting a worker thread"
 
 
 def test_fork_pool_matches_serial():
@@ -51,22 +58,44 @@ def test_fork_pool_matches_serial():
     assert got == [_pool_task(s) for s in range(4)]
 
 
+def _pool_task(seed):
+    x = np.random.default_rng(seed).random((2, 3, 16, 16), dtype=np.float32)
+    return F.conv2d(x, W[:, :3], padding=1).sum()
+
+
 def _child_sets_threads(q):
-    import warnings
+    pyconv.set_num_threads(1)
+    one = F.conv2d(X, W, padding=1)
+    pyconv.set_num_threads(2)
+    two = F.conv2d(X, W, padding=1)
+    q.put((pyconv.get_num_threads(), bool(np.array_equal(one, two))))
 
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        pyconv.set_num_threads(2)
-    q.put((pyconv.get_num_threads(), [str(x.message) for x in w]))
 
-
-def test_set_num_threads_in_forked_child_warns_and_stays_single_threaded():
+def test_set_num_threads_in_forked_child():
     pyconv.set_num_threads(2)
     F.conv2d(X, W, padding=1)
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    p = ctx.Process(target=_child_sets_threads, args=(q,))
-    p.start()
-    p.join(60)
-    threads, messages = q.get(timeout=5)
-    assert threads == 1 and any("forked child" in m for m in messages)
+    threads, same = _run_child(_child_sets_threads)
+    assert threads == 2 and same
+
+
+def test_fork_while_another_thread_is_inside_a_kernel():
+    """The child inherits a pool that was mid-job in a thread it does not have: it must start over."""
+    pyconv.set_num_threads(2)
+    big = np.random.default_rng(2).random((16, 32, 48, 48), dtype=np.float32)
+    wb = np.random.default_rng(3).random((32, 32, 3, 3), dtype=np.float32)
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            F.conv2d(big, wb, padding=1)
+
+    t = threading.Thread(target=busy)
+    t.start()
+    try:
+        for _ in range(3):
+            ysum, _, threads, _, _ = _run_child(_child_conv)
+            assert threads == 2
+    finally:
+        stop.set()
+        t.join(60)
+    assert ysum == float(F.conv2d(X, W, padding=1).sum())

@@ -82,7 +82,7 @@ x = rng.standard_normal((N, C, H, W))
 w = rng.standard_normal((K, C, R, R))
 gy = rng.standard_normal((N, K, H, W))
 kw = dict(padding=R // 2, algo="im2col")
-# warm up the same code paths on a small problem: OpenMP threads, GEMM packing scratch
+# warm up the same code paths on a small problem: worker threads, GEMM packing scratch
 F.conv2d(x[:, :, :20, :20], w, **kw)
 F.conv2d_grad_input(gy[:, :, :20, :20], w, (N, C, 20, 20), **kw)
 F.conv2d_grad_weight(x[:, :, :20, :20], gy[:, :, :20, :20], w.shape, **kw)

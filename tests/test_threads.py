@@ -1,6 +1,10 @@
-"""Thread count / ISA hooks, determinism across thread counts, concurrent callers."""
+"""Thread count / ISA hooks, determinism across thread counts, concurrent callers, the pool."""
 
+import os
+import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -53,20 +57,26 @@ def all_ops(dtype, algo):
     xl, wl, gl = rnd((64, 48), 9, dtype), rnd((40, 48), 10, dtype), rnd((64, 40), 11, dtype)
     out += [F.linear(xl, wl, wl[:, 0].copy()), F.linear_grad_input(gl, wl),
             F.linear_grad_weight(xl, gl), F.linear_grad_bias(gl), F.relu(xl), F.relu_grad(xl, xl)]
+    # Linear layers big enough for the GEMM to split (both orientations: 7 and 200 outputs)
+    for n_out in (7, 200):
+        xl, wl = rnd((256, 300), 12, dtype), rnd((n_out, 300), 13, dtype)
+        gl = rnd((256, n_out), 14, dtype)
+        out += [F.linear(xl, wl, wl[:, 1].copy()), F.linear_grad_input(gl, wl), F.linear_grad_weight(xl, gl)]
     return out
 
 
 @pytest.mark.parametrize("dtype", cases.DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("algo", cases.ALGOS)
-def test_bitwise_identical_1_vs_2_threads(algo, dtype, isa, restore_threads):
+def test_bitwise_identical_1_vs_2_and_3_threads(algo, dtype, isa, restore_threads):
     pyconv.set_num_threads(1)
     one = all_ops(dtype, algo)
-    pyconv.set_num_threads(2)
-    two = all_ops(dtype, algo)
-    assert len(one) == len(two)
-    for i, (a, b) in enumerate(zip(one, two)):
-        assert a.dtype == b.dtype and a.shape == b.shape, i
-        np.testing.assert_array_equal(a, b, err_msg=f"result #{i} differs between 1 and 2 threads")
+    for n in (2, 3):  # 3 threads on 2 cores: one is always preempted and its chunks move
+        pyconv.set_num_threads(n)
+        other = all_ops(dtype, algo)
+        assert len(one) == len(other)
+        for i, (a, b) in enumerate(zip(one, other)):
+            assert a.dtype == b.dtype and a.shape == b.shape, i
+            np.testing.assert_array_equal(a, b, err_msg=f"result #{i} differs between 1 and {n} threads")
 
 
 def test_threaded_results_are_correct(restore_threads):
@@ -192,3 +202,144 @@ def test_every_isa_gives_the_same_answer_within_tolerance(dtype):
                             k=case.reduction_length("fwd"), case=f"{name} {algo}")
     finally:
         pyconv.set_max_isa(prev)
+
+
+# --------------------------------------------------------------------------
+# the pool: bounded spinning, threadpoolctl, the context manager, defaults
+# --------------------------------------------------------------------------
+def _task_cpu_seconds():
+    """{tid: user + system CPU seconds} of this process's OS threads (Linux)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_idle_workers_sleep_instead_of_spinning(restore_threads):
+    pyconv.set_num_threads(2)
+    x = rnd((8, 32, 32, 32), 40, np.float32)
+    w = rnd((32, 32, 3, 3), 41, np.float32)
+    for _ in range(5):
+        F.conv2d(x, w, padding=1)  # the worker exists and has just worked
+    time.sleep(0.05)
+    before = _task_cpu_seconds()
+    time.sleep(0.5)
+    after = _task_cpu_seconds()
+    me = threading.get_native_id()
+    spent = {tid: after[tid] - before[tid] for tid in after if tid in before and tid != me}
+    # A spinning worker would burn the whole 0.5 s; clock ticks are 10 ms
+    assert max(spent.values(), default=0) <= 0.05, spent
+
+
+def test_threads_context_manager_restores_on_exception(restore_threads):
+    pyconv.set_num_threads(2)
+    with pytest.raises(RuntimeError, match="inside"):
+        with pyconv.threads(1) as n:
+            assert n == 1 and pyconv.get_num_threads() == 1
+            raise RuntimeError("inside")
+    assert pyconv.get_num_threads() == 2
+    with pyconv.threads(3):
+        assert pyconv.get_num_threads() == 3
+    assert pyconv.get_num_threads() == 2
+    with pytest.raises(ValueError, match="num_threads"):
+        with pyconv.threads(0):
+            pass
+    assert pyconv.get_num_threads() == 2
+
+
+def test_threadpoolctl_sees_and_limits_pyconv(restore_threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    pyconv.set_num_threads(2)
+    info = [i for i in threadpoolctl.threadpool_info() if i["internal_api"] == "pyconv"]
+    assert len(info) == 1, threadpoolctl.threadpool_info()
+    assert info[0]["user_api"] == "pyconv" and info[0]["num_threads"] == 2
+    assert info[0]["filepath"] == pyconv._core.__file__
+    x, w = rnd((4, 16, 20, 20), 50, np.float32), rnd((16, 16, 3, 3), 51, np.float32)
+    expect = F.conv2d(x, w, padding=1)
+    with threadpoolctl.threadpool_limits(1):
+        assert pyconv.get_num_threads() == 1
+        np.testing.assert_array_equal(F.conv2d(x, w, padding=1), expect)
+    assert pyconv.get_num_threads() == 2
+    with threadpoolctl.threadpool_limits(limits=1, user_api="pyconv"):
+        assert pyconv.get_num_threads() == 1
+    assert pyconv.get_num_threads() == 2
+    controller = threadpoolctl.ThreadpoolController()
+    with controller.select(internal_api="pyconv").limit(limits=3):
+        assert pyconv.get_num_threads() == 3
+    assert pyconv.get_num_threads() == 2
+
+
+def _run_python(code, **env):
+    full = dict(os.environ)
+    for k in ("PYCONV_NUM_THREADS", "OMP_NUM_THREADS"):
+        full.pop(k, None)
+    full.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=120)
+
+
+@pytest.mark.parametrize("env,expect", [({"PYCONV_NUM_THREADS": "3"}, 3), ({"OMP_NUM_THREADS": "2,1"}, 2),
+                                        ({"PYCONV_NUM_THREADS": "1", "OMP_NUM_THREADS": "4"}, 1)], ids=str)
+def test_default_thread_count_from_environment(env, expect):
+    r = _run_python("import pyconv; print(pyconv.get_num_threads())", **env)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.split()[-1]) == expect
+
+
+def test_bad_thread_environment_is_ignored_with_a_warning():
+    r = _run_python("import pyconv; print(pyconv.get_num_threads(), pyconv._core.default_num_threads())",
+                    PYCONV_NUM_THREADS="lots")
+    assert r.returncode == 0, r.stderr
+    assert "PYCONV_NUM_THREADS=lots" in r.stderr
+    got, default = map(int, r.stdout.split()[-2:])
+    assert got == default >= 1
+
+
+_IMPORT_ORDER = """
+import numpy as np
+{first}
+{second}
+pyconv.set_num_threads(2)
+torch.set_num_threads(2)
+x = np.random.default_rng(0).random((8, 16, 24, 24), dtype=np.float32)
+w = np.random.default_rng(1).random((32, 16, 3, 3), dtype=np.float32)
+for _ in range(3):
+    y = pyconv.functional.conv2d(x, w, padding=1)
+    t = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
+    l = pyconv.functional.linear(x.reshape(8, -1), np.ones((10, x[0].size), np.float32))
+np.testing.assert_allclose(y, t, rtol=1e-4, atol=1e-4)
+np.testing.assert_allclose(l, x.reshape(8, -1).sum(1, keepdims=True).repeat(10, 1), rtol=1e-4)
+print("ok", pyconv.get_num_threads())
+"""
+
+
+@pytest.mark.parametrize("torch_first", [True, False], ids=["torch-first", "pyconv-first"])
+def test_both_import_orders_work(torch_first):
+    pytest.importorskip("torch")
+    lines = ["import torch", "import pyconv"]
+    first, second = lines if torch_first else lines[::-1]
+    r = _run_python(_IMPORT_ORDER.format(first=first, second=second))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-2:] == ["ok", "2"]
+
+
+def test_spin_time_setting():
+    prev = pyconv._core.get_spin_us()
+    try:
+        pyconv._core.set_spin_us(0)
+        assert pyconv._core.get_spin_us() == 0
+        x, w = rnd((4, 16, 20, 20), 60, np.float32), rnd((16, 16, 3, 3), 61, np.float32)
+        with pyconv.threads(2):
+            a = F.conv2d(x, w, padding=1)  # workers sleep at once and are woken by a futex
+        with pyconv.threads(1):
+            np.testing.assert_array_equal(F.conv2d(x, w, padding=1), a)
+        with pytest.raises(ValueError, match="spin"):
+            pyconv._core.set_spin_us(-1)
+    finally:
+        pyconv._core.set_spin_us(prev)

@@ -1,4 +1,4 @@
-// ISA detection and capping, the thread count, the kernel table and verbose logging.
+// ISA detection and capping, the kernel table and verbose logging.
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -11,7 +11,6 @@
 
 #include "kernels.h"
 #include "pyconv/isa.h"
-#include "pyconv/parallel.h"
 #include "sizes.h"
 
 namespace pyconv {
@@ -43,16 +42,6 @@ int initial_cap() {
 }
 
 std::atomic<int> g_cap{initial_cap()};
-
-int initial_threads() {
-#if defined(PYCONV_HAVE_OPENMP)
-  return omp_get_max_threads();  // honours OMP_NUM_THREADS
-#else
-  return 1;
-#endif
-}
-
-std::atomic<int> g_threads{initial_threads()};
 
 }  // namespace
 
@@ -110,21 +99,6 @@ std::vector<std::string> cpu_features() {
 #undef PYCONV_FEATURE
 #endif
   return f;
-}
-
-int num_threads() { return g_threads.load(); }
-
-void set_num_threads(int n) {
-  if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));
-  g_threads.store(have_openmp() ? n : 1);
-}
-
-bool have_openmp() {
-#if defined(PYCONV_HAVE_OPENMP)
-  return true;
-#else
-  return false;
-#endif
 }
 
 template <class T>

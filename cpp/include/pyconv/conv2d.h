@@ -6,7 +6,7 @@
 // Cross-correlation, as torch.nn.functional.conv2d. Non-zero padding modes behave as
 // F.pad(x, mode) followed by an unpadded convolution, without materialising the padded copy.
 // Every entry point validates its parameters (std::invalid_argument), chooses an algorithm,
-// splits work over OpenMP threads and is safe to call from several threads at once.
+// splits work over pyconv's worker threads and is safe to call from several threads at once.
 #pragma once
 #include <cstdint>
 

@@ -11,7 +11,7 @@ namespace {
 constexpr int64_t kBlock = 64;
 
 // One element visit counts as one unit of threads_for's work: measured, two threads already pay
-// off at 64K float elements (the OpenMP team is usually still spinning from the previous op).
+// off at 64K float elements (the workers are usually still spinning from the previous op).
 int elt_threads(int64_t n) { return threads_for(n, num_threads()); }
 
 template <class F>
