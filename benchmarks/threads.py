@@ -1,6 +1,6 @@
 """Threads in crowded processes and on a shared machine (issue 11's targets).
 
-    python benchmarks/threads.py [--section step train pair torch] [--repeats 7]
+    python benchmarks/threads.py [--section step train pair torch busy] [--repeats 7]
 
 Sections, each printing medians over repeats and the ratio that matters:
   step   a LeNet-sized training step (conv 1->16 and 16->32 3x3 on 8x8, Linear 512->128->10,
@@ -11,6 +11,8 @@ Sections, each printing medians over repeats and the ratio that matters:
          run alone.
   torch  a Linear-heavy pyconv step with a torch conv + matmul between steps, vs the same step in
          a process without torch (each in its own process).
+  busy   `pyconv train --epochs 3` while two other processes keep both cores busy (a shared VM):
+         default threads vs --threads 1.
 The kernel suite's thread scaling is `benchmarks/compare.py --suite all --threads 1/2`.
 """
 import argparse
@@ -124,11 +126,33 @@ def section_pair(args):
           f"slowest pair / alone {max(pairs) / alone_med:5.2f}", flush=True)
 
 
-def torch_child(with_torch, repeats):
-    """Runs in a child process: prints the median step time in ms."""
+def section_busy(args):
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.5)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "run")
+            times = {"default": [], "1": []}
+            for _ in range(max(1, args.repeats // 2)):
+                times["default"].append(run_timed(train_cmd(out)))
+                times["1"].append(run_timed(train_cmd(out, "--threads", "1")))
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    d, one = np.median(times["default"]), np.median(times["1"])
+    print(f"busy  train digits --epochs 3 beside 2 busy processes: default {d:6.2f} s   --threads 1 {one:6.2f} s   "
+          f"default / 1-thread {d / one:5.2f}", flush=True)
+
+
+def torch_child(mode, repeats):
+    """Runs in a child process; prints the median pyconv step time and torch calls time in ms.
+    mode 0: pyconv steps alone (no torch imported); 1: pyconv steps with torch calls between;
+    2: torch calls alone (no pyconv steps between)."""
     import pyconv
 
-    if with_torch:
+    step_times, torch_times = [], []
+    if mode in (1, 2):
         import torch
 
         tx = torch.randn(32, 16, 32, 32)
@@ -136,8 +160,10 @@ def torch_child(with_torch, repeats):
         ta, tb = torch.randn(256, 512), torch.randn(512, 256)
 
         def between():
+            t0 = time.perf_counter()
             torch.nn.functional.conv2d(tx, tw, padding=1)
             torch.mm(ta, tb)
+            torch_times.append(time.perf_counter() - t0)
     else:
         def between():
             pass
@@ -147,39 +173,44 @@ def torch_child(with_torch, repeats):
     x = rng.random((64, 3, 32, 32), dtype=np.float32)
     y = rng.integers(0, 10, 64)
     step = make_step(linear_heavy_model(), x, y)
-    for _ in range(10):
+    for i in range(10 + repeats * 10):
+        if i == 10:
+            step_times.clear()
+            torch_times.clear()
         between()
-        step()
-    times = []
-    for _ in range(repeats * 10):
-        between()
+        if mode == 2:
+            time.sleep(0.01)  # the pyconv step's duration, without its threads
+            continue
         t0 = time.perf_counter()
         step()
-        times.append(time.perf_counter() - t0)
-    print(f"{np.median(times) * 1e3:.4f}")
+        step_times.append(time.perf_counter() - t0)
+    med = lambda v: float(np.median(v)) * 1e3 if v else float("nan")  # noqa: E731
+    print(f"{med(step_times):.4f} {med(torch_times):.4f}")
 
 
 def section_torch(args):
-    res = {True: [], False: []}
+    res = {m: [] for m in (0, 1, 2)}
     for _ in range(3):
-        for with_torch in (True, False):
-            out = subprocess.run([sys.executable, __file__, "--torch-child", str(int(with_torch)),
-                                  "--repeats", str(args.repeats)], check=True, capture_output=True, text=True)
-            res[with_torch].append(float(out.stdout.split()[-1]))
-    w, wo = np.median(res[True]), np.median(res[False])
-    print(f"torch linear-heavy step b64: with torch calls between steps {w:7.3f} ms   torch absent {wo:7.3f} ms   "
-          f"ratio {w / wo:5.2f}", flush=True)
+        for mode in res:
+            out = subprocess.run([sys.executable, __file__, "--torch-child", str(mode), "--repeats", str(args.repeats)],
+                                 check=True, capture_output=True, text=True)
+            res[mode].append([float(v) for v in out.stdout.split()[-2:]])
+    med = {m: np.median(np.array(v), axis=0) for m, v in res.items()}
+    print(f"torch linear-heavy pyconv step b64: with torch calls between steps {med[1][0]:7.3f} ms   torch absent "
+          f"{med[0][0]:7.3f} ms   ratio {med[1][0] / med[0][0]:5.2f}", flush=True)
+    print(f"torch conv+mm between pyconv steps {med[1][1]:7.3f} ms   with no pyconv step between "
+          f"{med[2][1]:7.3f} ms   ratio {med[1][1] / med[2][1]:5.2f}", flush=True)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--section", nargs="+", default=["step", "train", "pair", "torch"],
-                    choices=["step", "train", "pair", "torch"])
+    sections = ["step", "train", "pair", "torch", "busy"]
+    ap.add_argument("--section", nargs="+", default=sections, choices=sections)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--torch-child", type=int, choices=[0, 1], help=argparse.SUPPRESS)
+    ap.add_argument("--torch-child", type=int, choices=[0, 1, 2], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.torch_child is not None:
-        return torch_child(bool(args.torch_child), args.repeats)
+        return torch_child(args.torch_child, args.repeats)
     print(f"load average {os.getloadavg()[0]:.2f}, PYCONV_SPIN_US={os.environ.get('PYCONV_SPIN_US', '(default)')}",
           flush=True)
     for name in args.section:

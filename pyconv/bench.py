@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import _runtime
+from . import _runtime, zoo
 from . import functional as F
 
 
@@ -105,8 +105,27 @@ POOLS = [
     PoolCase("pool.avg2x2s2_8x64x112", "avg", 8, 64, 112, 112, 2, 2),
     PoolCase("pool.max2x2s2_1x64x224", "max", 1, 64, 224, 224, 2, 2),
 ]
+
+
+def _zoo_case(layer, n):
+    return ConvCase(f"zoo.{layer.label()}_b{n}", n, layer.c, layer.h, layer.w, layer.k, layer.r, layer.s,
+                    layer.stride, layer.padding, 1, layer.groups)
+
+
+def _zoo_suite():
+    """Every distinct conv layer of the zoo's models at batch 1 and 8 (shared shapes timed once)."""
+    cases = {}
+    for n in zoo.BATCHES:
+        for model in zoo.MODELS:
+            for layer, _ in zoo.distinct(model):
+                case = _zoo_case(layer, n)
+                cases.setdefault(case.name, case)
+    return list(cases.values())
+
+
+ZOO = _zoo_suite()
 SUITES = {"quick": LECTURE + CIFAR[:1] + POOLS[3:], "lecture": LECTURE, "cifar": CIFAR, "imagenet": IMAGENET,
-          "pool": POOLS, "all": LECTURE + CIFAR + IMAGENET + POOLS}
+          "pool": POOLS, "all": LECTURE + CIFAR + IMAGENET + POOLS, "zoo": ZOO}
 
 DIRECTIONS = ("fwd", "bwd_data", "bwd_weight")
 
@@ -245,3 +264,44 @@ def write_json(rows, path, meta):
 
 def case_dicts(cases):
     return [asdict(c) for c in cases]
+
+
+def zoo_report(rows, algo="auto", worst=12):
+    """Per zoo model and batch: summed conv time (each layer x how often it occurs), pyconv vs torch,
+    for inference (forward) and training (forward + both gradients); then the layers that lose most."""
+    ms = {(r["case"], r["direction"]): r for r in rows if r.get("algo") == algo and "torch_ms" in r}
+    if not ms:
+        return "(zoo report needs the torch timings: run with torch installed, without --no-torch)"
+    lines = [f"{'model':16} {'batch':>5} {'infer ms':>9} {'torch':>9} {'ratio':>6}   {'train ms':>9} {'torch':>9} "
+             f"{'ratio':>6}   layers"]
+    losses = {}
+    for n in zoo.BATCHES:
+        for model in zoo.MODELS:
+            tot = {"infer": [0.0, 0.0], "train": [0.0, 0.0]}
+            count = 0
+            for layer, times in zoo.distinct(model):
+                name = _zoo_case(layer, n).name
+                count += times
+                for d in DIRECTIONS:
+                    r = ms.get((name, d))
+                    if r is None:
+                        continue
+                    for kind in ("infer", "train") if d == "fwd" else ("train",):
+                        tot[kind][0] += times * r["ms"]
+                        tot[kind][1] += times * r["torch_ms"]
+                    key = (name, d)
+                    losses[key] = losses.get(key, 0.0) + times * (r["ms"] - r["torch_ms"])
+            (pi, ti), (pt, tt) = tot["infer"], tot["train"]
+            if pi == 0:
+                continue
+            lines.append(f"{model:16} {n:5d} {pi:9.2f} {ti:9.2f} {ti / pi:6.2f}   {pt:9.2f} {tt:9.2f} {tt / pt:6.2f}   "
+                         f"{count}")
+    lines.append("")
+    lines.append(f"layers losing most time to torch (ms summed over the models' occurrences, {algo}):")
+    for (name, d), loss in sorted(losses.items(), key=lambda kv: -kv[1])[:worst]:
+        if loss <= 0:
+            break
+        r = ms[(name, d)]
+        lines.append(f"  {name:40} {d:10} {r['ms']:8.3f} ms vs torch {r['torch_ms']:8.3f}  ratio {r['ratio']:5.2f}  "
+                     f"lost {loss:7.2f} ms")
+    return "\n".join(lines)

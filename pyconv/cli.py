@@ -45,11 +45,11 @@ def _bench(args):
 
     cases = bench.SUITES[args.suite]
     if args.case:
-        cases = [c for c in bench.SUITES["all"] if any(sel in c.name for sel in args.case)]
+        cases = [c for c in bench.SUITES["all"] + bench.ZOO if any(sel in c.name for sel in args.case)]
         if not cases:
             raise ValueError(f"no benchmark case matches {args.case}; see `pyconv bench --list`")
     if args.list:
-        for c in bench.SUITES["all"]:
+        for c in bench.SUITES["all"] + bench.ZOO:
             print(c.name)
         return 0
     threads = args.threads if args.threads is not None else _runtime.get_num_threads()
@@ -59,6 +59,9 @@ def _bench(args):
                      torch_compare=not args.no_torch, dtype=np.dtype(args.dtype),
                      progress=lambda name: print(f"  {name} ...", file=sys.stderr, flush=True))
     print(bench.format_table(rows))
+    if args.suite == "zoo":
+        print()
+        print(bench.zoo_report(rows, algo=args.algo[0]))
     if args.json:
         meta = dict(threads=threads, repeats=args.repeats, dtype=args.dtype, isa=_runtime.get_max_isa(),
                     cases=bench.case_dicts(cases))
@@ -298,7 +301,7 @@ def build_parser():
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("bench", help="time conv algorithms side by side (and torch, if installed)")
-    p.add_argument("--suite", choices=["quick", "lecture", "cifar", "imagenet", "pool", "all"], default="quick")
+    p.add_argument("--suite", choices=["quick", "lecture", "cifar", "imagenet", "pool", "all", "zoo"], default="quick")
     p.add_argument("--case", action="append", help="run only cases whose name contains this (repeatable)")
     p.add_argument("--list", action="store_true", help="list the case names and exit")
     p.add_argument("--threads", type=int, default=None, help="threads for pyconv and torch (default: current)")
