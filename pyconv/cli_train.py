@@ -20,7 +20,7 @@ from . import _runtime, data, viz
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .cli_args import RESUME_OPTIONS, TRAIN_DEFAULTS, plural, volume
 from .models import build_classifier, build_model, describe_source, spec_for
-from .outputs import OutputError, atomic_path, check_dir, prepare_dir, write_json
+from .outputs import OutputError, atomic_path, check_dir, prepare_dir, remove_created, write_json
 from .random import manual_seed
 from .train import Trainer, TrainingDiverged, describe_schedule, make_optimizer, make_schedule
 
@@ -167,10 +167,17 @@ def run(args):
                 data_dir=opts["data_dir"], normalize=dict(mean=mean.tolist(), std=std.tolist()),
                 optimizer_name=opts["optimizer"], epochs=opts["epochs"], seed=opts["seed"], run=opts,
                 data_sizes=[len(train), len(test)])
+    created = []
     if out:
         slots = 3 if opts["optimizer"] == "adam" else 2
-        prepare_dir(out, nbytes=2 * 4 * slots * model.num_parameters() + (4 << 20))
-    return _train(args, opts, meta, model, optimizer, trainer)
+        created = prepare_dir(out, nbytes=2 * 4 * slots * model.num_parameters() + (4 << 20))
+    code = 1
+    try:
+        code = _train(args, opts, meta, model, optimizer, trainer)
+        return code
+    finally:
+        if code:
+            remove_created(created)  # only while still empty: a run that saved nothing leaves no directory
 
 
 def _resume(args):

@@ -92,7 +92,8 @@ def check_dir(path, option="--out"):
 
 def prepare_dir(path, nbytes=0, option="--out"):
     """Make sure ``path`` is a directory that can take ``nbytes`` of files; creates it (and its
-    parents) if needed and removes what it created when the check fails. Returns ``path``."""
+    parents) if needed and removes what it created when the check fails. Returns the directories
+    it created, innermost first (for :func:`remove_created` if nothing gets written after all)."""
     path = os.fspath(path)
     what = f"{option} {path}"
     if os.path.exists(path) and not os.path.isdir(path):
@@ -115,7 +116,16 @@ def prepare_dir(path, nbytes=0, option="--out"):
             except OSError:
                 break
         raise
-    return path
+    return created
+
+
+def remove_created(created):
+    """Remove the directories :func:`prepare_dir` created, if they are still empty."""
+    for d in created:
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
 
 
 def check_file_target(path, option):
