@@ -468,3 +468,23 @@ def test_12_train_with_augment_names_it_in_the_header():
     assert "random shifts up to 1 px and horizontal flips" in r.stdout.splitlines()[0]
     r = run("train", "--epochs", 1, "--train-size", 64, "--test-size", 32, "--out", "", "--quiet")
     assert "no augmentation" in r.stdout.splitlines()[0]
+
+
+def test_12_cifar10_folder_trains_with_the_demo_augmentation_by_default(tmp_path):
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, 20))}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    r = run("train", "--dataset", "cifar10", "--data-dir", tmp_path, "--epochs", 1, "--out", "", "--quiet")
+    assert r.returncode == 0, r.stderr
+    head = r.stdout.splitlines()[0]
+    assert "cifar10 (100 train / 20 test images, 3x32x32 CxHxW), model convnetjs-cifar" in head
+    assert "random shifts up to 2 px and horizontal flips" in head
+    r = run("train", "--dataset", "cifar10", "--data-dir", tmp_path, "--epochs", 1, "--out", "", "--quiet",
+            "--augment", "none")
+    assert r.returncode == 0 and "no augmentation" in r.stdout.splitlines()[0]
