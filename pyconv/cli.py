@@ -204,7 +204,8 @@ def _train_arguments(p):
     _shown(p.add_argument("--augment", help="training-time transforms: none, shift (up to 2 pixels; shift=N), flip "
                                             "(left-right), comma-separated, e.g. shift,flip"),
            "shift,flip for cifar10, else none")
-    _shown(p.add_argument("--threads", type=positive_int, help="pyconv threads"), "OMP_NUM_THREADS or the cores")
+    _shown(p.add_argument("--threads", type=positive_int, help="pyconv threads"),
+           "PYCONV_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs available")
     _shown(p.add_argument("--train-size", type=positive_int, help="use only the first N training images"), "all")
     _shown(p.add_argument("--test-size", type=positive_int, help="use only the first N test images"), "all")
     _shown(p.add_argument("--out", help="directory for checkpoint.npz, best.npz, metrics.json and the PNGs, written "
