@@ -125,10 +125,12 @@ def _unfinished(out):
 
 
 def _where(meta):
-    st = meta["train_state"]
+    """Where a saved run stopped: ``epoch 4 of 6, batch 12 of 45`` or ``the end of epoch 3 of 6``."""
+    st, epochs = meta["train_state"], meta["epochs"]
     if st["batch"]:
-        return f"epoch {st['epoch'] + 1} of {meta['epochs']} (batch {st['batch']})"
-    return f"epoch {st['epoch']} of {meta['epochs']} done"
+        per_epoch = -(-meta["data_sizes"][0] // meta["run"]["batch_size"])
+        return f"epoch {st['epoch'] + 1} of {epochs}, batch {st['batch']} of {per_epoch}"
+    return f"the end of epoch {st['epoch']} of {epochs}"
 
 
 def _load_data(opts):
@@ -149,7 +151,7 @@ def run(args):
         check_dir(out)
         old = _unfinished(out)
         if old is not None:
-            raise ValueError(f"--out {out} holds an unfinished run ({_where(old)}): continue it with "
+            raise ValueError(f"--out {out} holds an unfinished run (stopped at {_where(old)}): continue it with "
                              f"`pyconv train --resume {out}`, or choose another --out (or delete {out})")
     if args.threads is not None:
         _runtime.set_num_threads(args.threads)
@@ -222,7 +224,7 @@ def _resume(args):
                       data.Augment.parse(opts["augment"]) or None)
     trainer.load_state(st, ck["extra"])
     meta = {k: v for k, v in meta.items() if k not in ("train_state", "history", "format", "version")}
-    print(f"pyconv train: resuming {out} at {_where(ck['meta'])}", flush=True)
+    print(f"pyconv train: resuming {out} from {_where(ck['meta'])}", flush=True)
     return _train(args, opts, meta, model, optimizer, trainer)
 
 
