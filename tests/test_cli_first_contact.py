@@ -93,11 +93,15 @@ def test_1_eval_of_a_bad_checkpoint_is_one_line(trained, tmp_path, how, match):
         assert str(path) in line and match in line and "allow_pickle" not in line, line
 
 
-@pytest.mark.parametrize("how", ["truncated", "corrupted", "text", "objects"])
+@pytest.mark.parametrize("how", ["truncated", "corrupted", "text", "objects", "nan"])
 def test_1_train_on_a_bad_npz_is_one_line(tmp_path, how):
     good = small_npz(tmp_path / "good.npz")
     path = tmp_path / "bad.npz"
-    if how == "text":
+    if how == "nan":
+        x = np.load(good)["x"]
+        x[3, 0, 1, 1] = np.nan
+        np.savez(path, x=x, y=np.arange(len(x)) % 3)
+    elif how == "text":
         path.write_text("x,y\n1,2\n")
     elif how == "objects":
         np.savez(path, x=np.array([None, 1], dtype=object), y=np.zeros(2, np.int64))
