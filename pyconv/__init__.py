@@ -5,11 +5,10 @@ instruction set, a worker pool of its own); ``pyconv.functional`` mirrors ``torc
 """
 try:
     from . import _core
-except ImportError as exc:  # pragma: no cover - only without a build
-    raise ImportError(
-        "pyconv's C++ extension pyconv._core is not built; install with `pip install .` "
-        "(or `pip install -e .` for development)"
-    ) from exc
+except ImportError as exc:  # pragma: no cover - only without a build (or the source tree shadowing it)
+    from ._import_error import raise_for
+
+    raise_for(exc, __path__[0])
 
 from . import functional, nn, optim
 from ._runtime import (

@@ -439,8 +439,9 @@ def run(quiet=False, isas=None):
 def add_arguments(parser):
     """The ``pyconv check`` options, for an argparse (sub)parser."""
     parser.add_argument("--quiet", action="store_true", help="print only the failures and the summary")
-    parser.add_argument("--isa", action="append", choices=list(ISA_ORDER),
-                        help="check only this instruction set (repeatable)")
+    action = parser.add_argument("--isa", action="append", choices=list(ISA_ORDER),
+                                 help="check only this instruction set (repeatable)")
+    action.shown_default = "every one this CPU runs"  # shown by pyconv's help formatter
 
 
 def main(argv=None):

@@ -1,19 +1,21 @@
 """The ``pyconv`` command line (also ``python -m pyconv``).
 
-``train`` trains a ConvNet (digits by default), ``summary`` describes a model layer by layer,
-``eval``/``predict`` use a checkpoint, ``bench`` times the algorithms, ``info`` describes the build.
-Every error is one line on stderr and a non-zero exit status.
+``train`` trains a ConvNet (digits by default; see :mod:`pyconv.cli_train`), ``summary``
+describes a model layer by layer, ``eval``/``predict`` use a checkpoint, ``bench`` times the
+algorithms, ``info`` describes the build. Every error is one line on stderr and a non-zero exit
+status (2 for a bad option, 1 otherwise), and every option is checked before any long work.
 """
 import argparse
 import json
 import os
 import platform
 import sys
-import time
 
 import numpy as np
 
 from . import _core, _runtime
+from .cli_args import (HelpFormatter, layout_arg, nonnegative_float, nonnegative_int, plural, positive_float,
+                       positive_int, read_volume, volume, volume_triple)
 
 
 def _info(args):
@@ -42,16 +44,19 @@ def _info(args):
 
 def _bench(args):
     from . import bench
+    from .outputs import check_file_target, write_atomic
 
+    if args.list:
+        for c in bench.SUITES["all"] + bench.ZOO:
+            print(c.name)
+        return 0
     cases = bench.SUITES[args.suite]
     if args.case:
         cases = [c for c in bench.SUITES["all"] + bench.ZOO if any(sel in c.name for sel in args.case)]
         if not cases:
             raise ValueError(f"no benchmark case matches {args.case}; see `pyconv bench --list`")
-    if args.list:
-        for c in bench.SUITES["all"] + bench.ZOO:
-            print(c.name)
-        return 0
+    if args.json:
+        check_file_target(args.json, "--json")  # before the benchmarks, not after them
     threads = args.threads if args.threads is not None else _runtime.get_num_threads()
     print(f"pyconv bench: suite={args.suite} threads={threads} repeats={args.repeats} dtype={args.dtype}",
           flush=True)
@@ -65,116 +70,27 @@ def _bench(args):
     if args.json:
         meta = dict(threads=threads, repeats=args.repeats, dtype=args.dtype, isa=_runtime.get_max_isa(),
                     cases=bench.case_dicts(cases))
-        bench.write_json(rows, args.json, meta)
+        write_atomic(args.json, lambda f: json.dump({"meta": meta, "rows": rows}, f, indent=1))
         print(f"wrote {args.json}")
     return 0
 
 
-def _shape_arg(text):
-    """'3x32x32' or '3,32,32' -> (3, 32, 32)."""
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad shape {text!r}: expected CxHxW such as 3x32x32") from None
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"bad shape {text!r}: expected three positive sizes CxHxW such as 3x32x32")
-    return shape
-
-
-def _positive(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
 def _summary(args):
-    from .models import build_model
+    from .models import build_model, describe_source, spec_for
     from .summary import summary
 
-    model = build_model(args.model, args.input, args.classes)
-    print(summary(model, args.input))
-    return 0
+    spec = spec_for(args.model)
 
+    def describe(shape):
+        try:
+            return f"gives {summary(build_model(spec, shape, args.classes), shape).brief()}"
+        except ValueError as exc:
+            return f"does not fit the model (at {str(exc).split(': ', 1)[0]})"
 
-class _Bar:
-    """A tqdm bar per epoch showing loss, accuracy and images/s (plain lines when not a terminal)."""
-
-    def __init__(self, epoch, epochs, total, enabled):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=True, disable=not enabled,
-                        dynamic_ncols=True, file=sys.stderr)
-
-    def update(self, loss, acc, ips):
-        self.bar.set_postfix_str(f"loss {loss:.4f} acc {acc:.3f} {ips:,.0f} img/s", refresh=False)
-        self.bar.update(1)
-
-    def close(self):
-        self.bar.close()
-
-
-def _metrics_table(history):
-    head = f"{'epoch':>5}  {'train loss':>10}  {'train acc':>9}  {'test loss':>9}  {'test acc':>8}  {'seconds':>7}  {'img/s':>8}"
-    lines = [head, "-" * len(head)]
-    for h in history:
-        lines.append(f"{h['epoch']:>5}  {h['train_loss']:>10.4f}  {h['train_accuracy']:>9.4f}  {h['test_loss']:>9.4f}  "
-                     f"{h['test_accuracy']:>8.4f}  {h['seconds']:>7.2f}  {h['images_per_second']:>8,.0f}")
-    return "\n".join(lines)
-
-
-def _train(args):
-    from . import data, viz
-    from .checkpoint import save_checkpoint
-    from .models import build_model, spec_for
-    from .random import manual_seed
-    from .train import fit, make_optimizer, make_schedule
-
-    if args.threads is not None:
-        _runtime.set_num_threads(args.threads)
-    train, test = data.load_dataset(args.dataset, args.data_dir)
-    train, test = train.subset(args.train_size), test.subset(args.test_size)
-    mean, std = data.channel_stats(train.x)
-    train = data.Dataset(data.normalize(train.x, mean, std), train.y, train.classes, train.name)
-    test = data.Dataset(data.normalize(test.x, mean, std), test.y, test.classes, test.name)
-    model_name = args.model or ("digits-cnn" if args.dataset == "digits" else "convnetjs-cifar")
-    spec = spec_for(model_name)
-    manual_seed(args.seed)
-    model = build_model(spec, train.image_shape, len(train.classes))
-    optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr, weight_decay=args.weight_decay)
-    schedule = make_schedule(args.schedule, optimizer, args.epochs)
-    print(f"pyconv train: {train.name} ({len(train)} train / {len(test)} test, {'x'.join(map(str, train.image_shape))}), "
-          f"model {model_name} ({model.num_parameters():,} parameters), {args.optimizer} lr {optimizer.lr:g}, "
-          f"{args.epochs} epochs, batch {args.batch_size}, {_runtime.get_num_threads()} threads", flush=True)
-    show = not args.quiet
-    t0 = time.perf_counter()
-    history = fit(model, train, test, args.epochs, optimizer, batch_size=args.batch_size, seed=args.seed,
-                  schedule=schedule, progress=lambda e, n: _Bar(e, args.epochs, n, show))
-    elapsed = time.perf_counter() - t0
-    print(_metrics_table(history))
-    print(f"test accuracy {history[-1]['test_accuracy']:.4f} after {args.epochs} epochs in {elapsed:.1f} s")
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        meta = dict(model_name=model_name, model_spec=spec, input_shape=list(train.image_shape),
-                    num_classes=len(train.classes), classes=list(train.classes), dataset=args.dataset,
-                    data_dir=args.data_dir, normalize=dict(mean=mean.tolist(), std=std.tolist()),
-                    optimizer_name=args.optimizer, epochs=args.epochs, seed=args.seed, history=history)
-        save_checkpoint(os.path.join(args.out, "checkpoint.npz"), model, optimizer, **meta)
-        with open(os.path.join(args.out, "metrics.json"), "w") as f:
-            json.dump(dict(epochs=history, dataset=args.dataset, model=model_name, seed=args.seed,
-                           seconds=elapsed, parameters=model.num_parameters()), f, indent=1)
-        written = ["checkpoint.npz", "metrics.json"]
-        if not args.no_plots:
-            viz.plot_history(history, os.path.join(args.out, "curves.png"))
-            viz.save_filters(model, os.path.join(args.out, "filters.png"))
-            label = test.classes[test.y[0]] if len(test) else None
-            viz.save_activations(model, test.x[0], os.path.join(args.out, "activations.png"), label=label)
-            written += ["curves.png", "filters.png", "activations.png"]
-        print(f"wrote {', '.join(written)} to {args.out}")
+    shape = read_volume(args.input, args.layout, describe)
+    model = build_model(spec, shape, args.classes)
+    print(f"{describe_source(args.model)}, input {volume(shape)} (CxHxW)")
+    print(summary(model, shape))
     return 0
 
 
@@ -184,57 +100,64 @@ def _normalizer(meta):
     return mean, std
 
 
+def _eval_data(args, meta):
+    """The test set a checkpoint is evaluated on: its own data set unless --dataset says otherwise."""
+    from . import data
+
+    name = args.dataset or meta.get("dataset", "digits")
+    if name == "digits" and args.data_dir is not None:
+        raise ValueError(f"--data-dir {args.data_dir} is only read for cifar10 or npz data; the digits are embedded "
+                         "in pyconv: drop --data-dir")
+    data_dir = args.data_dir
+    if data_dir is None and name == meta.get("dataset"):
+        data_dir = meta.get("data_dir")
+        if data_dir is not None and not os.path.isabs(data_dir):  # checkpoints of older versions
+            data_dir = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), data_dir) \
+                if not os.path.exists(data_dir) else data_dir
+        if data_dir is not None and not os.path.exists(data_dir):
+            raise ValueError(f"{args.checkpoint} was trained on {name} data from {data_dir}, which does not exist "
+                             f"(any more): pass --data-dir with its new location")
+    _, test = data.load_dataset(name, data_dir)
+    return name, test
+
+
 def _eval(args):
     from . import data
     from .checkpoint import load_model
     from .train import evaluate
 
     model, meta = load_model(args.checkpoint)
-    name = args.dataset or meta.get("dataset", "digits")
-    _, test = data.load_dataset(name, args.data_dir or meta.get("data_dir"))
+    name, test = _eval_data(args, meta)
     if tuple(test.image_shape) != tuple(meta["input_shape"]):
-        raise ValueError(f"the {name} images are {test.image_shape} but the model expects {tuple(meta['input_shape'])}")
+        raise ValueError(f"the {name} images are {volume(test.image_shape)} but the model expects "
+                         f"{volume(meta['input_shape'])} (CxHxW)")
+    if len(test.classes) > meta["num_classes"]:
+        raise ValueError(f"the {name} test set has {len(test.classes)} classes but the model scores "
+                         f"{meta['num_classes']}")
     mean, std = _normalizer(meta)
     loss, acc = evaluate(model, data.normalize(test.x, mean, std), test.y)
-    print(f"{args.checkpoint}: {meta.get('model_name', 'model')} on {name} test set ({len(test)} images): "
+    print(f"{args.checkpoint}: {meta.get('model_name', 'model')} on {name} test set ({plural(len(test), 'image')}): "
           f"accuracy {acc:.4f}, loss {loss:.4f}")
     return 0
-
-
-def _load_image(path, shape, invert):
-    from PIL import Image, UnidentifiedImageError
-
-    c, h, w = shape
-    try:
-        img = Image.open(path)
-        img.load()
-    except FileNotFoundError:
-        raise ValueError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from None
-    img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-    a = np.asarray(img, np.float32) / 255.0
-    if invert:
-        a = 1.0 - a
-    return a[None] if c == 1 else a.transpose(2, 0, 1)
 
 
 def _predict(args):
     from . import data
     from .checkpoint import load_model
+    from .images import load_image
     from .tensor import Tensor, no_grad
 
     model, meta = load_model(args.checkpoint)
     shape = tuple(meta["input_shape"])
     invert = args.invert if args.invert is not None else meta.get("dataset") == "digits"
-    x = _load_image(args.image, shape, invert)
+    x, note = load_image(args.image, shape, invert)
     mean, std = _normalizer(meta)
     with no_grad():
         logits = model(Tensor(data.normalize(x[None], mean, std))).data[0].astype(np.float64)
     p = np.exp(logits - logits.max())
     p /= p.sum()
     classes = meta.get("classes") or [str(i) for i in range(len(p))]
-    print(f"{args.image}: top {min(args.top, len(p))} of {len(p)} classes")
+    print(f"{args.image} ({note}): top {min(args.top, len(p))} of {len(p)} classes")
     for i in np.argsort(-p)[: args.top]:
         print(f"  {classes[i]:>12}  {p[i]:.4f}")
     return 0
@@ -247,10 +170,53 @@ def _check(args):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump): `pyconv X: error: ...`, exit status 2."""
+    """argparse with one-line errors (no usage dump): `pyconv X: error: ...`, exit status 2, and
+    every default shown in --help."""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*a, **kw)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _shown(action, default):
+    action.shown_default = default
+    return action
+
+
+def _train_arguments(p):
+    # argparse defaults are None (the real ones are cli_args.TRAIN_DEFAULTS), so --resume can tell
+    # which options were given; --help shows the real ones.
+    _shown(p.add_argument("--dataset", choices=["digits", "cifar10", "npz"], help="the data set"), "digits")
+    p.add_argument("--data-dir", help="cifar10: the cifar-10-batches-py folder; npz: the .npz file (x, y); "
+                                      "not for digits, which are embedded")
+    _shown(p.add_argument("--model", help="built-in (digits-cnn, lenet, convnetjs-cifar) or a .json/.toml layer list"),
+           "digits-cnn for digits, else convnetjs-cifar")
+    _shown(p.add_argument("--epochs", type=positive_int, help="passes over the training set"), 12)
+    _shown(p.add_argument("--batch-size", type=positive_int, help="images per optimizer step"), 32)
+    _shown(p.add_argument("--lr", type=positive_float, help="learning rate (finite, > 0)"), "adam 0.001, sgd 0.05")
+    _shown(p.add_argument("--optimizer", choices=["adam", "sgd"], help="update rule (sgd: momentum 0.9)"), "adam")
+    _shown(p.add_argument("--weight-decay", type=nonnegative_float, help="L2 weight decay (>= 0)"), 0.0)
+    _shown(p.add_argument("--schedule", choices=["none", "step", "cosine"],
+                          help="learning-rate schedule: cosine anneals it to 0 over the run, step divides it by 10 "
+                               "every epochs/3, none keeps it"), "cosine")
+    _shown(p.add_argument("--seed", type=nonnegative_int, help="seed of the weights, shuffling, augmentation and "
+                                                                "dropout"), 0)
+    _shown(p.add_argument("--augment", help="training-time transforms: none, shift (up to 2 pixels; shift=N), flip "
+                                            "(left-right), comma-separated, e.g. shift,flip"),
+           "shift,flip for cifar10, else none")
+    _shown(p.add_argument("--threads", type=positive_int, help="pyconv threads"),
+           "PYCONV_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs available")
+    _shown(p.add_argument("--train-size", type=positive_int, help="use only the first N training images"), "all")
+    _shown(p.add_argument("--test-size", type=positive_int, help="use only the first N test images"), "all")
+    _shown(p.add_argument("--out", help="directory for checkpoint.npz, best.npz, metrics.json and the PNGs, written "
+                                        "after every epoch ('' to write nothing)"), "pyconv-run")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR (its checkpoint.npz) with its "
+                                                   "options, bitwise as if it had not stopped")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser():
@@ -259,57 +225,50 @@ def build_parser():
     p = sub.add_parser("info", help="version, compiler, CPU features, compiled kernels, threads")
     p.set_defaults(func=_info)
 
-    p = sub.add_parser("train", help="train a ConvNet (default: a small one on the embedded 8x8 digits)")
-    p.add_argument("--dataset", choices=["digits", "cifar10", "npz"], default="digits")
-    p.add_argument("--data-dir", help="cifar10: the cifar-10-batches-py folder; npz: the .npz file (x, y)")
-    p.add_argument("--model", help="built-in (digits-cnn, lenet, convnetjs-cifar) or a .json/.toml layer list "
-                                   "(default: digits-cnn for digits, else convnetjs-cifar)")
-    p.add_argument("--epochs", type=_positive, default=12)
-    p.add_argument("--batch-size", type=_positive, default=32)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: adam 1e-3, sgd 0.05)")
-    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--schedule", choices=["none", "step", "cosine"], default="cosine")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=_positive, default=None)
-    p.add_argument("--train-size", type=_positive, default=None, help="use only the first N training images")
-    p.add_argument("--test-size", type=_positive, default=None, help="use only the first N test images")
-    p.add_argument("--out", default="pyconv-run", help="directory for checkpoint.npz, metrics.json and PNGs "
-                                                       "(default: pyconv-run; '' to write nothing)")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("train", help="train a ConvNet (default: a small one on the embedded 8x8 digits)",
+                       description="Train a ConvNet. Exit status: 0 done, 1 error (or the loss became NaN/inf), "
+                                   "2 bad option, 130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM; a stopped "
+                                   "run continues with --resume DIR.")
+    _train_arguments(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("summary", help="layer-by-layer output volumes, parameters, FLOPs, workspace")
-    p.add_argument("--model", default="lenet", help="built-in name or .json/.toml layer list (default: lenet)")
-    p.add_argument("--input", type=_shape_arg, default=(3, 32, 32), help="input volume CxHxW (default 3x32x32)")
-    p.add_argument("--classes", type=_positive, default=10, help="outputs of the last layer (default 10)")
+    p.add_argument("--model", default="lenet", help="built-in name or .json/.toml layer list")
+    _shown(p.add_argument("--input", type=volume_triple, default=(3, 32, 32),
+                          help="input volume, CxHxW (3x32x32); the lecture's 32x32x3 with --layout hwc"), "3x32x32")
+    p.add_argument("--layout", type=layout_arg, default=None,
+                   help="how to read --input: chw (CxHxW, pyconv's and torch's order) or hwc (HxWxC, the lecture's "
+                        "32x32x3); without it an NxNxD input such as 32x32x3 is refused as ambiguous")
+    p.add_argument("--classes", type=positive_int, default=10, help="outputs of the last layer")
     p.set_defaults(func=_summary)
 
     p = sub.add_parser("eval", help="test accuracy of a checkpoint")
-    p.add_argument("checkpoint")
-    p.add_argument("--dataset", choices=["digits", "cifar10", "npz"], default=None)
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("checkpoint", help="a checkpoint.npz or best.npz of pyconv train")
+    _shown(p.add_argument("--dataset", choices=["digits", "cifar10", "npz"], help="the data set whose test set to use"), "the checkpoint's")
+    _shown(p.add_argument("--data-dir", help="where that data set is (cifar10, npz)"), "the checkpoint's (an absolute path)")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="classify an image file with a checkpoint")
-    p.add_argument("checkpoint")
-    p.add_argument("image")
-    p.add_argument("--top", type=_positive, default=3)
-    p.add_argument("--invert", action=argparse.BooleanOptionalAction, default=None,
-                   help="invert gray levels (default: on for digits, whose strokes are bright on dark)")
+    p.add_argument("checkpoint", help="a checkpoint.npz or best.npz of pyconv train")
+    p.add_argument("image", help="an image file (PNG, JPEG, ...; any size and bit depth)")
+    p.add_argument("--top", type=positive_int, default=3, help="how many classes to list")
+    _shown(p.add_argument("--invert", action=argparse.BooleanOptionalAction, default=None,
+                          help="invert gray levels (the digits' strokes are bright on dark)"), "on for digits")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("bench", help="time conv algorithms side by side (and torch, if installed)")
-    p.add_argument("--suite", choices=["quick", "lecture", "cifar", "imagenet", "pool", "all", "zoo"], default="quick")
+    p.add_argument("--suite", choices=["quick", "lecture", "cifar", "imagenet", "pool", "all", "zoo"], default="quick",
+                   help="which layers to time (zoo: every conv of six real models, summed per model)")
     p.add_argument("--case", action="append", help="run only cases whose name contains this (repeatable)")
     p.add_argument("--list", action="store_true", help="list the case names and exit")
-    p.add_argument("--threads", type=int, default=None, help="threads for pyconv and torch (default: current)")
-    p.add_argument("--repeats", type=int, default=7, help="timed repeats per case; the median is reported")
-    p.add_argument("--algo", nargs="+", default=["direct", "im2col"], choices=["auto", "direct", "im2col", "winograd"])
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    _shown(p.add_argument("--threads", type=positive_int, default=None, help="threads for pyconv and torch"),
+           "the current count")
+    p.add_argument("--repeats", type=positive_int, default=7, help="timed repeats per case; the median is reported")
+    p.add_argument("--algo", nargs="+", default=["direct", "im2col"], choices=["auto", "direct", "im2col", "winograd"],
+                   help="pyconv algorithms to time").shown_default = "direct im2col"
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="array type")
     p.add_argument("--no-torch", action="store_true", help="do not time torch even if importable")
-    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON (checked before the benchmarks run)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("check", help="self-test: every compiled kernel on this CPU against a float64 reference")
@@ -320,14 +279,35 @@ def build_parser():
     return parser
 
 
+def _train(args):
+    from .cli_train import run
+
+    return run(args)
+
+
+def _quiet_broken_pipe():
+    """stdout's reader went away (`pyconv info | head -3`): no traceback, no 'Exception ignored'."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141  # 128 + SIGPIPE, what a program killed by the closed pipe reports
+
+
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (ValueError, TypeError, OSError, NotImplementedError) as exc:
         print(f"pyconv {args.command}: error: {exc}", file=sys.stderr)
         return 1

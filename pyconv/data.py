@@ -10,12 +10,19 @@ from importlib import resources
 
 import numpy as np
 
+from .npzfile import read_npz
+
 __all__ = ["Dataset", "DataError", "load_digits", "load_cifar10", "load_npz", "load_dataset", "batches",
            "channel_stats", "normalize"]
 
 
 class DataError(ValueError):
     """A data set is missing, malformed or inconsistent (the message says what to do)."""
+
+
+class _NpzError(DataError):
+    def __init__(self, message):
+        super().__init__(f"npz: {message}")
 
 
 @dataclass
@@ -123,17 +130,11 @@ def load_npz(path):
     path = os.fspath(path) if path is not None else None
     if path is None:
         raise DataError("npz data set needs --data-dir pointing at an .npz file with arrays x (N, C, H, W) and y (N,)")
-    try:
-        d = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"npz: {path} does not exist") from None
-    except Exception as exc:
-        raise DataError(f"npz: cannot read {path} as an .npz file ({exc})") from None
-    with d:
-        missing = [k for k in ("x", "y") if k not in d.files]
-        if missing:
-            raise DataError(f"npz: {path} lacks array(s) {missing}; it has {d.files}, expected x (N, C, H, W) and y (N,)")
-        arrays = {k: d[k] for k in d.files}
+    arrays = read_npz(path, "an .npz data set", _NpzError)
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataError(f"npz: {path} lacks array(s) {missing}; it has {sorted(arrays)}, expected x (N, C, H, W) "
+                        "and y (N,)")
 
     def check(xk, yk):
         x, y = arrays[xk], arrays[yk]
@@ -145,7 +146,14 @@ def load_npz(path):
             raise DataError(f"npz: {yk} must be ({len(x)},) integer labels, got shape {y.shape} dtype {y.dtype}")
         if x.dtype.kind not in "fiu":
             raise DataError(f"npz: {xk} must be numeric, got dtype {x.dtype}")
-        return x.astype(np.float32), y.astype(np.int64)
+        if len(x) == 0:
+            raise DataError(f"npz: {path}: {xk} holds no images")
+        if y.min() < 0:
+            raise DataError(f"npz: {path}: {yk} holds negative labels (min {y.min()}); labels are 0 .. classes-1")
+        x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise DataError(f"npz: {path}: {xk} holds NaN or infinite values ({int((~np.isfinite(x)).sum())} of them)")
+        return x, y.astype(np.int64)
 
     x, y = check("x", "y")
     if "x_test" in arrays and "y_test" in arrays:
@@ -190,3 +198,68 @@ def batches(x, y, batch_size, shuffle=False, rng=None):
     for i in range(0, len(y), batch_size):
         idx = order[i:i + batch_size]
         yield x[idx], y[idx]
+
+
+class Augment:
+    """Random training-time transforms of a batch, as the CS231n/ConvNetJS CIFAR-10 demo trains:
+    each image shifted by up to ``shift`` pixels each way (the uncovered border zero, the mean
+    after normalisation) and, with ``flip``, mirrored left-right with probability 1/2.
+
+    ``Augment.parse("shift,flip")`` reads the ``--augment`` forms: ``none``, ``shift`` (2 pixels),
+    ``shift=N``, ``flip``, comma-separated. Draws come from the ``rng`` passed per call.
+    """
+
+    def __init__(self, shift=0, flip=False):
+        if not isinstance(shift, (int, np.integer)) or isinstance(shift, bool) or shift < 0:
+            raise ValueError(f"Augment: shift must be an int >= 0, got {shift!r}")
+        self.shift, self.flip = int(shift), bool(flip)
+
+    @classmethod
+    def parse(cls, text):
+        shift, flip = 0, False
+        for part in (p.strip().lower() for p in str(text).split(",")):
+            if part in ("none", "") and str(text).strip().lower() in ("none", ""):
+                continue
+            name, _, value = part.partition("=")
+            if name == "flip" and not value:
+                flip = True
+            elif name == "shift":
+                try:
+                    shift = int(value) if value else 2
+                except ValueError:
+                    shift = -1
+                if shift < 1 or shift > 64:
+                    raise ValueError(f"--augment: bad shift {part!r}: expected shift or shift=N with 1 <= N <= 64")
+            else:
+                raise ValueError(f"--augment: unknown transform {part!r}; use none, or shift (2 pixels), shift=N, "
+                                 "flip, comma-separated (e.g. shift,flip)")
+        return cls(shift, flip)
+
+    def __bool__(self):
+        return bool(self.shift or self.flip)
+
+    def __str__(self):
+        parts = ([f"shift={self.shift}"] if self.shift else []) + (["flip"] if self.flip else [])
+        return ",".join(parts) or "none"
+
+    def describe(self):
+        parts = ([f"random shifts up to {self.shift} px"] if self.shift else []) + \
+            (["horizontal flips"] if self.flip else [])
+        return " and ".join(parts) or "no augmentation"
+
+    def __call__(self, x, rng):
+        n, _, h, w = x.shape
+        out = x
+        if self.shift:
+            s = self.shift
+            padded = np.zeros(x.shape[:2] + (h + 2 * s, w + 2 * s), x.dtype)
+            padded[:, :, s:s + h, s:s + w] = x
+            d = rng.integers(-s, s + 1, size=(n, 2))
+            out = np.empty_like(x)
+            for i in range(n):
+                out[i] = padded[i, :, s + d[i, 0]:s + d[i, 0] + h, s + d[i, 1]:s + d[i, 1] + w]
+        if self.flip:
+            mirror = rng.random(n) < 0.5
+            out = np.array(out, copy=True) if out is x else out
+            out[mirror] = out[mirror][:, :, :, ::-1]
+        return out

@@ -23,6 +23,7 @@ what it may or raises the error. Lecture-sized calls thus cost one C++ call, not
 """
 import math
 import numbers
+import operator
 import os
 
 import numpy as np
@@ -88,20 +89,40 @@ def _int(fn, name, v, minimum):
 
 
 def _pair(fn, name, v, minimum):
-    """An int or a pair of ints -> (a, b), each >= minimum."""
+    """An int, or a tuple/list of one or two ints -> (a, b), each >= minimum.
+
+    The forms torch accepts: ``1``, ``(1,)`` and ``[1]`` all mean ``(1, 1)``; numpy integers and
+    other integer scalars (anything with ``__index__`` except bools) count as ints.
+    """
     if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{fn}: {name} must be an int or a pair of ints, got {len(v)} values {tuple(v)!r}")
+        if len(v) not in (1, 2):
+            raise ValueError(f"{fn}: {name} must be an int or a tuple of one or two ints, got {len(v)} values "
+                             f"{tuple(v)!r}")
         if not all(_is_int(e) for e in v):
-            raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {tuple(v)!r}")
-        out = (int(v[0]), int(v[1]))
+            raise TypeError(f"{fn}: {name} must be an int or a tuple of one or two ints, got {tuple(v)!r}")
+        out = (int(v[0]), int(v[-1]))
     elif _is_int(v):
         out = (int(v), int(v))
     else:
-        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {type(v).__name__} {v!r}")
+        out = _index_pair(v)
+        if out is None:
+            raise TypeError(f"{fn}: {name} must be an int or a tuple of one or two ints, got {type(v).__name__} {v!r}")
     if min(out) < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {v!r}")
     return out
+
+
+def _index_pair(v):
+    """(i, i) for an integer scalar object (a 0-d integer array or tensor: ``__index__``), else None."""
+    if isinstance(v, (bool, np.bool_, float, str, bytes)) or not hasattr(type(v), "__index__"):
+        return None
+    if getattr(v, "dtype", None) is not None and str(v.dtype).split(".")[-1] == "bool":
+        return None
+    try:
+        i = operator.index(v)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return (i, i)
 
 
 def _array(fn, name, a):
@@ -567,6 +588,10 @@ def _avg_args(fn, count_include_pad, divisor_override):
                         f"{divisor_override!r}")
     if divisor_override == 0 or abs(int(divisor_override)) > 2**62:
         raise ValueError(f"{fn}: divisor_override must be non-zero (and fit in int64), got {divisor_override}")
+    if divisor_override < 0:
+        raise ValueError(f"{fn}: divisor_override must be positive, got {divisor_override}: torch accepts a negative "
+                         "divisor only because it never checks the sign (the average comes out negated), so pyconv "
+                         "refuses it as a mistake")
     return bool(count_include_pad), int(divisor_override)
 
 
@@ -578,6 +603,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     the part of a ceil_mode window that hangs past the padding; ``count_include_pad=False``
     divides by the number of input pixels in the window; ``divisor_override`` replaces both.
     """
+    if divisor_override is not None:  # the fast path takes any non-zero divisor; the sign is checked here
+        _avg_args("avg_pool2d", count_include_pad, divisor_override)
     y = _core.avg_pool2d_fast(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
     if y is not None:
         return y
@@ -598,6 +625,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 def avg_pool2d_grad(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                     count_include_pad=True, divisor_override=None):
     """Gradient of :func:`avg_pool2d` with respect to its input (of shape ``input_shape``)."""
+    if divisor_override is not None:
+        _avg_args("avg_pool2d_grad", count_include_pad, divisor_override)
     dx = _core.avg_pool2d_grad_fast(grad_output, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                     divisor_override)
     if dx is not None:

@@ -18,7 +18,8 @@ import os
 from . import functional as F
 from . import nn
 
-__all__ = ["BUILTIN_MODELS", "ModelSpecError", "build_model", "load_spec", "spec_for"]
+__all__ = ["BUILTIN_MODELS", "ModelSpecError", "build_model", "build_classifier", "load_spec", "spec_for",
+           "spec_from_model", "describe_source"]
 
 
 class ModelSpecError(ValueError):
@@ -105,9 +106,42 @@ def spec_for(model):
 def build_model(spec, input_shape, num_classes):
     """A :class:`pyconv.nn.Sequential` from a layer list (or built-in name / file) for
     ``input_shape`` = (C, H, W) and ``num_classes`` outputs (the value ``"classes"`` in a field)."""
+    return nn.Sequential(*_build(spec, input_shape, num_classes)[0])
+
+
+def describe_source(model):
+    """How messages name a model: ``model file lec.json`` or ``model digits-cnn``."""
+    if isinstance(model, str) and model not in BUILTIN_MODELS:
+        return f"model file {model}"
+    return f"model {model}" if isinstance(model, str) else "the model"
+
+
+def build_classifier(spec, input_shape, num_classes, source=None, dataset=None):
+    """:func:`build_model`, checked to end in one score per class (what cross-entropy needs), so
+    that a model file's mistake is reported before training starts, naming the fix."""
+    modules, shapes, origin = _build(spec, input_shape, num_classes)
+    source = source or describe_source(spec)
+    out = shapes[-1]
+    data = f"the {dataset} data set has" if dataset else "there are"
+    last = f"layer {origin[-1]} ({type(modules[-1]).__name__})"
+    if len(out) != 1:
+        vol = "x".join(map(str, out))
+        raise ModelSpecError(
+            f"{source} ends in a {vol} {'volume (CxHxW)' if len(out) == 3 else 'array'} after {last}, but training "
+            f"needs one score per class ({data} {num_classes}): add "
+            '{"type": "Linear", "out_features": "classes"} as the last layer')
+    if out[0] != num_classes:
+        raise ModelSpecError(
+            f"{source}: {last} gives {out[0]} outputs, but {data} {num_classes} classes: make the last layer "
+            f'"out_features": "classes" (or {num_classes})')
+    return nn.Sequential(*modules)
+
+
+def _build(spec, input_shape, num_classes):
+    """(modules, output shape after each, spec index of each) for a layer list."""
     layers = spec_for(spec)
     shape = tuple(input_shape)
-    modules = []
+    modules, shapes, origin = [], [], []
     for i, layer in enumerate(layers):
         where = f"layer {i}"
         if not isinstance(layer, dict):
@@ -129,6 +163,8 @@ def build_model(spec, input_shape, num_classes):
         if name == "Linear" and len(shape) == 3:
             modules.append(nn.Flatten())
             shape = (shape[0] * shape[1] * shape[2],)
+            shapes.append(shape)
+            origin.append(i)
         inferred = {"Conv2d": "in_channels", "Linear": "in_features", "BatchNorm2d": "num_features"}.get(name)
         if inferred:
             have = shape[0]
@@ -151,7 +187,9 @@ def build_model(spec, input_shape, num_classes):
         except (ValueError, TypeError) as exc:
             raise ModelSpecError(f"{where}: {exc} (input shape {shape})") from None
         modules.append(module)
-    return nn.Sequential(*modules)
+        shapes.append(shape)
+        origin.append(i)
+    return modules, shapes, origin
 
 
 def _out_shape(m, shape):
@@ -182,3 +220,67 @@ def _out_shape(m, shape):
     if isinstance(m, nn.BatchNorm2d) and not image:
         raise ModelSpecError(f"BatchNorm2d needs an image input (C, H, W), got {shape}")
     return shape
+
+
+# What spec_from_model records per layer type: (field, default); fields equal to their default are left out.
+_FIELDS = {
+    nn.Conv2d: (("in_channels", None), ("out_channels", None), ("kernel_size", None), ("stride", (1, 1)),
+                ("padding", (0, 0)), ("dilation", (1, 1)), ("groups", 1), ("bias", True), ("padding_mode", "zeros"),
+                ("algo", "auto")),
+    nn.Linear: (("in_features", None), ("out_features", None), ("bias", True)),
+    nn.ReLU: (("inplace", False),),
+    nn.MaxPool2d: (("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1), ("ceil_mode", False)),
+    nn.AvgPool2d: (("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
+                   ("count_include_pad", True), ("divisor_override", None)),
+    nn.AdaptiveAvgPool2d: (("output_size", None),),
+    nn.Flatten: (("start_dim", 1), ("end_dim", -1)),
+    nn.Dropout: (("p", 0.5),),
+    nn.BatchNorm2d: (("num_features", None), ("eps", 1e-5), ("momentum", 0.1), ("affine", True),
+                     ("track_running_stats", True)),
+}
+
+
+def _json(v):
+    if isinstance(v, (tuple, list)):
+        return [_json(e) for e in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        return v.item()
+    return v
+
+
+def spec_from_model(model, input_shape, num_classes):
+    """The layer list that rebuilds ``model`` with :func:`build_model`, checked by rebuilding it
+    for ``input_shape``: an ``nn.Sequential`` (indexed, not named) of the layers a model file can
+    describe. Raises :class:`ModelSpecError` saying why when there is none."""
+    if not isinstance(model, nn.Sequential):
+        raise ModelSpecError(f"a {type(model).__name__} cannot be described as a layer list (only an nn.Sequential "
+                             "of pyconv.nn layers can)")
+    layers = []
+    for i, (name, m) in enumerate(model.named_children()):
+        if name != str(i):
+            raise ModelSpecError(f"layer {name!r}: a Sequential with named layers cannot be described as a layer "
+                                 "list (its state_dict keys are the names)")
+        fields = _FIELDS.get(type(m))
+        if fields is None:
+            raise ModelSpecError(f"layer {i} ({type(m).__name__}) is not a layer type a model file can describe ("
+                                 f"types: {', '.join(_LAYERS)})")
+        if getattr(m, "return_indices", False):
+            raise ModelSpecError(f"layer {i} (MaxPool2d) has return_indices=True, which a model file cannot describe")
+        entry = {"type": type(m).__name__}
+        for field, default in fields:
+            v = (m.bias is not None) if field == "bias" else (m.affine if field == "affine" else getattr(m, field))
+            if field == "stride" and isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) and v == m.kernel_size:
+                continue
+            if default is not None and (v == default or _json(v) == _json(default)
+                                        or (isinstance(default, tuple) and _json(v) == [default[0]] * 2)):
+                continue
+            entry[field] = _json(v)
+        layers.append(entry)
+    rebuilt = build_model(layers, input_shape, num_classes)
+    mine = {k: v.shape for k, v in model.state_dict().items()}
+    theirs = {k: v.shape for k, v in rebuilt.state_dict().items()}
+    if mine != theirs:
+        diff = sorted(set(mine.items()) ^ set(theirs.items()))
+        raise ModelSpecError(f"the layer list does not rebuild this model for input {tuple(input_shape)} "
+                             f"(state_dict entries differ: {diff[:4]})")
+    return layers

@@ -148,6 +148,14 @@ class _Schedule:
     def get_last_lr(self):
         return [self.optimizer.lr]
 
+    def state_dict(self):
+        """The schedule's position (JSON-serialisable); the optimizer's lr is in its own state."""
+        return {"epoch": self.epoch, "base_lr": self.base_lr}
+
+    def load_state_dict(self, state):
+        self.epoch, self.base_lr = int(state["epoch"]), float(state["base_lr"])
+        return self
+
 
 class StepLR(_Schedule):
     """lr = base_lr * gamma ** (epoch // step_size)."""

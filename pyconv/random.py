@@ -13,3 +13,13 @@ def manual_seed(seed):
 
 def default_generator():
     return _generator
+
+
+def get_state():
+    """The generator's state (a JSON-serialisable dict), for checkpoints that resume bitwise."""
+    return _generator.bit_generator.state
+
+
+def set_state(state):
+    """Restore a state from :func:`get_state` (the same bit generator type)."""
+    _generator.bit_generator.state = state

@@ -1,5 +1,6 @@
-"""Layer-by-layer summary of a network: output volume, parameters, FLOPs, receptive field and the
-im2col workspace each convolution needs, with the lecture's non-integer output-size warning."""
+"""Layer-by-layer summary of a network: output volume (CxHxW), parameters, FLOPs, receptive field,
+the algorithm ``auto`` runs for each direction of each convolution and the column buffer im2col
+would need, with the lecture's non-integer output-size warning."""
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,15 +19,14 @@ class Row:
     output_shape: tuple  # (C, H, W) or (features,), no batch
     params: int
     flops: int  # per image; a multiply-add counts 2
-    receptive_field: tuple = None  # (rows, cols) of input pixels one output sees
-    workspace_bytes: int = 0  # im2col column buffers of the input-gradient pass, one image (0: none)
+    receptive_field: tuple = None  # (rows, cols) of input pixels one output sees (at most the input's)
+    workspace_bytes: int = 0  # im2col's column buffer for the input-gradient pass, one image (0: none)
+    algos: tuple = None  # what algo="auto" runs: (forward, input gradient, weight gradient)
     notes: list = field(default_factory=list)
 
 
 def _volume(shape):
-    """The lecture's H x W x D notation for (C, H, W); plain for flat shapes."""
-    if len(shape) == 3:
-        return f"{shape[1]}x{shape[2]}x{shape[0]}"
+    """CxHxW (3x32x32), the arrays' own order, as pyconv writes volumes everywhere."""
     return "x".join(str(d) for d in shape)
 
 
@@ -48,14 +48,24 @@ class Summary:
     def max_workspace_bytes(self):
         return max([r.workspace_bytes for r in self.rows] or [0])
 
+    def brief(self):
+        """``760 parameters, output 10x32x32``: what one reading of an input volume gives."""
+        out = self.rows[-1].output_shape if self.rows else self.input_shape
+        return f"{self.total_params:,} parameters, output {_volume(out)}"
+
+    def _rf(self, r):
+        if not r.receptive_field:
+            return ""
+        text = f"{r.receptive_field[0]}x{r.receptive_field[1]}"
+        return text + " (all)" if tuple(r.receptive_field) == tuple(self.input_shape[1:]) else text
+
     def __str__(self):
-        head = ("layer", "output (HxWxC)", "params", "MFLOPs", "receptive field", "workspace")
-        lines = [(f"input", _volume(self.input_shape), "", "", "", "")]
+        head = ("layer", "output (CxHxW)", "params", "MFLOPs", "receptive field", "auto: fwd/dx/dw", "im2col cols")
+        lines = [("input", _volume(self.input_shape), "", "", "", "", "")]
         for r in self.rows:
-            rf = f"{r.receptive_field[0]}x{r.receptive_field[1]}" if r.receptive_field else ""
-            ws = f"{r.workspace_bytes / 1024:.1f} KiB" if r.workspace_bytes else ""
+            ws = f"{r.workspace_bytes / 1024:.1f} KiB" if r.workspace_bytes else ("none" if r.algos else "")
             lines.append((f"{r.name}: {r.layer}", _volume(r.output_shape), f"{r.params:,}", f"{r.flops / 1e6:.3f}",
-                          rf, ws))
+                          self._rf(r), "/".join(r.algos) if r.algos else "", ws))
         widths = [max(len(str(x[i])) for x in [head] + lines) for i in range(len(head))]
         fmt = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
                                     for i, (c, w) in enumerate(zip(row, widths)))
@@ -63,8 +73,11 @@ class Summary:
         out += [fmt(x) for x in lines]
         out.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
         out.append(f"total params: {self.total_params:,}   total MFLOPs per image: {self.total_flops / 1e6:.3f}   "
-                   f"largest im2col column buffer: {self.max_workspace_bytes / 1024:.1f} KiB ({self.dtype}; "
-                   "input-gradient pass, batch 1)")
+                   f"largest im2col column buffer: {self.max_workspace_bytes / 1024:.1f} KiB")
+        out.append(f"auto: the algorithm algo='auto' runs for the forward pass, the input gradient (dx) and the weight "
+                   f"gradient (dw), at batch 1. im2col cols: the column buffer ({self.dtype}, batch 1) im2col's input "
+                   "gradient needs (its forward and weight gradient pack straight from the input; direct and winograd "
+                   "need no column buffer). receptive field: input pixels one output sees ('all': the whole input).")
         for r in self.rows:
             for note in r.notes:
                 out.append(f"! {r.name}: {r.layer}: {note}")
@@ -87,7 +100,7 @@ def _coverage_note(in_size, pad_before, pad_after, k_eff, stride, axis):
 
 
 def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    return (int(v[0]), int(v[-1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
 def summary(model, input_shape, dtype=np.float32):
@@ -115,6 +128,7 @@ def summary(model, input_shape, dtype=np.float32):
     rows = []
     rf = [1, 1]  # receptive field in input pixels
     jump = [1, 1]  # input pixels between neighbouring outputs
+    last_hw = [input_shape[1], input_shape[2]]  # spatial size of the latest image-shaped volume
     itemsize = np.dtype(dtype).itemsize
     for name, m, inp, out in records:
         ishape = tuple(np.shape(inp.data if isinstance(inp, Tensor) else inp)[1:])
@@ -131,13 +145,10 @@ def summary(model, input_shape, dtype=np.float32):
                 pt, pb, pl, pr = spec.pads
                 cg = m.weight.shape[1]
                 row.flops = 2 * out_elems * cg * k[0] * k[1]
-                algo = m.algo if m.algo != "auto" else _core.conv2d_choose_algo(
-                    (1,) + ishape, m.weight.shape, m.stride, spec.pads, m.dilation, m.groups,
-                    F._MODE_CODE[m.padding_mode], 1)
-                if algo == "im2col":
-                    row.workspace_bytes = int(_core.conv2d_column_bytes(
-                        (1,) + ishape, m.weight.shape, m.stride, spec.pads, m.dilation, m.groups,
-                        F._MODE_CODE[m.padding_mode], itemsize))
+                geo = ((1,) + ishape, m.weight.shape, spec.stride, spec.pads, spec.dilation, m.groups,
+                       F._MODE_CODE[m.padding_mode])
+                row.algos = tuple(m.algo if m.algo != "auto" else _core.conv2d_choose_algo(*geo, d) for d in range(3))
+                row.workspace_bytes = int(_core.conv2d_column_bytes(*geo, itemsize))
             else:
                 k = _pair(m.kernel_size)
                 stride = _pair(m.stride)
@@ -149,21 +160,31 @@ def summary(model, input_shape, dtype=np.float32):
             for axis in range(2):
                 rf[axis] += (k_eff[axis] - 1) * jump[axis]
                 jump[axis] *= stride[axis]
-            row.receptive_field = (rf[0], rf[1])
+            row.receptive_field = _clip(rf, input_shape)
             if not getattr(m, "ceil_mode", False):
                 for axis, (size, b, a) in enumerate(((ishape[1], pt, pb), (ishape[2], pl, pr))):
                     note = _coverage_note(size, b, a, k_eff[axis], stride[axis], axis)
                     if note:
                         row.notes.append(note)
-        elif isinstance(m, nn.Linear):
-            row.flops = 2 * m.in_features * m.out_features * (out_elems // m.out_features)
-            rf = [input_shape[1], input_shape[2]]
-            row.receptive_field = tuple(rf)
-        elif isinstance(m, nn.AdaptiveAvgPool2d):
-            row.flops = int(np.prod(ishape))
-            rf = [input_shape[1], input_shape[2]]
-            row.receptive_field = tuple(rf)
+        elif isinstance(m, (nn.Linear, nn.AdaptiveAvgPool2d)):
+            # one output sees every position of the last image-shaped volume: the union of their fields
+            if isinstance(m, nn.Linear):
+                row.flops = 2 * m.in_features * m.out_features * (out_elems // m.out_features)
+            else:
+                row.flops = int(np.prod(ishape))
+            for axis in range(2):
+                rf[axis] += (last_hw[axis] - 1) * jump[axis]
+                jump[axis] *= last_hw[axis]
+            last_hw = [1, 1]
+            row.receptive_field = _clip(rf, input_shape)
         elif isinstance(m, (nn.ReLU, nn.BatchNorm2d, nn.Dropout)):
             row.flops = out_elems * (2 if isinstance(m, nn.BatchNorm2d) else 1)
+        if len(oshape) == 3:
+            last_hw = [oshape[1], oshape[2]]
         rows.append(row)
     return Summary(input_shape, rows, np.dtype(dtype).name)
+
+
+def _clip(rf, input_shape):
+    """A receptive field in input pixels: padding widens the window, never the input it reads."""
+    return (min(rf[0], input_shape[1]), min(rf[1], input_shape[2]))

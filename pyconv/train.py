@@ -1,13 +1,31 @@
-"""A plain training loop (what ``pyconv train`` runs), usable from Python too."""
+"""A plain training loop (what ``pyconv train`` runs), usable from Python too.
+
+:class:`Trainer` runs the epochs and can stop after any batch and continue later: its
+:meth:`~Trainer.state` (JSON plus arrays, stored in a checkpoint) holds the epoch and batch
+counters, the current epoch's shuffled order, the partial sums, the history, the schedule and
+both random generators (shuffling/augmentation, and pyconv's own for dropout), so that a run
+stopped after any batch and resumed gives bitwise the weights of the run left alone.
+"""
+import math
 import time
 
 import numpy as np
 
 from . import nn, optim
+from . import random as prandom
 from .data import batches
 from .tensor import Tensor, no_grad
 
-__all__ = ["evaluate", "fit", "make_optimizer", "make_schedule"]
+__all__ = ["evaluate", "fit", "make_optimizer", "make_schedule", "Trainer", "TrainingDiverged"]
+
+
+class TrainingDiverged(ArithmeticError):
+    """The loss became NaN or infinite; ``epoch`` and ``batch`` say where (batch 0: the test set)."""
+
+    def __init__(self, epoch, batch, loss, batches, where="training"):
+        self.epoch, self.batch, self.loss, self.batches = epoch, batch, loss, batches
+        at = f"batch {batch} of {batches}" if where == "training" else "evaluating the test set"
+        super().__init__(f"the {where} loss became {loss} at epoch {epoch}, {at}")
 
 
 def make_optimizer(name, params, lr=None, momentum=0.9, weight_decay=0.0):
@@ -20,6 +38,7 @@ def make_optimizer(name, params, lr=None, momentum=0.9, weight_decay=0.0):
 
 
 def make_schedule(name, optimizer, epochs):
+    """``"none"``, ``"cosine"`` (lr to 0 over ``epochs``) or ``"step"`` (x0.1 every epochs // 3)."""
     if name in (None, "none"):
         return None
     if name == "cosine":
@@ -27,6 +46,16 @@ def make_schedule(name, optimizer, epochs):
     if name == "step":
         return optim.StepLR(optimizer, step_size=max(epochs // 3, 1), gamma=0.1)
     raise ValueError(f"unknown schedule {name!r}; choose none, step or cosine")
+
+
+def describe_schedule(name, lr, epochs):
+    """One phrase for the run header: what the schedule does to the learning rate."""
+    if name in (None, "none"):
+        return f"constant lr {lr:g}"
+    if name == "cosine":
+        return f"lr {lr:g} cosine-annealed to 0 over {epochs} epoch{'s' if epochs != 1 else ''}"
+    step = max(epochs // 3, 1)
+    return f"lr {lr:g} x0.1 every {step} epoch{'s' if step != 1 else ''}"
 
 
 def evaluate(model, x, y, batch_size=256):
@@ -45,42 +74,126 @@ def evaluate(model, x, y, batch_size=256):
     return total_loss / n, correct / n
 
 
-def fit(model, train, test, epochs, optimizer, batch_size=32, seed=0, schedule=None, progress=None):
+class Trainer:
+    """Trains ``model`` on ``train`` (a Dataset) for ``epochs``, evaluating on ``test`` after each.
+
+    ``augment(x_batch, rng)`` (e.g. :class:`pyconv.data.Augment`) transforms each training
+    batch. :meth:`run` returns ``"done"`` or, when ``should_stop()`` became true, ``"stopped"``
+    after the batch in progress; :meth:`state` / :meth:`load_state` save and restore the rest.
+    """
+
+    def __init__(self, model, train, test, epochs, optimizer, batch_size=32, seed=0, schedule=None, augment=None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model, self.train_set, self.test_set = model, train, test
+        self.epochs, self.optimizer, self.batch_size = epochs, optimizer, batch_size
+        self.schedule, self.augment = schedule, augment
+        self.rng = np.random.default_rng(seed)
+        self.epoch = 0  # completed epochs
+        self.batch = 0  # batches done in epoch self.epoch + 1
+        self.order = None  # that epoch's shuffled order, while it is in progress
+        self.partial = None
+        self.history = []
+        self.loss_fn = nn.CrossEntropyLoss()
+
+    @property
+    def batches_per_epoch(self):
+        return -(-len(self.train_set) // self.batch_size)
+
+    @property
+    def finished(self):
+        return self.epoch >= self.epochs
+
+    # ------------------------------------------------------------------ state
+    def state(self):
+        """(JSON-serialisable dict, {name: array}) with everything :meth:`load_state` needs."""
+        meta = dict(epoch=self.epoch, batch=self.batch, partial=self.partial, history=self.history,
+                    rng=self.rng.bit_generator.state, pyconv_rng=prandom.get_state(),
+                    schedule=self.schedule.state_dict() if self.schedule is not None else None)
+        arrays = {"order": self.order} if self.order is not None else {}
+        return meta, arrays
+
+    def load_state(self, meta, arrays):
+        self.epoch, self.batch = int(meta["epoch"]), int(meta["batch"])
+        self.partial, self.history = meta["partial"], list(meta["history"])
+        self.rng.bit_generator.state = meta["rng"]
+        prandom.set_state(meta["pyconv_rng"])
+        if self.schedule is not None and meta.get("schedule") is not None:
+            self.schedule.load_state_dict(meta["schedule"])
+        self.order = np.asarray(arrays["order"], np.int64) if self.batch else None
+        if self.batch and (self.order is None or len(self.order) != len(self.train_set)):
+            raise ValueError("the saved state's shuffled order does not match the training set")
+        return self
+
+    # ------------------------------------------------------------------ running
+    def run(self, progress=None, on_epoch=None, should_stop=None):
+        """Runs the remaining epochs. ``progress(epoch, total, done)`` returns a bar with
+        ``update(loss, accuracy, images_per_second)`` and ``close()``; ``on_epoch(trainer)`` is
+        called after each epoch (history updated, schedule stepped)."""
+        model, opt, train = self.model, self.optimizer, self.train_set
+        bs, n_batches = self.batch_size, self.batches_per_epoch
+        while not self.finished:
+            epoch = self.epoch + 1
+            if self.order is None:
+                self.order = self.rng.permutation(len(train))
+                self.batch = 0
+                self.partial = dict(seen=0, loss_sum=0.0, correct=0, seconds=0.0)
+            model.train()
+            bar = progress(epoch, n_batches, self.batch) if progress else None
+            p = self.partial
+            t0 = time.perf_counter()
+            try:
+                while self.batch < n_batches:
+                    idx = self.order[self.batch * bs:(self.batch + 1) * bs]
+                    xb, yb = train.x[idx], train.y[idx]
+                    if self.augment is not None:
+                        xb = self.augment(xb, self.rng)
+                    logits = model(Tensor(xb))
+                    loss = self.loss_fn(logits, yb)
+                    value = float(loss.item())
+                    if not math.isfinite(value):  # before the update: the weights stay those of the last good step
+                        raise TrainingDiverged(epoch, self.batch + 1, value, n_batches)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    self.batch += 1
+                    p["seen"] += len(yb)
+                    p["loss_sum"] += value * len(yb)
+                    p["correct"] += int((logits.data.argmax(axis=1) == yb).sum())
+                    if bar is not None:
+                        bar.update(p["loss_sum"] / p["seen"], p["correct"] / p["seen"],
+                                   p["seen"] / (p["seconds"] + time.perf_counter() - t0))
+                    if should_stop is not None and self.batch < n_batches and should_stop():
+                        return "stopped"
+            finally:
+                p["seconds"] += time.perf_counter() - t0
+                if bar is not None:
+                    bar.close()
+            test_loss, test_acc = evaluate(model, self.test_set.x, self.test_set.y)
+            if len(self.test_set) and not math.isfinite(test_loss):
+                raise TrainingDiverged(epoch, 0, test_loss, n_batches, where="test")
+            seen, seconds = max(p["seen"], 1), p["seconds"]
+            self.history.append(dict(epoch=epoch, train_loss=p["loss_sum"] / seen, train_accuracy=p["correct"] / seen,
+                                     test_loss=test_loss, test_accuracy=test_acc, seconds=seconds,
+                                     images_per_second=p["seen"] / seconds if seconds > 0 else 0.0, lr=opt.lr))
+            if self.schedule is not None:
+                self.schedule.step()
+            self.epoch, self.batch, self.order, self.partial = epoch, 0, None, None
+            if on_epoch is not None:
+                on_epoch(self)
+            if should_stop is not None and not self.finished and should_stop():
+                return "stopped"
+        return "done"
+
+
+def fit(model, train, test, epochs, optimizer, batch_size=32, seed=0, schedule=None, progress=None, augment=None):
     """Trains ``model`` on ``train`` (a Dataset), evaluating on ``test`` after each epoch.
 
-    ``progress(epoch, iterator, total)`` may wrap the batch iterator (a progress bar) and receives
-    ``set(loss, accuracy, images_per_second)`` updates through the returned object's ``update``.
-    Returns the per-epoch history: dicts with epoch, train_loss, train_accuracy, test_accuracy,
-    test_loss, seconds, images_per_second, lr.
+    ``progress(epoch, total, done)`` may return a progress bar (``update(loss, accuracy,
+    images_per_second)``, ``close()``). Returns the per-epoch history: dicts with epoch,
+    train_loss, train_accuracy, test_loss, test_accuracy, seconds, images_per_second, lr.
+    Raises :class:`TrainingDiverged` when the loss becomes NaN or infinite.
     """
-    rng = np.random.default_rng(seed)
-    loss_fn = nn.CrossEntropyLoss()
-    history = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        seen, loss_sum, correct = 0, 0.0, 0
-        n_batches = -(-len(train) // batch_size)
-        it = batches(train.x, train.y, batch_size, shuffle=True, rng=rng)
-        bar = progress(epoch, n_batches) if progress else None
-        for xb, yb in it:
-            logits = model(Tensor(xb))
-            loss = loss_fn(logits, yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            seen += len(yb)
-            loss_sum += float(loss.item()) * len(yb)
-            correct += int((logits.data.argmax(axis=1) == yb).sum())
-            if bar is not None:
-                bar.update(loss_sum / seen, correct / seen, seen / (time.perf_counter() - t0))
-        seconds = time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
-        test_loss, test_acc = evaluate(model, test.x, test.y)
-        history.append(dict(epoch=epoch, train_loss=loss_sum / max(seen, 1), train_accuracy=correct / max(seen, 1),
-                            test_loss=test_loss, test_accuracy=test_acc, seconds=seconds,
-                            images_per_second=seen / seconds if seconds > 0 else 0.0, lr=optimizer.lr))
-        if schedule is not None:
-            schedule.step()
-    return history
+    trainer = Trainer(model, train, test, epochs, optimizer, batch_size, seed, schedule, augment)
+    trainer.run(progress)
+    return trainer.history

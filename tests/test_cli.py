@@ -70,7 +70,7 @@ def test_summary_lecture(tmp_path):
     spec.write_text(json.dumps([{"type": "Conv2d", "out_channels": 10, "kernel_size": 5, "stride": 1, "padding": 2}]))
     r = run("summary", "--model", spec, "--input", "3x32x32")
     assert r.returncode == 0, r.stderr
-    assert "32x32x3" in r.stdout and "32x32x10" in r.stdout and "760" in r.stdout
+    assert "3x32x32" in r.stdout and "10x32x32" in r.stdout and "760" in r.stdout  # volumes are CxHxW everywhere
     r = run("summary", "--model", "lenet", "--input", "1x28x28")
     assert r.returncode == 0 and "total params" in r.stdout
 

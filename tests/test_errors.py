@@ -60,8 +60,8 @@ CONV_FNS = {
 GEOM_ONLY = ("stride", "padding", "dilation")   # the args conv2d_output_shape has
 
 BAD_INTS = [(0, V), (-1, V), ((1, 0), V), ((-2, 1), V), (1.5, T), ("1", T), (None, T), (True, T),
-            (False, T), ((1,), VT), ((1, 1, 1), VT), ((1, 2.0), T), ((True, 1), T)]
-BAD_PADDING = [(-1, V), ((0, -1), V), (1.5, T), (None, T), (True, T), ((1,), VT), ((1, 1, 1), VT),
+            (False, T), ((), VT), ((0,), V), ((1, 1, 1), VT), ((1, 2.0), T), ((True, 1), T)]
+BAD_PADDING = [(-1, V), ((0, -1), V), (1.5, T), (None, T), (True, T), ((-1,), V), ((1, 1, 1), VT),
                ((1, 0.5), T), ("full", V), ("Same", V)]
 BAD_GROUPS = [(0, V), (-1, V), (3, V), (2.0, T), ("2", T), (None, T), (True, T)]
 BAD_MODE = [("bogus", V), ("zero", V), ("Zeros", V), (None, VT), (3, VT)]
@@ -227,13 +227,13 @@ POOL_FNS = {
 }
 HAS_DILATION = ("max_pool2d", "max_pool2d_idx", "max_pool2d_grad", "pool2d_output_shape")
 
-BAD_KERNEL = [(0, V), (-1, V), ((3, 0), V), (1.5, T), ("3", T), (None, T), (True, T), ((3,), VT),
+BAD_KERNEL = [(0, V), (-1, V), ((3, 0), V), (1.5, T), ("3", T), (None, T), (True, T), ((), VT), ((0,), V),
               ((3, 3, 3), VT), ((3, 3.0), T)]
-BAD_POOL_STRIDE = [(0, V), (-1, V), ((2, 0), V), (1.5, T), ("2", T), (True, T), ((2,), VT), ((2, 2, 2), VT)]
-BAD_POOL_PAD = [(-1, V), ((0, -1), V), (2, V), ((1, 2), V), (1.5, T), (True, T), ((1,), VT),
+BAD_POOL_STRIDE = [(0, V), (-1, V), ((2, 0), V), (1.5, T), ("2", T), (True, T), ((0,), V), ((2, 2, 2), VT)]
+BAD_POOL_PAD = [(-1, V), ((0, -1), V), (2, V), ((1, 2), V), (1.5, T), (True, T), ((2,), V),
                 ((1, 1, 1), VT), ("same", VT)]
 BAD_POOL_DIL = [(0, V), ((1, 0), V), (1.5, T), ("1", T), (True, T), ((1, 1, 1), VT)]
-BAD_DIVISOR = [(0, V), (1.5, T), ("2", T), (True, T)]
+BAD_DIVISOR = [(0, V), (-2, V), (1.5, T), ("2", T), (True, T)]
 
 
 def pool_cases():
@@ -379,3 +379,37 @@ def test_errors_do_not_modify_or_crash_on_valid_after_error():
             F.conv2d(x, w, **bad)
     np.testing.assert_array_equal(x, x0)
     np.testing.assert_allclose(F.conv2d(x, w, padding=1), ref.conv2d(x, w, padding=1), rtol=1e-12)
+
+
+# ------------------------------------------------------------------ argument forms torch accepts
+
+
+def test_one_element_sequences_and_integer_scalars_mean_both_sides():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    ref = F.conv2d(x, w, None, 2, 1, 1)
+    for form in ((2,), [2], np.int64(2), np.array(2), (np.int32(2),)):
+        np.testing.assert_array_equal(F.conv2d(x, w, None, stride=form, padding=(1,), dilation=[1]), ref)
+    dy = np.ones_like(ref)
+    np.testing.assert_array_equal(F.conv2d_grad_input(dy, w, x.shape, (2,), [1]),
+                                  F.conv2d_grad_input(dy, w, x.shape, 2, 1))
+    np.testing.assert_array_equal(F.conv2d_grad_weight(x, dy, w.shape, [2], (1,)),
+                                  F.conv2d_grad_weight(x, dy, w.shape, 2, 1))
+    np.testing.assert_array_equal(F.max_pool2d(x, (3,), (), (1,), [1]), F.max_pool2d(x, 3, None, 1, 1))
+    np.testing.assert_array_equal(F.avg_pool2d(x, [2], [], (1,)), F.avg_pool2d(x, 2, None, 1))
+    assert F.pool2d_output_shape(x.shape, (2,), (2,)) == F.pool2d_output_shape(x.shape, 2, 2)
+    with pytest.raises(ValueError, match=r"conv2d: stride must be an int or a tuple of one or two ints, got 0"):
+        F.conv2d(x, w, stride=())  # torch refuses an empty conv stride too
+    with pytest.raises(TypeError, match="stride"):
+        F.conv2d(x, w, stride=np.array(True))
+
+
+@pytest.mark.parametrize("fn", ["avg_pool2d", "avg_pool2d_grad"])
+def test_negative_divisor_is_refused_saying_why(fn):
+    x = np.ones((1, 1, 4, 4), np.float32)
+    call = (lambda d: F.avg_pool2d(x, 2, divisor_override=d)) if fn == "avg_pool2d" else \
+        (lambda d: F.avg_pool2d_grad(np.ones((1, 1, 2, 2), np.float32), x.shape, 2, divisor_override=d))
+    with pytest.raises(ValueError, match=rf"{fn}: divisor_override must be positive, got -2: torch accepts"):
+        call(-2)
+    assert call(3).shape in ((1, 1, 2, 2), (1, 1, 4, 4))

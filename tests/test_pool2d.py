@@ -14,7 +14,7 @@ F = pyconv.functional
 
 DTYPES = cases.DTYPES
 DT_IDS = ["f32", "f64"]
-AVG_VARIANTS = [(True, None), (False, None), (True, 3), (False, -2)]   # (count_include_pad, divisor_override)
+AVG_VARIANTS = [(True, None), (False, None), (True, 3), (False, 2)]   # (count_include_pad, divisor_override)
 BAD_SIZE = r"kernel_size|input|padding|dilation"
 
 

@@ -164,7 +164,7 @@ def test_summary_lecture_example():
     assert row.output_shape == (10, 32, 32) and row.params == 760 and s.total_params == 760
     assert row.flops == 2 * 10 * 32 * 32 * 3 * 5 * 5 and row.receptive_field == (5, 5)
     text = str(s)
-    assert "32x32x3" in text and "32x32x10" in text and "760" in text
+    assert "3x32x32" in text and "10x32x32" in text and "760" in text
 
 
 def test_summary_flags_non_integer_output_size():
