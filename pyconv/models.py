@@ -11,6 +11,10 @@ ConvNetJS's layer_defs describe a net)::
 or in TOML, ``[[layers]]`` tables with the same keys. Input sizes (``in_channels``,
 ``in_features``, ``num_features``) are inferred from the input shape (given ones are checked),
 and a ``Flatten`` is inserted before the first ``Linear`` that follows an image-shaped layer.
+
+A table with ``nodes`` instead of ``layers`` describes a net that branches and joins (an
+:class:`pyconv.nn.Graph`, see :mod:`pyconv.model_graph`). Caffe prototxt files and ConvNetJS
+``layer_defs`` are read by :mod:`pyconv.formats` into these forms.
 """
 import json
 import os
@@ -19,7 +23,7 @@ from . import functional as F
 from . import nn
 
 __all__ = ["BUILTIN_MODELS", "ModelSpecError", "build_model", "build_classifier", "load_spec", "spec_for",
-           "spec_from_model", "describe_source"]
+           "spec_from_model", "describe_source", "declared_input_shape", "spec_notes", "make_layer"]
 
 
 class ModelSpecError(ValueError):
@@ -36,10 +40,29 @@ _LAYERS = {
     "AvgPool2d": (nn.AvgPool2d, ("kernel_size",), ("stride", "padding", "ceil_mode", "count_include_pad",
                                                    "divisor_override")),
     "AdaptiveAvgPool2d": (nn.AdaptiveAvgPool2d, ("output_size",), ()),
+    "AdaptiveMaxPool2d": (nn.AdaptiveMaxPool2d, ("output_size",), ()),
     "Flatten": (nn.Flatten, (), ("start_dim", "end_dim")),
     "Dropout": (nn.Dropout, (), ("p",)),
     "BatchNorm2d": (nn.BatchNorm2d, (), ("num_features", "eps", "momentum", "affine", "track_running_stats")),
+    "LeakyReLU": (nn.LeakyReLU, (), ("negative_slope", "inplace")),
+    "Sigmoid": (nn.Sigmoid, (), ()),
+    "Tanh": (nn.Tanh, (), ()),
+    "Softmax": (nn.Softmax, (), ("dim",)),
+    "Maxout": (nn.Maxout, (), ("group_size",)),
+    "LocalResponseNorm": (nn.LocalResponseNorm, ("size",), ("alpha", "beta", "k", "region")),
+    "CaffeBatchNorm2d": (nn.CaffeBatchNorm2d, (), ("num_features", "eps", "moving_average_fraction",
+                                                   "use_global_stats")),
+    "Scale": (nn.Scale, (), ("num_features", "bias")),
+    "Concat": (nn.Concat, (), ("dim",)),
+    "Eltwise": (nn.Eltwise, (), ("operation", "coeffs")),
 }
+_JOINS = ("Concat", "Eltwise")  # several inputs: graph nodes only
+# Fields every layer may carry: initial values (pyconv.nn.fillers) and where a translated layer
+# came from (named in messages).
+_COMMON = ("weight_init", "bias_init", "origin")
+# The input size each layer type infers from its input: its channels or features.
+_INFERRED = {"Conv2d": "in_channels", "Linear": "in_features", "BatchNorm2d": "num_features",
+             "CaffeBatchNorm2d": "num_features", "Scale": "num_features"}
 _ALIASES = {k.lower(): k for k in _LAYERS}
 _ALIASES.update({"conv": "Conv2d", "fc": "Linear", "relu": "ReLU", "pool": "MaxPool2d", "maxpool": "MaxPool2d",
                  "avgpool": "AvgPool2d", "dropout": "Dropout", "flatten": "Flatten", "batchnorm": "BatchNorm2d"})
@@ -68,128 +91,231 @@ BUILTIN_MODELS = {
 
 
 def load_spec(path):
-    """Reads a JSON or TOML model file: a list of layers, or a table with a ``layers`` list."""
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ModelSpecError(f"cannot read model file {path}: {exc.strerror}") from None
+    """Reads a model file: a JSON or TOML list of layers (or a table with a ``layers`` list, or a
+    ``nodes`` list for a graph), ConvNetJS ``layer_defs`` (JSON, or the demo's JavaScript
+    ``layer_defs.push({...})`` lines) or a Caffe prototxt; the last two come back translated."""
+    from .formats import read_model_file
+
+    return read_model_file(path)
+
+
+def _read_json_or_toml(path, raw):
+    """The document of a JSON (or, for .toml files, TOML) model file."""
     try:
         if path.endswith(".toml"):
             try:
                 import tomllib
             except ImportError:  # Python < 3.11
                 import tomli as tomllib
-            doc = tomllib.loads(raw.decode("utf-8"))
-        else:
-            doc = json.loads(raw.decode("utf-8"))
+            return tomllib.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except Exception as exc:
         raise ModelSpecError(f"{path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {exc}") from None
+
+
+def _layer_list(doc, path):
+    if isinstance(doc, dict) and "nodes" in doc:
+        return doc
     layers = doc.get("layers") if isinstance(doc, dict) else doc
     if not isinstance(layers, list) or not layers:
-        raise ModelSpecError(f"{path}: expected a non-empty list of layers (or a 'layers' list), got {type(layers).__name__}")
-    return layers
+        raise ModelSpecError(f"{path}: expected a non-empty list of layers (or a 'layers' list, or a 'nodes' list for "
+                             f"a graph), got {type(layers).__name__}")
+    return doc if isinstance(doc, dict) else layers
 
 
 def spec_for(model):
-    """The layer list of a built-in name or a JSON/TOML path."""
-    if isinstance(model, list):
+    """The layer list (or graph table) of a built-in name, a model file's path, or a spec itself."""
+    if isinstance(model, (list, dict)):
         return model
     if model in BUILTIN_MODELS:
         return BUILTIN_MODELS[model]
-    if isinstance(model, str) and (model.endswith(".json") or model.endswith(".toml") or os.path.exists(model)):
+    if isinstance(model, str) and (model.endswith((".json", ".toml", ".prototxt", ".js")) or os.path.exists(model)):
         return load_spec(model)
-    raise ModelSpecError(f"unknown model {model!r}: use one of {', '.join(BUILTIN_MODELS)} or a .json/.toml file")
+    raise ModelSpecError(f"unknown model {model!r}: use one of {', '.join(BUILTIN_MODELS)} or a .json/.toml/.prototxt "
+                         "file")
+
+
+def declared_input_shape(spec):
+    """The (C, H, W) a model file declares for its input (Caffe's input shape, ConvNetJS's input
+    layer), or None."""
+    spec = spec_for(spec)
+    shape = spec.get("input_shape") if isinstance(spec, dict) else None
+    return tuple(int(d) for d in shape) if shape else None
+
+
+def spec_notes(spec):
+    """What a translated model file left out or changed, one sentence each."""
+    spec = spec_for(spec)
+    return list(spec.get("notes", ())) if isinstance(spec, dict) else []
+
+
+def _layers_of(spec):
+    spec = spec_for(spec)
+    if isinstance(spec, dict):
+        if "nodes" in spec:
+            return None
+        layers = spec.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise ModelSpecError("a model table needs a non-empty 'layers' list (or a 'nodes' list for a graph)")
+        return layers
+    return spec
 
 
 def build_model(spec, input_shape, num_classes):
     """A :class:`pyconv.nn.Sequential` from a layer list (or built-in name / file) for
-    ``input_shape`` = (C, H, W) and ``num_classes`` outputs (the value ``"classes"`` in a field)."""
-    return nn.Sequential(*_build(spec, input_shape, num_classes)[0])
+    ``input_shape`` = (C, H, W) and ``num_classes`` outputs (the value ``"classes"`` in a field);
+    an :class:`pyconv.nn.Graph` from a graph table (``nodes``)."""
+    try:
+        if _layers_of(spec) is None:
+            from .model_graph import build_graph
+
+            return build_graph(spec_for(spec), input_shape, num_classes)[0]
+        return nn.Sequential(*_build(spec, input_shape, num_classes)[0])
+    except ModelSpecError as exc:
+        raise ModelSpecError(f"{exc}{_declared_hint(spec, input_shape)}") from None
+
+
+def _declared_hint(spec, input_shape, dataset=None):
+    """`` (model file X declares an input of 1x28x28 (CxHxW); the input is 1x8x8)`` when they differ."""
+    declared = declared_input_shape(spec)
+    if not declared or tuple(declared) == tuple(input_shape):
+        return ""
+    what = f"the {dataset} images are" if dataset else "the input is"
+    return (f" ({describe_source(spec)} declares an input of {'x'.join(map(str, declared))} (CxHxW); {what} "
+            f"{'x'.join(map(str, input_shape))})")
 
 
 def describe_source(model):
     """How messages name a model: ``model file lec.json`` or ``model digits-cnn``."""
     if isinstance(model, str) and model not in BUILTIN_MODELS:
         return f"model file {model}"
+    if isinstance(model, dict) and model.get("file"):
+        return f"model file {model['file']}"
     return f"model {model}" if isinstance(model, str) else "the model"
 
 
 def build_classifier(spec, input_shape, num_classes, source=None, dataset=None):
     """:func:`build_model`, checked to end in one score per class (what cross-entropy needs), so
     that a model file's mistake is reported before training starts, naming the fix."""
-    modules, shapes, origin = _build(spec, input_shape, num_classes)
     source = source or describe_source(spec)
-    out = shapes[-1]
+    try:
+        if _layers_of(spec) is None:
+            from .model_graph import build_graph
+
+            model, out, last, last_layer = build_graph(spec_for(spec), input_shape, num_classes)
+        else:
+            modules, shapes, origin = _build(spec, input_shape, num_classes)
+            model, out = nn.Sequential(*modules), shapes[-1]
+            last_layer = _layers_of(spec)[origin[-1]]
+            last = _where(origin[-1], type(modules[-1]).__name__, last_layer)
+    except ModelSpecError as exc:
+        raise ModelSpecError(f"{exc}{_declared_hint(spec, input_shape, dataset)}") from None
     data = f"the {dataset} data set has" if dataset else "there are"
-    last = f"layer {origin[-1]} ({type(modules[-1]).__name__})"
+    origin = last_layer.get("origin") if isinstance(last_layer, dict) else None
+    field = origin.get("classes_field") if isinstance(origin, dict) else None
     if len(out) != 1:
         vol = "x".join(map(str, out))
+        fix = ('{"type": "Linear", "out_features": "classes"} as the last layer' if not field else
+               f"a layer with {field}: {num_classes} at the end")
         raise ModelSpecError(
             f"{source} ends in a {vol} {'volume (CxHxW)' if len(out) == 3 else 'array'} after {last}, but training "
-            f"needs one score per class ({data} {num_classes}): add "
-            '{"type": "Linear", "out_features": "classes"} as the last layer')
+            f"needs one score per class ({data} {num_classes}): add {fix}")
     if out[0] != num_classes:
+        fix = (f'"out_features": "classes" (or {num_classes})' if not field else f"{field}: {num_classes}")
         raise ModelSpecError(
-            f"{source}: {last} gives {out[0]} outputs, but {data} {num_classes} classes: make the last layer "
-            f'"out_features": "classes" (or {num_classes})')
-    return nn.Sequential(*modules)
+            f"{source}: {last} gives {out[0]} outputs, but {data} {num_classes} classes: make the last layer {fix}")
+    return model
+
+
+def _where(index, name, layer):
+    """How messages name a layer: ``layer 3 (Conv2d)``, or where a translated layer came from."""
+    origin = layer.get("origin") if isinstance(layer, dict) else None
+    if isinstance(origin, dict) and origin.get("where"):
+        return origin["where"]
+    return f"layer {index} ({name})"
 
 
 def _build(spec, input_shape, num_classes):
     """(modules, output shape after each, spec index of each) for a layer list."""
-    layers = spec_for(spec)
+    layers = _layers_of(spec)
     shape = tuple(input_shape)
     modules, shapes, origin = [], [], []
     for i, layer in enumerate(layers):
-        where = f"layer {i}"
-        if not isinstance(layer, dict):
-            raise ModelSpecError(f"{where}: expected a table/object with a 'type', got {layer!r}")
-        kind = layer.get("type")
-        name = _ALIASES.get(str(kind).lower()) if kind is not None else None
-        if name is None:
-            raise ModelSpecError(f"{where}: unknown type {kind!r}; valid types: {', '.join(_LAYERS)}")
-        where = f"layer {i} ({name})"
-        ctor, required, optional = _LAYERS[name]
-        args = {k: (num_classes if v == "classes" else v) for k, v in layer.items() if k != "type"}
-        unknown = sorted(set(args) - set(required) - set(optional))
-        if unknown:
-            raise ModelSpecError(f"{where}: unknown field(s) {', '.join(unknown)}; valid: "
-                                 f"{', '.join(required + optional)}")
-        missing = [k for k in required if k not in args]
-        if missing:
-            raise ModelSpecError(f"{where}: missing required field(s) {', '.join(missing)}")
+        name, _ = layer_type(i, layer)
+        if name in _JOINS:
+            raise ModelSpecError(f"{_where(i, name, layer)}: {name} joins several inputs, so it belongs in a graph "
+                                 "(a 'nodes' list whose nodes name their 'inputs'), not in a layer list")
         if name == "Linear" and len(shape) == 3:
             modules.append(nn.Flatten())
             shape = (shape[0] * shape[1] * shape[2],)
             shapes.append(shape)
             origin.append(i)
-        inferred = {"Conv2d": "in_channels", "Linear": "in_features", "BatchNorm2d": "num_features"}.get(name)
-        if inferred:
-            have = shape[0]
-            if inferred in args and args[inferred] != have:
-                raise ModelSpecError(f"{where}: field {inferred}={args[inferred]} but the layer's input has {have} "
-                                     f"(input shape {shape})")
-            args[inferred] = have
-        try:
-            if name == "Conv2d":
-                module = ctor(args.pop("in_channels"), args.pop("out_channels"), args.pop("kernel_size"), **args)
-            elif name == "Linear":
-                module = ctor(args.pop("in_features"), args.pop("out_features"), **args)
-            elif name == "BatchNorm2d":
-                module = ctor(args.pop("num_features"), **args)
-            else:
-                module = ctor(**args)
-            shape = _out_shape(module, shape)
-        except ModelSpecError:
-            raise
-        except (ValueError, TypeError) as exc:
-            raise ModelSpecError(f"{where}: {exc} (input shape {shape})") from None
+        module, shape = make_layer(_where(i, name, layer), layer, [shape], num_classes)
         modules.append(module)
         shapes.append(shape)
         origin.append(i)
     return modules, shapes, origin
+
+
+def layer_type(index, layer):
+    """(canonical type name, (constructor, required, optional)) of one layer entry."""
+    label = index if isinstance(index, str) else f"layer {index}"
+    if not isinstance(layer, dict):
+        raise ModelSpecError(f"{label}: expected a table/object with a 'type', got {layer!r}")
+    kind = layer.get("type")
+    name = _ALIASES.get(str(kind).lower()) if kind is not None else None
+    if name is None:
+        raise ModelSpecError(f"{label}: unknown type {kind!r}; valid types: {', '.join(_LAYERS)}")
+    return name, _LAYERS[name]
+
+
+def make_layer(where, layer, in_shapes, num_classes, skip=("type",)):
+    """(module, output shape) of one layer entry for inputs of ``in_shapes`` (no batch axis);
+    ModelSpecError naming ``where`` and the field on any mistake. ``skip``: keys that are not
+    the layer's fields (a graph node's ``name`` and ``inputs``)."""
+    from .nn.fillers import fill_
+
+    name, (ctor, required, optional) = layer_type(where, layer)
+    args = {k: (num_classes if v == "classes" else v) for k, v in layer.items() if k not in skip}
+    unknown = sorted(set(args) - set(required) - set(optional) - set(_COMMON))
+    if unknown:
+        raise ModelSpecError(f"{where}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(required + optional)}")
+    missing = [k for k in required if k not in args]
+    if missing:
+        raise ModelSpecError(f"{where}: missing required field(s) {', '.join(missing)}")
+    init = {k: args.pop(k) for k in ("weight_init", "bias_init") if k in args}
+    args.pop("origin", None)
+    shape = tuple(in_shapes[0])
+    if len(in_shapes) != 1 and name not in _JOINS:
+        raise ModelSpecError(f"{where}: {name} takes one input, got {len(in_shapes)}")
+    inferred = _INFERRED.get(name)
+    if inferred:
+        have = shape[0]
+        if inferred in args and args[inferred] != have:
+            raise ModelSpecError(f"{where}: field {inferred}={args[inferred]} but the layer's input has {have} "
+                                 f"(input shape {shape})")
+        args[inferred] = have
+    try:
+        if name == "Conv2d":
+            module = ctor(args.pop("in_channels"), args.pop("out_channels"), args.pop("kernel_size"), **args)
+        elif name == "Linear":
+            module = ctor(args.pop("in_features"), args.pop("out_features"), **args)
+        elif inferred:
+            module = ctor(args.pop(inferred), **args)
+        else:
+            module = ctor(**args)
+        out = tuple(module.output_shape(*in_shapes)) if hasattr(module, "output_shape") else _out_shape(module, shape)
+        for key, filler in init.items():
+            target = getattr(module, key.split("_")[0], None)
+            if target is None:
+                raise ModelSpecError(f"{where}: {key} given, but the layer has no {key.split('_')[0]}")
+            fill_(target, filler)
+    except ModelSpecError:
+        raise
+    except (ValueError, TypeError) as exc:
+        shapes = " and ".join("x".join(map(str, s)) for s in in_shapes)
+        raise ModelSpecError(f"{where}: {exc} (input {'shapes' if len(in_shapes) > 1 else 'shape'} {shapes})") from None
+    return module, out
 
 
 def _out_shape(m, shape):
@@ -233,10 +359,22 @@ _FIELDS = {
     nn.AvgPool2d: (("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
                    ("count_include_pad", True), ("divisor_override", None)),
     nn.AdaptiveAvgPool2d: (("output_size", None),),
+    nn.AdaptiveMaxPool2d: (("output_size", None),),
     nn.Flatten: (("start_dim", 1), ("end_dim", -1)),
     nn.Dropout: (("p", 0.5),),
     nn.BatchNorm2d: (("num_features", None), ("eps", 1e-5), ("momentum", 0.1), ("affine", True),
                      ("track_running_stats", True)),
+    nn.LeakyReLU: (("negative_slope", 0.01), ("inplace", False)),
+    nn.Sigmoid: (),
+    nn.Tanh: (),
+    nn.Softmax: (("dim", None),),
+    nn.Maxout: (("group_size", 2),),
+    nn.LocalResponseNorm: (("size", None), ("alpha", 1e-4), ("beta", 0.75), ("k", 1.0), ("region", "across_channels")),
+    nn.CaffeBatchNorm2d: (("num_features", None), ("eps", 1e-5), ("moving_average_fraction", 0.999),
+                          ("use_global_stats", None)),
+    nn.Scale: (("num_features", None), ("bias", False)),
+    nn.Concat: (("dim", 1),),
+    nn.Eltwise: (("operation", "sum"), ("coeffs", None)),
 }
 
 
@@ -248,39 +386,52 @@ def _json(v):
     return v
 
 
+def _describe(label, m):
+    """The layer entry (type and non-default fields) that rebuilds module ``m``."""
+    fields = _FIELDS.get(type(m))
+    if fields is None:
+        raise ModelSpecError(f"{label} ({type(m).__name__}) is not a layer type a model file can describe ("
+                             f"types: {', '.join(_LAYERS)})")
+    if getattr(m, "return_indices", False):
+        raise ModelSpecError(f"{label} (MaxPool2d) has return_indices=True, which a model file cannot describe")
+    entry = {"type": type(m).__name__}
+    for field, default in fields:
+        v = (m.bias is not None) if field == "bias" else (m.affine if field == "affine" else getattr(m, field))
+        if field == "stride" and isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) and v == m.kernel_size:
+            continue
+        if v is None and default is None and field not in ("in_channels", "out_channels", "kernel_size"):
+            continue
+        if default is not None and (v == default or _json(v) == _json(default)
+                                    or (isinstance(default, tuple) and _json(v) == [default[0]] * 2)):
+            continue
+        entry[field] = _json(v)
+    return entry
+
+
 def spec_from_model(model, input_shape, num_classes):
     """The layer list that rebuilds ``model`` with :func:`build_model`, checked by rebuilding it
     for ``input_shape``: an ``nn.Sequential`` (indexed, not named) of the layers a model file can
-    describe. Raises :class:`ModelSpecError` saying why when there is none."""
-    if not isinstance(model, nn.Sequential):
+    describe, or an ``nn.Graph`` of them (a ``nodes`` table). Raises :class:`ModelSpecError`
+    saying why when there is none."""
+    if isinstance(model, nn.Graph):
+        from .model_graph import spec_from_graph
+
+        spec = spec_from_graph(model, _describe)
+    elif isinstance(model, nn.Sequential):
+        spec = []
+        for i, (name, m) in enumerate(model.named_children()):
+            if name != str(i):
+                raise ModelSpecError(f"layer {name!r}: a Sequential with named layers cannot be described as a layer "
+                                     "list (its state_dict keys are the names)")
+            spec.append(_describe(f"layer {i}", m))
+    else:
         raise ModelSpecError(f"a {type(model).__name__} cannot be described as a layer list (only an nn.Sequential "
-                             "of pyconv.nn layers can)")
-    layers = []
-    for i, (name, m) in enumerate(model.named_children()):
-        if name != str(i):
-            raise ModelSpecError(f"layer {name!r}: a Sequential with named layers cannot be described as a layer "
-                                 "list (its state_dict keys are the names)")
-        fields = _FIELDS.get(type(m))
-        if fields is None:
-            raise ModelSpecError(f"layer {i} ({type(m).__name__}) is not a layer type a model file can describe ("
-                                 f"types: {', '.join(_LAYERS)})")
-        if getattr(m, "return_indices", False):
-            raise ModelSpecError(f"layer {i} (MaxPool2d) has return_indices=True, which a model file cannot describe")
-        entry = {"type": type(m).__name__}
-        for field, default in fields:
-            v = (m.bias is not None) if field == "bias" else (m.affine if field == "affine" else getattr(m, field))
-            if field == "stride" and isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) and v == m.kernel_size:
-                continue
-            if default is not None and (v == default or _json(v) == _json(default)
-                                        or (isinstance(default, tuple) and _json(v) == [default[0]] * 2)):
-                continue
-            entry[field] = _json(v)
-        layers.append(entry)
-    rebuilt = build_model(layers, input_shape, num_classes)
+                             "or nn.Graph of pyconv.nn layers can)")
+    rebuilt = build_model(spec, input_shape, num_classes)
     mine = {k: v.shape for k, v in model.state_dict().items()}
     theirs = {k: v.shape for k, v in rebuilt.state_dict().items()}
     if mine != theirs:
         diff = sorted(set(mine.items()) ^ set(theirs.items()))
         raise ModelSpecError(f"the layer list does not rebuild this model for input {tuple(input_shape)} "
                              f"(state_dict entries differ: {diff[:4]})")
-    return layers
+    return spec

@@ -113,24 +113,33 @@ def summary(model, input_shape, dtype=np.float32):
         raise ValueError(f"summary: input_shape must be (C, H, W) with positive sizes, got {input_shape}")
     records = []
     leaves = [(name, m) for name, m in model.named_modules() if not m._modules]
-    handles = [m.register_forward_hook(lambda mod, inp, out, name=name: records.append((name, mod, inp[0], out)))
+    handles = [m.register_forward_hook(lambda mod, inp, out, name=name: records.append((name, mod, inp, out)))
                for name, m in leaves]
     was_training = model.training
     model.eval()
+    x0 = Tensor(np.zeros((1,) + input_shape, dtype))
     try:
         with no_grad():
-            model(Tensor(np.zeros((1,) + input_shape, dtype)))
+            model(x0)
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
 
     rows = []
-    rf = [1, 1]  # receptive field in input pixels
-    jump = [1, 1]  # input pixels between neighbouring outputs
-    last_hw = [input_shape[1], input_shape[2]]  # spatial size of the latest image-shaped volume
+    # Per output tensor: the receptive field in input pixels, the input pixels between neighbouring
+    # outputs, and the spatial size of the latest image-shaped volume. A layer starts from its
+    # inputs' (the widest, where branches join), or from the layer before when an input was made
+    # outside the layers (a module computing between its children).
+    state = {id(x0): ([1, 1], [1, 1], [input_shape[1], input_shape[2]])}
+    previous = state[id(x0)]
     itemsize = np.dtype(dtype).itemsize
-    for name, m, inp, out in records:
+    for name, m, inputs, out in records:
+        known = [state[id(t)] for t in inputs if id(t) in state] or [previous]
+        rf = [max(k[0][a] for k in known) for a in range(2)]
+        jump = [max(k[1][a] for k in known) for a in range(2)]
+        last_hw = list(known[0][2])
+        inp = inputs[0]
         ishape = tuple(np.shape(inp.data if isinstance(inp, Tensor) else inp)[1:])
         oshape = tuple(np.shape(out.data if isinstance(out, Tensor) else out)[1:])
         params = sum(p.size for p in m.parameters())
@@ -166,7 +175,7 @@ def summary(model, input_shape, dtype=np.float32):
                     note = _coverage_note(size, b, a, k_eff[axis], stride[axis], axis)
                     if note:
                         row.notes.append(note)
-        elif isinstance(m, (nn.Linear, nn.AdaptiveAvgPool2d)):
+        elif isinstance(m, (nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
             # one output sees every position of the last image-shaped volume: the union of their fields
             if isinstance(m, nn.Linear):
                 row.flops = 2 * m.in_features * m.out_features * (out_elems // m.out_features)
@@ -179,8 +188,11 @@ def summary(model, input_shape, dtype=np.float32):
             row.receptive_field = _clip(rf, input_shape)
         elif isinstance(m, (nn.ReLU, nn.BatchNorm2d, nn.Dropout)):
             row.flops = out_elems * (2 if isinstance(m, nn.BatchNorm2d) else 1)
+        elif hasattr(m, "flops"):  # pyconv's other layers say what they cost
+            row.flops = int(m.flops([tuple(np.shape(t)[1:]) for t in inputs], oshape))
         if len(oshape) == 3:
             last_hw = [oshape[1], oshape[2]]
+        previous = state[id(out)] = (rf, jump, last_hw)
         rows.append(row)
     return Summary(input_shape, rows, np.dtype(dtype).name)
 

@@ -74,6 +74,8 @@ def _watched(model):
             seen.add(id(m))
             full = f"{prefix}.{name}" if prefix else name
             nxt = kids[i + 1][1] if i + 1 < len(kids) else None
+            if nxt is not None and hasattr(parent, "node_inputs") and parent.node_inputs(kids[i + 1][0]) != [name]:
+                nxt = None  # in a Graph, the next node may read another branch
             out.append((full, nxt, True) if isinstance(nxt, nn.ReLU) else (full, m, False))
     return out
 
