@@ -75,8 +75,11 @@ def _bench(args):
     return 0
 
 
+_FORMATS = {"caffe": "Caffe prototxt", "convnetjs": "ConvNetJS layer_defs"}
+
+
 def _summary(args):
-    from .models import build_model, describe_source, spec_for
+    from .models import build_model, declared_input_shape, describe_source, spec_for, spec_notes
     from .summary import summary
 
     spec = spec_for(args.model)
@@ -87,10 +90,22 @@ def _summary(args):
         except ValueError as exc:
             return f"does not fit the model (at {str(exc).split(': ', 1)[0]})"
 
-    shape = read_volume(args.input, args.layout, describe)
+    declared = declared_input_shape(spec)
+    if args.input is None:
+        shape, whose = declared or (3, 32, 32), "declared by the file" if declared else "the default"
+    else:
+        shape, whose = read_volume(args.input, args.layout, describe), None
+        if declared and tuple(declared) != tuple(shape):
+            whose = f"the file declares {volume(declared)}"
     model = build_model(spec, shape, args.classes)
-    print(f"{describe_source(args.model)}, input {volume(shape)} (CxHxW)")
+    what = describe_source(args.model)
+    if isinstance(spec, dict) and spec.get("source") in _FORMATS:
+        name = f', net "{spec["name"]}"' if spec.get("name") else ""
+        what += f" ({_FORMATS[spec['source']]}{name})"
+    print(f"{what}, input {volume(shape)} (CxHxW{'; ' + whose if whose else ''})")
     print(summary(model, shape))
+    for note in spec_notes(spec):
+        print(f"note: {note}")
     return 0
 
 
@@ -192,7 +207,9 @@ def _train_arguments(p):
     _shown(p.add_argument("--dataset", choices=["digits", "cifar10", "npz"], help="the data set"), "digits")
     p.add_argument("--data-dir", help="cifar10: the cifar-10-batches-py folder; npz: the .npz file (x, y); "
                                       "not for digits, which are embedded")
-    _shown(p.add_argument("--model", help="built-in (digits-cnn, lenet, convnetjs-cifar) or a .json/.toml layer list"),
+    _shown(p.add_argument("--model", help="built-in (digits-cnn, lenet, convnetjs-cifar), a .json/.toml layer list "
+                                          "or graph, a Caffe .prototxt, or ConvNetJS layer_defs (.json, or the "
+                                          "demo's .js)"),
            "digits-cnn for digits, else convnetjs-cifar")
     _shown(p.add_argument("--epochs", type=positive_int, help="passes over the training set"), 12)
     _shown(p.add_argument("--batch-size", type=positive_int, help="images per optimizer step"), 32)
@@ -233,9 +250,12 @@ def build_parser():
     p.set_defaults(func=_train)
 
     p = sub.add_parser("summary", help="layer-by-layer output volumes, parameters, FLOPs, workspace")
-    p.add_argument("--model", default="lenet", help="built-in name or .json/.toml layer list")
-    _shown(p.add_argument("--input", type=volume_triple, default=(3, 32, 32),
-                          help="input volume, CxHxW (3x32x32); the lecture's 32x32x3 with --layout hwc"), "3x32x32")
+    p.add_argument("--model", default="lenet", help="built-in name, .json/.toml layer list or graph, Caffe .prototxt or "
+                                                    "ConvNetJS layer_defs")
+    _shown(p.add_argument("--input", type=volume_triple, default=None,
+                          help="input volume, CxHxW (3x32x32); the lecture's 32x32x3 with --layout hwc; without it, a "
+                               "model file that declares its input (Caffe's input shape, ConvNetJS's input layer) "
+                               "gives it"), "3x32x32")
     p.add_argument("--layout", type=layout_arg, default=None,
                    help="how to read --input: chw (CxHxW, pyconv's and torch's order) or hwc (HxWxC, the lecture's "
                         "32x32x3); without it an NxNxD input such as 32x32x3 is refused as ambiguous")

@@ -19,7 +19,7 @@ import numpy as np
 from . import _runtime, data, viz
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .cli_args import RESUME_OPTIONS, TRAIN_DEFAULTS, plural, volume
-from .models import build_classifier, build_model, describe_source, spec_for
+from .models import build_classifier, build_model, describe_source, spec_for, spec_notes
 from .outputs import OutputError, atomic_path, check_dir, prepare_dir, remove_created, write_json
 from .random import manual_seed
 from .train import Trainer, TrainingDiverged, describe_schedule, make_optimizer, make_schedule
@@ -157,6 +157,8 @@ def run(args):
         _runtime.set_num_threads(args.threads)
     train, test, mean, std = _load_data(opts)
     spec = spec_for(opts["model"])
+    for note in spec_notes(spec):  # what a Caffe / ConvNetJS file's translation left out
+        print(f"pyconv train: note: {note}", file=sys.stderr)
     manual_seed(opts["seed"])
     model = build_classifier(spec, train.image_shape, len(train.classes), describe_source(opts["model"]),
                              train.name)
