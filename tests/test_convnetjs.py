@@ -221,3 +221,23 @@ def test_cli_trains_the_cifar_demo_file_on_npz(tmp_path):
                        env=env)
     assert r.returncode == 0 and "(ConvNetJS layer_defs), input 3x32x32 (CxHxW; declared by the file)" in r.stdout
     assert "total params: 22,466" in r.stdout
+
+
+def test_readme_examples_give_the_summaries_shown(tmp_path):
+    """The README's prototxt and ConvNetJS examples, and every line of the summaries it prints."""
+    import re
+
+    text = open(os.path.join(os.path.dirname(DATA), "..", "README.md"), encoding="utf-8").read()
+    shown = re.findall(r"```\n(model file .*?)```", text, re.S)
+    for lang, name, out in (("prototxt", "cifar10_quick.prototxt", shown[0]),
+                            ("javascript", "demo_layers.js", shown[1])):
+        (block,) = re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+        (tmp_path / name).write_text(block)
+        r = subprocess.run([sys.executable, "-m", "pyconv", "summary", "--model", name], capture_output=True,
+                           text=True, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        # the algorithm columns depend on the CPU; the rest must be as shown
+        drop = lambda line: re.sub(r"\s+\S+/\S+/\S+\s+(?:[\d.]+ KiB|none)$", "", line.rstrip())  # noqa: E731
+        real = [drop(line) for line in r.stdout.splitlines()]
+        for line in out.splitlines():
+            assert line == "..." or drop(line) in real, line

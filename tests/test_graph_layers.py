@@ -2,6 +2,8 @@
 Tanh, LeakyReLU, Softmax, Maxout, Scale, CaffeBatchNorm2d, AdaptiveMaxPool2d) and nn.Graph:
 forward against torch where it has the op, backward by float64 finite differences, and Graph's
 state_dict, modes, repr, errors and checkpoint round trips."""
+import os
+
 import numpy as np
 import pytest
 
@@ -361,3 +363,21 @@ def test_fillers():
         check_filler({"type": "bilinear"})
     with pytest.raises(ValueError, match="filler 'constant' has no field"):
         check_filler({"type": "constant", "std": 1})
+
+
+def test_readme_graph_examples(tmp_path):
+    """The README's graph table and its nn.Graph equivalent build the same net."""
+    import json
+    import re
+
+    text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"),
+                encoding="utf-8").read()
+    (table,) = [b for b in re.findall(r"```json\n(.*?)```", text, re.S) if '"nodes"' in b]
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "nn.Graph(" in b]
+    from_file = models.build_classifier(json.loads(table), (3, 32, 32), 10)
+    scope = {"nn": nn}
+    exec(code, scope)
+    g = scope["g"]
+    assert {k: v.shape for k, v in g.state_dict().items()} == {
+        k: v.shape for k, v in from_file.state_dict().items() if not k.startswith("fc_flatten")}
+    assert g(Tensor(np.zeros((2, 3, 32, 32), np.float32))).shape == (2, 10)
