@@ -25,6 +25,12 @@ def _data(fn, name, x):
     return a
 
 
+def _positive_int(fn, name, v):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{fn}: {name} must be a positive int, got {v!r}")
+    return int(v)
+
+
 def _run(cls, inputs, **kwargs):
     """Records ``cls`` when a Tensor input is given, else runs its forward on the arrays."""
     if any(isinstance(t, Tensor) for t in inputs):
@@ -214,12 +220,11 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
     x = _data(fn, "input", input)
     if x.ndim < 3:
         raise ValueError(f"{fn}: input must have at least 3 dimensions (N, C, ...), got shape {x.shape}")
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"{fn}: size must be a positive int, got {size!r}")
+    size = _positive_int(fn, "size", size)
     for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
         if not isinstance(v, numbers.Real) or isinstance(v, bool) or not np.isfinite(v):
             raise ValueError(f"{fn}: {name} must be a finite number, got {v!r}")
-    return _run(_LRN, (input,), size=int(size), alpha=float(alpha), beta=float(beta), k=float(k))
+    return _run(_LRN, (input,), size=size, alpha=float(alpha), beta=float(beta), k=float(k))
 
 
 class _Maxout(Function):
@@ -248,11 +253,10 @@ def maxout(input, group_size=2):
     x = _data(fn, "input", input)
     if x.ndim < 2:
         raise ValueError(f"{fn}: input must have at least 2 dimensions (N, C, ...), got shape {x.shape}")
-    if not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool) or group_size < 1:
-        raise ValueError(f"{fn}: group_size must be a positive int, got {group_size!r}")
+    group_size = _positive_int(fn, "group_size", group_size)
     if x.shape[1] < group_size:
         raise ValueError(f"{fn}: input has {x.shape[1]} channels, fewer than group_size={group_size}")
-    return _run(_Maxout, (input,), group_size=int(group_size))
+    return _run(_Maxout, (input,), group_size=group_size)
 
 
 
@@ -296,6 +300,5 @@ def adaptive_max_pool2d(input, output_size):
     if len(size) != 2:
         raise ValueError(f"{fn}: output_size must be an int or a pair, got {output_size!r}")
     size = tuple(x.shape[-2 + i] if v is None else v for i, v in enumerate(size))
-    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size):
-        raise ValueError(f"{fn}: output_size must hold positive ints (or None), got {output_size!r}")
-    return _run(_AdaptiveMaxPool2d, (input,), output_size=tuple(int(v) for v in size))
+    size = tuple(_positive_int(fn, "output_size", v) for v in size)
+    return _run(_AdaptiveMaxPool2d, (input,), output_size=size)

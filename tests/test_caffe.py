@@ -3,6 +3,7 @@ hand from the layer definitions and Caffe's output-size rules, written in as num
 pooling and LRN semantics against direct transcriptions of its C++ loops, a branching net that
 trains, and one clear message (layer and line) for every unsupported or malformed file."""
 import os
+import re
 import subprocess
 import sys
 
@@ -312,26 +313,28 @@ ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("text,match", ERRORS)
-def test_unsupported_and_invalid_nets_are_listed_with_layer_and_line(text, match, tmp_path):
+def _error(text, tmp_path):
+    """The one-line message a prototxt of ``text`` is refused with (it starts with the file's name)."""
     p = tmp_path / "net.prototxt"
     p.write_text(text)
     with pytest.raises(ModelSpecError) as info:
         models.spec_for(str(p))
     msg = str(info.value)
     assert msg.startswith(f"{p}: ") and "\n" not in msg
-    assert __import__("re").search(match, msg), msg
+    return msg
+
+
+@pytest.mark.parametrize("text,match", ERRORS)
+def test_unsupported_and_invalid_nets_are_listed_with_layer_and_line(text, match, tmp_path):
+    msg = _error(text, tmp_path)
+    assert re.search(match, msg), msg
 
 
 def test_all_problems_are_listed_at_once(tmp_path):
-    p = tmp_path / "net.prototxt"
-    p.write_text(NET + 'layer {\n  name: "a" type: "Crop" bottom: "data" top: "a"\n}\n'
+    msg = _error(NET + 'layer {\n  name: "a" type: "Crop" bottom: "data" top: "a"\n}\n'
                  'layer {\n  name: "b" type: "PReLU" bottom: "data" top: "b"\n}\n'
                  + CONV.format("convolution_param { num_output: 4 kernel_size: 3 dilation: 2 engine: CUDNN "
-                               "force_nd_im2col: true }"))
-    with pytest.raises(ModelSpecError) as info:
-        models.spec_for(str(p))
-    msg = str(info.value)
+                               "force_nd_im2col: true }"), tmp_path)
     assert "2 things pyconv cannot load" in msg and 'line 7: layer "a" (Crop)' in msg
     assert 'line 10: layer "b" (PReLU)' in msg and "conv1" not in msg  # dilation and engine are fine
 
@@ -358,12 +361,8 @@ MALFORMED = [
 
 @pytest.mark.parametrize("text,match", MALFORMED)
 def test_malformed_files_name_the_line(text, match, tmp_path):
-    p = tmp_path / "net.prototxt"
-    p.write_text(text)
-    with pytest.raises(ModelSpecError) as info:
-        models.spec_for(str(p))
-    assert "\n" not in str(info.value)
-    assert __import__("re").search(match, str(info.value)), str(info.value)
+    msg = _error(text, tmp_path)
+    assert re.search(match, msg), msg
 
 
 def test_cli_reports_a_bad_prototxt_in_one_line(tmp_path):

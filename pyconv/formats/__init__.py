@@ -4,9 +4,20 @@
 by extension and content."""
 import os
 
-__all__ = ["read_model_file", "FORMATS"]
+__all__ = ["read_model_file", "read_bytes", "FORMATS"]
 
 FORMATS = ("pyconv JSON/TOML (torch's names)", "Caffe prototxt", "ConvNetJS layer_defs (JSON or the demo's JavaScript)")
+
+
+def read_bytes(path):
+    """The bytes of a model file; ModelSpecError naming it when it cannot be read."""
+    from ..models import ModelSpecError
+
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ModelSpecError(f"cannot read model file {path}: {exc.strerror}") from None
 
 
 def read_model_file(path):
@@ -17,14 +28,10 @@ def read_model_file(path):
     from . import caffe, convnetjs
 
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ModelSpecError(f"cannot read model file {path}: {exc.strerror}") from None
     ext = os.path.splitext(path)[1].lower()
     if ext == ".prototxt":
         return caffe.load(path)
+    raw = read_bytes(path)
     if ext == ".toml":
         return models._layer_list(models._read_json_or_toml(path, raw), path)
     try:

@@ -36,14 +36,11 @@ def looks_like_prototxt(text):
 
 
 def load(path):
+    from . import read_bytes
+
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ModelSpecError(f"cannot read model file {path}: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
+        text = read_bytes(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ModelSpecError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a prototxt is text (a "
                              ".caffemodel holds weights, which pyconv does not read)") from None

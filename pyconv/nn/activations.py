@@ -12,29 +12,33 @@ def _elementwise(shape):
     return int(np.prod(shape))
 
 
-class Sigmoid(Module):
+class _Elementwise(Module):
+    """A layer applied elementwise: the output has the input's shape; ``_FLOPS`` per element."""
+
+    _FLOPS = 1
+
+    def output_shape(self, shape):
+        return tuple(shape)
+
+    def flops(self, input_shapes, output_shape):
+        return self._FLOPS * _elementwise(output_shape)
+
+
+class Sigmoid(_Elementwise):
+    _FLOPS = 4
+
     def forward(self, input):
         return ops.sigmoid(input)
 
-    def output_shape(self, shape):
-        return tuple(shape)
 
-    def flops(self, input_shapes, output_shape):
-        return 4 * _elementwise(output_shape)
+class Tanh(_Elementwise):
+    _FLOPS = 4
 
-
-class Tanh(Module):
     def forward(self, input):
         return ops.tanh(input)
 
-    def output_shape(self, shape):
-        return tuple(shape)
 
-    def flops(self, input_shapes, output_shape):
-        return 4 * _elementwise(output_shape)
-
-
-class LeakyReLU(Module):
+class LeakyReLU(_Elementwise):
     """``x`` where positive, ``negative_slope * x`` elsewhere (Caffe's ReLU with negative_slope)."""
 
     def __init__(self, negative_slope=0.01, inplace=False):
@@ -46,18 +50,14 @@ class LeakyReLU(Module):
     def forward(self, input):
         return ops.leaky_relu(input, self.negative_slope)
 
-    def output_shape(self, shape):
-        return tuple(shape)
-
-    def flops(self, input_shapes, output_shape):
-        return _elementwise(output_shape)
-
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
-class Softmax(Module):
+class Softmax(_Elementwise):
     """Softmax along ``dim`` (torch's ``nn.Softmax``; Caffe's Softmax has axis 1)."""
+
+    _FLOPS = 3
 
     def __init__(self, dim=None):
         super().__init__()
@@ -65,12 +65,6 @@ class Softmax(Module):
 
     def forward(self, input):
         return ops.softmax(input, self.dim)
-
-    def output_shape(self, shape):
-        return tuple(shape)
-
-    def flops(self, input_shapes, output_shape):
-        return 3 * _elementwise(output_shape)
 
     def extra_repr(self):
         return f"dim={self.dim}"
