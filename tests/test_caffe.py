@@ -162,6 +162,36 @@ def test_pooling_sizes_known_answers():
     assert out(9, "pool: MAX global_pooling: true") == (1, 1)
 
 
+def test_convolution_and_inner_product_parameters():
+    """By hand, for a 4x9x9 input: kernel_h 3 kernel_w 1, stride_h 2, pad_w 1, dilation 2, group 2, no
+    bias: H = floor((9 - 2*(3-1) - 1)/2) + 1 = 3, W = floor((9 + 2 - 1)/1) + 1 = 11, 6 * (4/2) * 3 * 1 = 36
+    weights; an InnerProduct without bias after it: 6*3*11 * 7 = 1,386."""
+    text = ('input: "data" input_dim: 1 input_dim: 4 input_dim: 9 input_dim: 9\n'
+            'layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 6 '
+            'kernel_h: 3 kernel_w: 1 stride_h: 2 stride_w: 1 pad_w: 1 dilation: 2 group: 2 bias_term: false } }\n'
+            'layer { name: "ip" type: "InnerProduct" bottom: "c" top: "ip" inner_product_param { num_output: 7 '
+            'bias_term: false } }')
+    s = summary(models.build_model(caffe.translate(text), (4, 9, 9), 10), (4, 9, 9))
+    rows = {r.name: (r.output_shape, r.params) for r in s.rows}
+    assert rows["c"] == ((6, 3, 11), 36) and rows["ip"] == ((7,), 1386)
+
+
+def test_data_layers_are_skipped_with_a_note():
+    """ImageData (its size: crop_size, else new_height/new_width), MemoryData and HDF5Data give the input."""
+    layer = 'layer {{ name: "d" type: "{}" top: "data" top: "label" {} }}\n'
+    relu = 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n'
+    for kind, params, shape in (
+            ("ImageData", 'image_data_param { source: "list.txt" new_height: 40 new_width: 30 }', [3, 40, 30]),
+            ("ImageData", 'image_data_param { source: "l" is_color: false } transform_param { crop_size: 28 }',
+             None),
+            ("ImageData", 'image_data_param { source: "l" is_color: false crop_size: 28 }', [1, 28, 28]),
+            ("MemoryData", "memory_data_param { batch_size: 4 channels: 2 height: 5 width: 6 }", [2, 5, 6]),
+            ("HDF5Data", 'hdf5_data_param { source: "train.txt" batch_size: 10 }', None)):
+        spec = caffe.translate(layer.format(kind, params) + relu)
+        assert spec.get("input_shape") == shape, kind
+        assert spec["input"] == "data" and any("data layers (d) are not read" in n for n in spec["notes"])
+
+
 def test_lrn_is_caffes_cross_channel_formula():
     """Caffe's CrossChannelForward: scale = k + alpha / size * (sum of squares over the padded
     window), top = bottom * scale^-beta; CaffeNet's norm1 parameters."""
