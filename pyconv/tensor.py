@@ -63,6 +63,8 @@ class Tensor:
     """
 
     __array_priority__ = 1000  # make ndarray (op) Tensor defer to Tensor's reflected ops
+    _retains_grad = False  # class defaults: set per instance only by retain_grad() / register_hook()
+    _hooks = None
 
     def __init__(self, data, requires_grad=False, dtype=None):
         self.data = _as_data(data, dtype)
@@ -118,6 +120,35 @@ class Tensor:
 
     def zero_grad(self):
         self.grad = None
+
+    @property
+    def retains_grad(self):
+        """True when :meth:`retain_grad` asked for this non-leaf tensor's ``.grad``."""
+        return self._retains_grad and self._ctx is not None
+
+    def retain_grad(self):
+        """Keep this intermediate tensor's gradient in ``.grad`` when ``backward()`` runs
+        through it (leaves always get theirs), as ``torch.Tensor.retain_grad``."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad() on a tensor that does not require grad")
+        self._retains_grad = True
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` with this tensor's complete gradient during ``backward()``; a
+        returned array replaces the gradient passed on. Returns a handle with ``remove()``."""
+        if not self.requires_grad:
+            raise RuntimeError("register_hook() on a tensor that does not require grad")
+        if self._hooks is None:
+            self._hooks = {}
+        key = object()
+        self._hooks[key] = hook
+        hooks = self._hooks
+
+        class _Handle:
+            def remove(self):
+                hooks.pop(key, None)
+
+        return _Handle()
 
     def astype(self, dtype):
         from . import autograd
@@ -178,10 +209,14 @@ class Tensor:
             t = ready.pop()
             g = grads.pop(t, None)
             ctx = t._ctx
+            if g is not None and t._hooks:
+                g = t._run_hooks(g)
             if ctx is None:
                 if g is not None:
                     t.grad = g.copy() if t.grad is None else t.grad + g
                 continue
+            if g is not None and t._retains_grad:
+                t.grad = g.copy() if t.grad is None else t.grad + g
             in_grads = ctx.backward(g) if g is not None else ()
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
@@ -203,6 +238,17 @@ class Tensor:
                 pending[p] = n
                 if n == 0:
                     ready.append(p)
+
+    def _run_hooks(self, g):
+        for hook in list(self._hooks.values()):
+            out = hook(g)
+            if out is not None:
+                out = np.asarray(out.data if isinstance(out, Tensor) else out, dtype=self.data.dtype)
+                if out.shape != self.data.shape:
+                    raise RuntimeError(f"a gradient hook returned shape {out.shape} for a tensor of shape "
+                                       f"{self.data.shape}")
+                g = out
+        return g
 
     # ------------------------------------------------------------------ ops
     def _ag(self):
