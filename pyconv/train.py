@@ -8,6 +8,7 @@ stopped after any batch and resumed gives bitwise the weights of the run left al
 """
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,7 +17,8 @@ from . import random as prandom
 from .data import batches
 from .tensor import Tensor, no_grad
 
-__all__ = ["evaluate", "fit", "make_optimizer", "make_schedule", "Trainer", "TrainingDiverged"]
+__all__ = ["evaluate", "fit", "make_optimizer", "make_schedule", "Callback", "StepInfo", "Trainer",
+           "TrainingDiverged"]
 
 
 class TrainingDiverged(ArithmeticError):
@@ -56,6 +58,37 @@ def describe_schedule(name, lr, epochs):
         return f"lr {lr:g} cosine-annealed to 0 over {epochs} epoch{'s' if epochs != 1 else ''}"
     step = max(epochs // 3, 1)
     return f"lr {lr:g} x0.1 every {step} epoch{'s' if step != 1 else ''}"
+
+
+@dataclass
+class StepInfo:
+    """One optimizer step, as :meth:`Callback.on_step_end` sees it."""
+    epoch: int  # the epoch in progress (1-based)
+    batch: int  # batches done in it, this one included
+    size: int  # images in the batch
+    loss: float  # the batch's mean loss
+    correct: int  # images of the batch classified right (before the update)
+    forward_seconds: float  # forward pass and loss
+    backward_seconds: float  # backward pass and optimizer update
+
+
+class Callback:
+    """Observes :meth:`Trainer.run` (every method is optional; the defaults do nothing).
+
+    ``on_step_begin`` runs before each batch and may block (a pause), use the model and change
+    the optimizer (see :meth:`Trainer.set_hyperparameters`): the time it takes is not counted as
+    training time. ``on_step_end`` runs after each optimizer step (parameters' ``.grad`` still hold
+    the batch's gradients), ``on_epoch_end`` after each epoch's evaluation and schedule step.
+    """
+
+    def on_step_begin(self, trainer):
+        pass
+
+    def on_step_end(self, trainer, info):
+        pass
+
+    def on_epoch_end(self, trainer):
+        pass
 
 
 def evaluate(model, x, y, batch_size=256):
@@ -109,7 +142,8 @@ class Trainer:
         """(JSON-serialisable dict, {name: array}) with everything :meth:`load_state` needs."""
         meta = dict(epoch=self.epoch, batch=self.batch, partial=self.partial, history=self.history,
                     rng=self.rng.bit_generator.state, pyconv_rng=prandom.get_state(),
-                    schedule=self.schedule.state_dict() if self.schedule is not None else None)
+                    schedule=self.schedule.state_dict() if self.schedule is not None else None,
+                    hyperparameters=self.hyperparameters())
         arrays = {"order": self.order} if self.order is not None else {}
         return meta, arrays
 
@@ -120,17 +154,48 @@ class Trainer:
         prandom.set_state(meta["pyconv_rng"])
         if self.schedule is not None and meta.get("schedule") is not None:
             self.schedule.load_state_dict(meta["schedule"])
+        hyper = meta.get("hyperparameters") or {}
+        self.set_hyperparameters(momentum=hyper.get("momentum"), weight_decay=hyper.get("weight_decay"))
         self.order = np.asarray(arrays["order"], np.int64) if self.batch else None
         if self.batch and (self.order is None or len(self.order) != len(self.train_set)):
             raise ValueError("the saved state's shuffled order does not match the training set")
         return self
 
+    # ------------------------------------------------------------------ hyper-parameters
+    def hyperparameters(self):
+        """``{"lr", "momentum", "weight_decay"}`` of the optimizer now (Adam's momentum: beta1)."""
+        d = self.optimizer.defaults
+        momentum = d["betas"][0] if "betas" in d else d.get("momentum", 0.0)
+        return dict(lr=float(self.optimizer.lr), momentum=float(momentum), weight_decay=float(d["weight_decay"]))
+
+    def set_hyperparameters(self, lr=None, momentum=None, weight_decay=None):
+        """Changes the optimizer from its next step (None: unchanged). A learning-rate schedule
+        goes on from the new rate: its base is rescaled so that it gives ``lr`` now."""
+        opt, d = self.optimizer, self.optimizer.defaults
+        if lr is not None:
+            lr = float(lr)
+            sched = self.schedule
+            if sched is not None and sched.base_lr > 0:
+                factor = sched.lr_at(sched.epoch) / sched.base_lr
+                if factor > 0:
+                    sched.base_lr = lr / factor
+            opt.lr = lr
+        if momentum is not None:
+            if "betas" in d:
+                d["betas"] = (float(momentum), d["betas"][1])
+            else:
+                d["momentum"] = float(momentum)
+        if weight_decay is not None:
+            d["weight_decay"] = float(weight_decay)
+
     # ------------------------------------------------------------------ running
-    def run(self, progress=None, on_epoch=None, should_stop=None):
+    def run(self, progress=None, on_epoch=None, should_stop=None, callbacks=()):
         """Runs the remaining epochs. ``progress(epoch, total, done)`` returns a bar with
         ``update(loss, accuracy, images_per_second)`` and ``close()``; ``on_epoch(trainer)`` is
-        called after each epoch (history updated, schedule stepped)."""
+        called after each epoch (history updated, schedule stepped); ``callbacks`` are
+        :class:`Callback` objects."""
         model, opt, train = self.model, self.optimizer, self.train_set
+        callbacks = list(callbacks)
         bs, n_batches = self.batch_size, self.batches_per_epoch
         while not self.finished:
             epoch = self.epoch + 1
@@ -144,6 +209,15 @@ class Trainer:
             t0 = time.perf_counter()
             try:
                 while self.batch < n_batches:
+                    if callbacks:
+                        t_wait = time.perf_counter()
+                        for cb in callbacks:
+                            cb.on_step_begin(self)
+                        t0 += time.perf_counter() - t_wait  # a pause is not training time
+                        if should_stop is not None and (self.batch or self.epoch) and should_stop():
+                            return "stopped"  # asked while paused: no further batch
+                        model.train()  # a callback may have evaluated the model
+                    t_start = time.perf_counter()
                     idx = self.order[self.batch * bs:(self.batch + 1) * bs]
                     xb, yb = train.x[idx], train.y[idx]
                     if self.augment is not None:
@@ -153,13 +227,20 @@ class Trainer:
                     value = float(loss.item())
                     if not math.isfinite(value):  # before the update: the weights stay those of the last good step
                         raise TrainingDiverged(epoch, self.batch + 1, value, n_batches)
+                    t_forward = time.perf_counter()
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
                     self.batch += 1
+                    correct = int((logits.data.argmax(axis=1) == yb).sum())
                     p["seen"] += len(yb)
                     p["loss_sum"] += value * len(yb)
-                    p["correct"] += int((logits.data.argmax(axis=1) == yb).sum())
+                    p["correct"] += correct
+                    if callbacks:
+                        info = StepInfo(epoch, self.batch, len(yb), value, correct, t_forward - t_start,
+                                        time.perf_counter() - t_forward)
+                        for cb in callbacks:
+                            cb.on_step_end(self, info)
                     if bar is not None:
                         bar.update(p["loss_sum"] / p["seen"], p["correct"] / p["seen"],
                                    p["seen"] / (p["seconds"] + time.perf_counter() - t0))
@@ -181,6 +262,8 @@ class Trainer:
             self.epoch, self.batch, self.order, self.partial = epoch, 0, None, None
             if on_epoch is not None:
                 on_epoch(self)
+            for cb in callbacks:
+                cb.on_epoch_end(self)
             if should_stop is not None and not self.finished and should_stop():
                 return "stopped"
         return "done"
