@@ -8,7 +8,7 @@ then resized to the model's input with bilinear filtering; :func:`load_image` re
 """
 import numpy as np
 
-__all__ = ["load_image"]
+__all__ = ["load_image", "prepare_image"]
 
 
 def _to_unit(img):
@@ -48,7 +48,6 @@ def load_image(path, shape, invert=False):
     says what the file was and what was done (``32x32 (HxW) 8-bit gray, resized to 8x8``)."""
     from PIL import Image, UnidentifiedImageError
 
-    c, h, w = shape
     try:
         img = Image.open(path)
         img.load()
@@ -58,6 +57,14 @@ def load_image(path, shape, invert=False):
         raise ValueError(f"image {path} is a directory") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from None
+    return prepare_image(img, shape, invert)
+
+
+def prepare_image(img, shape, invert=False):
+    """:func:`load_image` for an opened and loaded PIL image (``pyconv train --serve``'s uploads)."""
+    from PIL import Image
+
+    c, h, w = shape
     a, depth = _to_unit(img)
     src_h, src_w, src_c = a.shape
     kind = "gray" if src_c == 1 else "color"
