@@ -14,8 +14,8 @@ import sys
 import numpy as np
 
 from . import _core, _runtime
-from .cli_args import (HelpFormatter, layout_arg, nonnegative_float, nonnegative_int, plural, positive_float,
-                       positive_int, read_volume, volume, volume_triple)
+from .cli_args import (HelpFormatter, layout_arg, nonnegative_float, nonnegative_int, plural, port_number,
+                       positive_float, positive_int, read_volume, volume, volume_triple)
 
 
 def _info(args):
@@ -234,6 +234,12 @@ def _train_arguments(p):
                                                    "options, bitwise as if it had not stopped")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--serve", action="store_true", help="watch it learn: a live page (the ConvNetJS demo's views and "
+                                                        "controls) at the printed address; after training it stays up "
+                                                        "until Ctrl-C")
+    _shown(p.add_argument("--host", help="with --serve: the address to listen on; any other than 127.0.0.1 makes the "
+                                         "page reachable from other machines (a warning says so)"), "127.0.0.1")
+    _shown(p.add_argument("--port", type=port_number, help="with --serve: the port (0: any free one)"), 8000)
 
 
 def build_parser():

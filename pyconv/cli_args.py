@@ -7,7 +7,7 @@ defaults (kept apart from argparse's, so that ``--resume`` can tell which were g
 import argparse
 import math
 
-__all__ = ["HelpFormatter", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float",
+__all__ = ["HelpFormatter", "positive_int", "nonnegative_int", "port_number", "positive_float", "nonnegative_float",
            "volume_triple", "LAYOUTS", "layout_arg", "read_volume", "TRAIN_DEFAULTS", "plural", "volume"]
 
 
@@ -55,6 +55,13 @@ def nonnegative_int(text):
     v = _int(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def port_number(text):
+    v = _int(text)
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 (any free port) to 65535, got {v}")
     return v
 
 

@@ -51,12 +51,13 @@ class _Signals:
     """SIGINT/SIGTERM set a flag that the loop reads after each batch; a second SIGINT raises
     KeyboardInterrupt at once. Handlers are installed only in the main thread."""
 
-    def __init__(self):
+    def __init__(self, second_stops_at_once=True):
         self.signum = None
         self.saved = {}
+        self.second_stops_at_once = second_stops_at_once
 
     def _handler(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
+        if self.signum is not None and signum == signal.SIGINT and self.second_stops_at_once:
             raise KeyboardInterrupt
         self.signum = signum
 
@@ -142,9 +143,38 @@ def _load_data(opts):
     return train, test, mean, std
 
 
+def _open_server(args):
+    """The ``--serve`` page's server, bound before any long work (a port in use is one line), or None."""
+    host, port = getattr(args, "host", None), getattr(args, "port", None)
+    if not getattr(args, "serve", False):
+        given = [name for name, v in (("--host", host), ("--port", port)) if v is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} only apply with --serve: add --serve, or drop "
+                             f"{'them' if len(given) > 1 else 'it'}")
+        return None
+    from .serve import is_loopback, open_server
+
+    host = host or "127.0.0.1"
+    server = open_server(host, 8000 if port is None else port)
+    if not is_loopback(host):
+        print(f"pyconv train: warning: --host {host} makes the live page reachable from other machines: anyone who can "
+              "reach it sees the run, and the page's controls (with the token it carries) can pause it, change its "
+              "learning rate and write checkpoints; use it only on a network you trust", file=sys.stderr, flush=True)
+    return server
+
+
 def run(args):
+    server = _open_server(args)
+    try:
+        return _run(args, server)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _run(args, server):
     if args.resume:
-        return _resume(args)
+        return _resume(args, server)
     opts = _resolve(args)
     out = opts["out"]
     if out:
@@ -177,14 +207,14 @@ def run(args):
         created = prepare_dir(out, nbytes=2 * 4 * slots * model.num_parameters() + (4 << 20))
     code = 1
     try:
-        code = _train(args, opts, meta, model, optimizer, trainer)
+        code = _train(args, opts, meta, model, optimizer, trainer, server)
         return code
     finally:
         if code:
             remove_created(created)  # only while still empty: a run that saved nothing leaves no directory
 
 
-def _resume(args):
+def _resume(args, server=None):
     out = args.resume
     extra = [k for k in _given(args) if k not in RESUME_OPTIONS]
     if extra:
@@ -227,7 +257,7 @@ def _resume(args):
     trainer.load_state(st, ck["extra"])
     meta = {k: v for k, v in meta.items() if k not in ("train_state", "history", "format", "version")}
     print(f"pyconv train: resuming {out} from {_where(ck['meta'])}", flush=True)
-    return _train(args, opts, meta, model, optimizer, trainer)
+    return _train(args, opts, meta, model, optimizer, trainer, server)
 
 
 def _header(opts, trainer, model):
@@ -240,13 +270,9 @@ def _header(opts, trainer, model):
             f"{plural(_runtime.get_num_threads(), 'thread')}")
 
 
-def _train(args, opts, meta, model, optimizer, trainer):
+def _train(args, opts, meta, model, optimizer, trainer, server=None):
     out = opts["out"]
     print(_header(opts, trainer, model), flush=True)
-    print(_table_head())
-    for h in trainer.history:
-        print(_table_row(h))
-    sys.stdout.flush()
     best = max([h["test_accuracy"] for h in trainer.history] or [-1.0])
 
     def state_meta():
@@ -285,17 +311,31 @@ def _train(args, opts, meta, model, optimizer, trainer):
             save(os.path.join(out, BEST), with_state=False)
         write_metrics()
 
-    t0 = time.perf_counter()
     stop = _Signals()
+    session = None
+    if server is not None:  # the live page: a Trainer callback, and a server thread reading what it publishes
+        from .serve import attach
+
+        session = attach(server, trainer, meta, opts, save=save, should_stop=stop, header=_header(opts, trainer, model))
+        print(f"pyconv train: watch it learn at {server.url} (the page stays up after training, until Ctrl-C)",
+              flush=True)
+    print(_table_head())
+    for h in trainer.history:
+        print(_table_row(h))
+    sys.stdout.flush()
+    t0 = time.perf_counter()
     try:
         with stop:
-            result = trainer.run(lambda e, n, done: _Bar(e, opts["epochs"], n, done, not args.quiet), on_epoch, stop)
+            result = trainer.run(lambda e, n, done: _Bar(e, opts["epochs"], n, done, not args.quiet), on_epoch, stop,
+                                 callbacks=[session] if session else ())
     except TrainingDiverged as exc:
         kept = (f"{os.path.join(out, CHECKPOINT)} keeps epoch {trainer.epoch}" if out and trainer.epoch
                 else "no checkpoint was written")
         if out and trainer.history and not args.no_plots:
             _plots(out, opts, model, trainer)
         print(f"pyconv train: error: {exc} (lr {optimizer.lr:g}); {kept}: try a smaller --lr", file=sys.stderr)
+        if session is not None:
+            _serve_until_ctrl_c(session, server, "diverged", f"{exc}; {kept}")
         return 1
     except KeyboardInterrupt:
         kept = (f"{os.path.join(out, CHECKPOINT)} keeps epoch {trainer.epoch}; resume with: pyconv train --resume {out}"
@@ -318,12 +358,25 @@ def _train(args, opts, meta, model, optimizer, trainer):
         saved = (f"saved {', '.join(written)} to {out}; resume with: pyconv train --resume {out}" if out
                  else "nothing saved (--out '')")
         print(f"pyconv train: {name} at {where} of {opts['epochs']}; {saved}", file=sys.stderr, flush=True)
+        if session is not None:
+            session.finish("stopped", f"{name} at {where} of {opts['epochs']}")
         return EXIT_SIGNAL[stop.signum]
     final = trainer.history[-1]["test_accuracy"]
     print(f"test accuracy {final:.4f} after {plural(opts['epochs'], 'epoch')} in {elapsed:.1f} s")
     if out:
         print(f"wrote {', '.join(written)} to {out}")
+    if session is not None:
+        _serve_until_ctrl_c(session, server, "done", "done; serving until Ctrl-C")
     return 0
+
+
+def _serve_until_ctrl_c(session, server, status, message):
+    """Training is over: the page keeps showing the run (and classifying uploads) until SIGINT/SIGTERM."""
+    session.finish(status, message)
+    print(f"pyconv train: {status}; serving {server.url} until Ctrl-C", flush=True)
+    with _Signals(second_stops_at_once=False) as again:  # nothing left to lose: every Ctrl-C ends it cleanly
+        session.wait_until(again)
+    print("pyconv train: stopped serving", flush=True)
 
 
 def _plots(out, opts, model, trainer):
