@@ -29,6 +29,10 @@ function fmt(v, digits = 4) {
   return a >= 1e4 || a < 1e-3 ? v.toExponential(2) : v.toPrecision(digits).replace(/\.?0+$/, "");
 }
 
+function fmtInput(v) {
+  return v === null || v === undefined ? "" : String(Number(v.toPrecision(6)));
+}
+
 function bytes(b64) {
   const s = atob(b64);
   const out = new Uint8Array(s.length);
@@ -184,7 +188,7 @@ function onStats(data) {
   $("s-step").textContent = s.step.toLocaleString("en");
   $("s-hyper").textContent = `${fmt(s.lr)} / ${fmt(s.momentum)} / ${fmt(s.weight_decay)}`;
   if (!hyperEdited) {
-    for (const k of ["lr", "momentum", "weight_decay"]) $("in-" + k).value = fmt(s[k], 6);
+    for (const k of ["lr", "momentum", "weight_decay"]) $("in-" + k).value = fmtInput(s[k]);
   }
   const live = ["starting", "running", "paused"].includes(s.status);
   $("pause").textContent = s.paused ? "Resume" : "Pause";
@@ -369,7 +373,7 @@ function wireControls() {
     for (const k of ["lr", "momentum", "weight_decay"]) {
       const input = $("in-" + k), text = input.value.trim();
       input.classList.remove("bad");
-      if (stats && text === fmt(stats[k], 6)) continue;
+      if (stats && text === fmtInput(stats[k])) continue;
       const v = Number(text);
       // sent as typed: the server checks type and range and says what is wrong
       body[k] = text === "" || Number.isNaN(v) ? text : v;
