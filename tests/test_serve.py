@@ -25,7 +25,7 @@ from serve_util import ServedRun, digit_png, get, png_bytes, post, request
 STATE_KEYS = {"run", "status", "message", "paused", "epoch", "epochs", "batch", "batches_per_epoch", "step",
               "examples_seen", "loss", "train_accuracy", "l2_loss", "test_loss", "test_accuracy",
               "forward_ms_per_example", "backward_ms_per_example", "lr", "momentum", "weight_decay", "history",
-              "saved", "snapshot", "layers", "predictions"}
+              "saved", "serve_seconds", "snapshot", "layers", "predictions"}
 LAYER_KEYS = {"name", "type", "volume", "params", "filter", "stride", "padding", "filters", "activation", "gradient"}
 
 

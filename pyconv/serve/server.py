@@ -27,7 +27,6 @@ import secrets
 import socket
 import socketserver
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
@@ -39,7 +38,7 @@ __all__ = ["PageServer", "ServeError", "open_server", "is_loopback"]
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-SSE_MIN_INTERVAL = 0.2  # at most 5 updates a second per page
+SSE_MIN_INTERVAL = 0.5  # at most 2 updates a second per page: the browser shares the machine
 SSE_KEEPALIVE = 15.0
 SEND_TIMEOUT = 10.0  # a page that does not read for this long is dropped
 
@@ -103,7 +102,8 @@ class PageServer(ThreadingHTTPServer):
 
     def close(self):
         if self.session is not None:
-            self.session.close()
+            self.session.close()  # every open event stream says goodbye to its page, then ends
+            self.session.hub.wait_streams_closed(2.0)
         if self.thread is not None:
             self.shutdown()
             self.thread.join(5)
@@ -237,6 +237,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         self.connection.settimeout(SEND_TIMEOUT)
+        hub.enter()
         seen_stats = seen_snap = -1
         cursor, gen, hist_len = 0, -1, -1
         try:
@@ -261,12 +262,14 @@ class Handler(BaseHTTPRequestHandler):
                     text, seen_snap = hub.snapshot_json()
                     if text is not None:
                         self._event("snapshot", text)
-                time.sleep(SSE_MIN_INTERVAL)
+                hub.sleep(SSE_MIN_INTERVAL)  # at most so many updates a second; woken by close
                 if hub.wait((seen_stats, seen_snap), SSE_KEEPALIVE) == (seen_stats, seen_snap) and not hub.closed:
                     self._event(None, None, ": keepalive\n\n")
             self._event("bye", json.dumps(dict(status=hub.stats.get("status"))))
         except (OSError, ValueError):  # the page went away (closed, reloaded, too slow): training goes on
             return
+        finally:
+            hub.leave()
 
     def _event(self, name, data, raw=None):
         text = raw if raw is not None else (f"event: {name}\n" if name else "") + f"data: {data}\n\n"

@@ -43,6 +43,25 @@ class Hub:
         self.history = []
         self.snapshot, self.snapshot_seq, self._snapshot_json = None, 0, None
         self.closed = False
+        self.streams = 0  # open /events connections
+
+    def enter(self):
+        with self.cond:
+            self.streams += 1
+
+    def leave(self):
+        with self.cond:
+            self.streams -= 1
+            self.cond.notify_all()
+
+    def sleep(self, seconds):
+        """Waits ``seconds``, or less if the hub closes."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.closed, seconds)
+
+    def wait_streams_closed(self, timeout):
+        with self.cond:
+            self.cond.wait_for(lambda: self.streams == 0, timeout)
 
     def publish(self, stats=None, snapshot=None, history=None):
         with self.cond:
@@ -93,7 +112,7 @@ class LiveSession(Callback):
     Ctrl-C was pressed (a pause then ends).
     """
 
-    def __init__(self, trainer, meta, opts, save=None, should_stop=None, header="", budget=0.04, min_interval=0.25):
+    def __init__(self, trainer, meta, opts, save=None, should_stop=None, header="", budget=0.04, min_interval=0.5):
         self.trainer, self.meta, self.opts = trainer, meta, opts
         self.save_fn, self.should_stop = save, should_stop
         self.budget, self.min_interval = budget, min_interval
@@ -109,6 +128,7 @@ class LiveSession(Callback):
         self.snap_cost, self.last_snap = 0.0, -1e9
         self.layer_stats, self.predictions, self.l2_loss, self.snap_step = [], [], None, None
         self.last_publish = -1e9
+        self.overhead = 0.0  # seconds the training thread spent on the page (stats, snapshots) after steps
         self.done_epochs = len(trainer.history)
         test = trainer.test_set if len(trainer.test_set) else trainer.train_set
         idx = pick_sample(test.y, test.classes, SAMPLE)
@@ -156,7 +176,7 @@ class LiveSession(Callback):
             l2_loss=self.l2_loss, test_loss=last.get("test_loss"), test_accuracy=last.get("test_accuracy"),
             forward_ms_per_example=ms(self.fwd), backward_ms_per_example=ms(self.bwd),
             lr=hyper["lr"], momentum=hyper["momentum"], weight_decay=hyper["weight_decay"],
-            history=list(t.history), saved=list(self.saved),
+            history=list(t.history), saved=list(self.saved), serve_seconds=self.overhead,
             snapshot=dict(step=self.snap_step, image=self.selected, label=classes[int(self.probe.y[self.selected])],
                           every_seconds=max(self.min_interval, self.snap_cost / self.budget)),
             layers=layers, predictions=preds)
@@ -188,6 +208,11 @@ class LiveSession(Callback):
             self._run_tasks(block=0.2)
 
     def on_step_end(self, trainer, info):
+        t0 = time.perf_counter()
+        self._after_step(info)
+        self.overhead += time.perf_counter() - t0
+
+    def _after_step(self, info):
         if self.status == "starting":
             self.status, self.message = "running", "training"
         entry = (info.size, info.loss * info.size, info.correct)
@@ -207,7 +232,9 @@ class LiveSession(Callback):
             self._publish()
 
     def on_epoch_end(self, trainer):
+        t0 = time.perf_counter()
         self._publish(force=True, history=True)
+        self.overhead += time.perf_counter() - t0
 
     # ------------------------------------------------------------------ after training
     def finish(self, status, message):

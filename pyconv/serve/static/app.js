@@ -66,13 +66,6 @@ function scaleFor(h, w) {
   return Math.max(1, Math.min(8, Math.floor(48 / Math.max(h, w))));
 }
 
-// Reuses the container's canvases when their number is unchanged (no flicker, no garbage).
-function canvases(container, n) {
-  while (container.children.length > n) container.lastChild.remove();
-  while (container.children.length < n) container.appendChild(document.createElement("canvas"));
-  return Array.from(container.children);
-}
-
 // ------------------------------------------------------------------------ API
 async function api(path, body, contentType = "application/json") {
   let reply;
@@ -165,40 +158,44 @@ async function selectImage(i) {
 }
 
 // ------------------------------------------------------------------------ stats
+// Only what changed is written: every write costs the browser a repaint, on the training's machine.
+function setText(elem, text) { if (elem.textContent !== text) elem.textContent = text; }
+function setProp(elem, name, value) { if (elem[name] !== value) elem[name] = value; }
+
 function onStats(data) {
   if (data.reset) points = [];
   points = points.concat(data.points);
   stats = data.stats;
+  if (data.history) history = data.history;
+  if (document.hidden) return; // drawn when the tab is shown again
   const s = stats;
   const badge = $("status");
-  badge.textContent = s.status;
-  badge.className = "badge " + s.status;
-  $("status-text").textContent = s.message;
-  $("progress-text").textContent = s.status === "done" ? `all ${s.epochs} epochs done`
-    : `epoch ${s.epoch} of ${s.epochs}, batch ${s.batch} of ${s.batches_per_epoch}`;
+  setText(badge, s.status);
+  setProp(badge, "className", "badge " + s.status);
+  setText($("status-text"), s.message);
+  setText($("progress-text"), s.status === "done" ? `all ${s.epochs} epochs done`
+    : `epoch ${s.epoch} of ${s.epochs}, batch ${s.batch} of ${s.batches_per_epoch}`);
   const frac = s.status === "done" ? 1 : ((s.epoch - 1) + s.batch / s.batches_per_epoch) / s.epochs;
-  $("progress-bar").style.width = (100 * Math.max(0, Math.min(1, frac))).toFixed(1) + "%";
-  $("s-fwd").textContent = s.forward_ms_per_example === null ? "-" : fmt(s.forward_ms_per_example, 3) + " ms";
-  $("s-bwd").textContent = s.backward_ms_per_example === null ? "-" : fmt(s.backward_ms_per_example, 3) + " ms";
-  $("s-loss").textContent = fmt(s.loss);
-  $("s-l2").textContent = fmt(s.l2_loss);
-  $("s-train").textContent = fmt(s.train_accuracy);
-  $("s-test").textContent = fmt(s.test_accuracy);
-  $("s-seen").textContent = s.examples_seen.toLocaleString("en");
-  $("s-step").textContent = s.step.toLocaleString("en");
-  $("s-hyper").textContent = `${fmt(s.lr)} / ${fmt(s.momentum)} / ${fmt(s.weight_decay)}`;
+  const width = (100 * Math.max(0, Math.min(1, frac))).toFixed(1) + "%";
+  if ($("progress-bar").style.width !== width) $("progress-bar").style.width = width;
+  setText($("s-fwd"), s.forward_ms_per_example === null ? "-" : fmt(s.forward_ms_per_example, 3) + " ms");
+  setText($("s-bwd"), s.backward_ms_per_example === null ? "-" : fmt(s.backward_ms_per_example, 3) + " ms");
+  setText($("s-loss"), fmt(s.loss));
+  setText($("s-l2"), fmt(s.l2_loss));
+  setText($("s-train"), fmt(s.train_accuracy));
+  setText($("s-test"), fmt(s.test_accuracy));
+  setText($("s-seen"), s.examples_seen.toLocaleString("en"));
+  setText($("s-step"), s.step.toLocaleString("en"));
+  setText($("s-hyper"), `${fmt(s.lr)} / ${fmt(s.momentum)} / ${fmt(s.weight_decay)}`);
   if (!hyperEdited) {
-    for (const k of ["lr", "momentum", "weight_decay"]) $("in-" + k).value = fmtInput(s[k]);
+    for (const k of ["lr", "momentum", "weight_decay"]) setProp($("in-" + k), "value", fmtInput(s[k]));
   }
   const live = ["starting", "running", "paused"].includes(s.status);
-  $("pause").textContent = s.paused ? "Resume" : "Pause";
-  for (const id of ["pause", "apply", "in-lr", "in-momentum", "in-weight_decay"]) $(id).disabled = !live;
-  $("save").disabled = !info || !info.out;
-  if (s.saved.length) {
-    const last = s.saved[s.saved.length - 1];
-    $("save").title = `last saved: ${last.path}`;
-  }
-  if (data.history) { history = data.history; drawEpochs(); }
+  setText($("pause"), s.paused ? "Resume" : "Pause");
+  for (const id of ["pause", "apply", "in-lr", "in-momentum", "in-weight_decay"]) setProp($(id), "disabled", !live);
+  setProp($("save"), "disabled", !info || !info.out);
+  if (s.saved.length) setProp($("save"), "title", `last saved: ${s.saved[s.saved.length - 1].path}`);
+  drawEpochs();
   drawGraph();
   drawLayerStats(s.layers);
 }
@@ -208,17 +205,17 @@ function drawLayerStats(layers) {
     const box = document.querySelector(`.layer[data-name="${CSS.escape(L.name)}"]`);
     if (!box) continue;
     const a = L.activation, g = L.gradient;
-    box.querySelector(".stat.act").textContent =
-      a ? `max activation ${fmt(a.max)}, min ${fmt(a.min)}` : "activations: -";
-    box.querySelector(".stat.grad").textContent =
-      g ? `max gradient ${fmt(g.max)}, min ${fmt(g.min)}` : "gradients: -";
+    setText(box.querySelector(".stat.act"), a ? `max activation ${fmt(a.max)}, min ${fmt(a.min)}` : "activations: -");
+    setText(box.querySelector(".stat.grad"), g ? `max gradient ${fmt(g.max)}, min ${fmt(g.min)}` : "gradients: -");
   }
 }
 
+// The terminal's table: rows are appended as epochs end (rebuilt only for another history).
 function drawEpochs() {
   const body = $("epochs").querySelector("tbody");
-  body.textContent = "";
-  for (const h of history) {
+  if (body.children.length > history.length) body.textContent = "";
+  if (body.children.length === history.length) return;
+  for (const h of history.slice(body.children.length)) {
     const tr = document.createElement("tr");
     for (const v of [h.epoch, h.train_loss.toFixed(4), h.train_accuracy.toFixed(4), fmtFixed(h.test_loss),
                      fmtFixed(h.test_accuracy), h.seconds.toFixed(2), Math.round(h.images_per_second).toLocaleString("en")]) {
@@ -264,15 +261,32 @@ function drawGraph() {
 }
 
 // ------------------------------------------------------------------------ snapshots
+// Snapshots are drawn into the layer boxes on screen only (and not at all in a hidden tab): the
+// browser shares the machine with the training. Boxes scrolled to later are drawn then.
+let lastSnap = null;
+let drawnAll = false;
+
+function onScreen(elem) {
+  const r = elem.getBoundingClientRect();
+  return r.bottom > -100 && r.top < window.innerHeight + 100;
+}
+
 function onSnapshot(snap) {
-  if (!info) return;
+  lastSnap = snap;
+  if (info) drawSnapshot();
+}
+
+function drawSnapshot() {
+  const snap = lastSnap;
+  if (!snap || !info || document.hidden) return;
   selected = snap.image;
   document.querySelectorAll(".sample").forEach((t) => t.classList.toggle("selected", +t.dataset.index === selected));
   $("net-caption").textContent = `(volumes CxHxW, as pyconv summary writes them; test image ${snap.image}, ` +
     `true class ${info.classes[snap.label]}, at step ${snap.step})`;
   for (const S of snap.layers) {
     const box = document.querySelector(`.layer[data-name="${CSS.escape(S.name)}"]`);
-    if (!box) continue;
+    if (!box || box.dataset.step === String(snap.step) + "/" + snap.image || (drawnAll && !onScreen(box))) continue;
+    box.dataset.step = String(snap.step) + "/" + snap.image;
     const colour = S.name === "input" && S.act && S.act.shape[0] === 3;
     drawMaps(box.querySelector(".part.act .maps"), S.act, colour);
     drawMaps(box.querySelector(".part.grad .maps"), S.grad, colour);
@@ -281,57 +295,97 @@ function onSnapshot(snap) {
       drawFilters(box.querySelector(".part.wgrad"), S.wgrad, S, "Weight gradients (last training batch)");
     }
   }
-  drawPredictions(snap.predictions);
+  const first = !drawnAll;
+  drawnAll = true; // the first snapshot sizes every box; later ones redraw what is on screen
+  if (first || onScreen($("tests"))) drawPredictions(snap.predictions);
 }
+
+let scrollTimer = null;
+window.addEventListener("scroll", () => {
+  if (scrollTimer === null) scrollTimer = setTimeout(() => { scrollTimer = null; drawSnapshot(); }, 100);
+}, { passive: true });
+window.addEventListener("resize", () => drawSnapshot());
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && stats) { onStats({ stats, points: [], reset: false, history: null }); drawSnapshot(); }
+});
+
+const ROW_PX = 960; // a part's canvas is at most this wide on screen; tiles wrap to more rows
+
+// One canvas of n tiles (tw x th pixels each, `gap` apart), `scale` times larger on screen;
+// put(t, x, y, rgb) fills rgb with tile t's pixel (x, y). One canvas per part, not one per map:
+// hundreds of small canvases cost the browser far more to composite than one.
+function drawTiles(container, n, tw, th, scale, gap, put) {
+  let c = container.firstElementChild;
+  if (!c) { c = document.createElement("canvas"); container.appendChild(c); }
+  const cols = Math.max(1, Math.min(n, Math.floor((ROW_PX / scale + gap) / (tw + gap))));
+  const rows = Math.ceil(n / cols);
+  const w = cols * (tw + gap) - gap, h = rows * (th + gap) - gap;
+  if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+  c.style.width = w * scale + "px";
+  c.style.height = h * scale + "px";
+  c.dataset.tiles = n;
+  const ctx = c.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  const d = img.data, rgb = [0, 0, 0];
+  d.fill(255);
+  for (let t = 0; t < n; t++) {
+    const ox = (t % cols) * (tw + gap), oy = Math.floor(t / cols) * (th + gap);
+    for (let y = 0; y < th; y++) {
+      for (let x = 0; x < tw; x++) {
+        put(t, x, y, rgb);
+        const o = 4 * ((oy + y) * w + ox + x);
+        d[o] = rgb[0]; d[o + 1] = rgb[1]; d[o + 2] = rgb[2];
+      }
+    }
+  }
+  ctx.putImageData(img, 0, 0);
+  return c;
+}
+
+function clearTiles(container) { container.textContent = ""; }
 
 // Activations (C, H, W) as C gray maps (or one colour map), or a vector (F,) as rows of cells.
 function drawMaps(container, A, colour) {
   if (!container) return;
-  if (!A) { canvases(container, 0); return; }
+  if (!A) { clearTiles(container); return; }
   const px = bytes(A.data);
   if (A.shape.length === 1) {
-    const n = A.shape[0], cols = Math.min(n, 32), rows = Math.ceil(n / cols);
-    const [c] = canvases(container, 1);
-    drawPixels(c, cols, rows, 8, (i) => i < n ? [px[i], px[i], px[i]] : [40, 40, 60]);
+    const n = A.shape[0];
+    const c = drawTiles(container, n, 1, 1, 8, 0, (t, x, y, rgb) => { rgb[0] = rgb[1] = rgb[2] = px[t]; });
     c.title = `${n} values, from ${fmt(A.min)} to ${fmt(A.max)}`;
     return;
   }
   const [C, H, W] = A.shape, s = scaleFor(H, W), hw = H * W;
   if (colour) {
-    const [c] = canvases(container, 1);
-    drawPixels(c, W, H, Math.max(s, 2), (i) => [px[i], px[hw + i], px[2 * hw + i]]);
+    drawTiles(container, 1, W, H, Math.max(s, 2), 1, (t, x, y, rgb) => {
+      const i = y * W + x; rgb[0] = px[i]; rgb[1] = px[hw + i]; rgb[2] = px[2 * hw + i];
+    });
     return;
   }
-  canvases(container, C).forEach((c, k) => {
-    drawPixels(c, W, H, s, (i) => { const v = px[k * hw + i]; return [v, v, v]; });
-    c.title = `channel ${k}`;
-  });
+  const c = drawTiles(container, C, W, H, s, 1, (t, x, y, rgb) => { rgb[0] = rgb[1] = rgb[2] = px[t * hw + y * W + x]; });
+  c.title = `${C} channels of ${H}x${W}, each pixel scaled over the layer's range`;
 }
 
-// Filters (K, Cshown, R, S), each scaled on its own: one canvas per filter (RGB when 3 input channels).
+// Filters (K, Cshown, R, S), each scaled on its own: K blocks, RGB when 3 input channels, else the
+// filter's channels side by side (a white column between them).
 function drawFilters(part, Wq, S_, what) {
   const container = part.querySelector(".maps");
-  if (!Wq) { canvases(container, 0); part.querySelector(".what").textContent = what + ": after the first step"; return; }
+  if (!Wq) { clearTiles(container); part.querySelector(".what").textContent = what + ": after the first step"; return; }
   const [K, C, R, S] = Wq.shape, px = bytes(Wq.data), rs = R * S;
-  let s = Math.max(2, Math.min(8, Math.floor(24 / Math.max(R, S))));
-  if (C !== 3 && C * (S + 1) * s > 420) s = Math.max(1, Math.floor(420 / (C * (S + 1))));
   const some = C < S_.in_channels ? ` (the first ${C} of ${S_.in_channels} input channels)` : "";
   part.querySelector(".what").textContent =
     `${what}: ${K} filters of ${S_.in_channels}x${R}x${S}${some}, from ${fmt(Wq.min)} to ${fmt(Wq.max)}`;
-  const rgb = C === 3;
-  canvases(container, K).forEach((c, k) => {
+  const rgb = C === 3, bw = rgb ? S : C * (S + 1) - 1;
+  const s = Math.max(1, Math.min(8, Math.floor(24 / Math.max(R, S)), Math.floor(240 / bw)));
+  drawTiles(container, K, bw, R, s, 2, (k, x, y, out) => {
     const base = k * C * rs;
     if (rgb) {
-      drawPixels(c, S, R, s, (i) => [px[base + i], px[base + rs + i], px[base + 2 * rs + i]]);
-    } else {
-      const w = C * (S + 1) - 1;
-      drawPixels(c, w, R, s, (i) => {
-        const y = Math.floor(i / w), x = i % w, ch = Math.floor(x / (S + 1)), sx = x % (S + 1);
-        if (sx === S) return [255, 255, 255];
-        const v = px[base + ch * rs + y * S + sx]; return [v, v, v];
-      });
+      const i = base + y * S + x; out[0] = px[i]; out[1] = px[i + rs]; out[2] = px[i + 2 * rs];
+      return;
     }
-    c.title = `filter ${k}`;
+    const ch = Math.floor(x / (S + 1)), sx = x % (S + 1);
+    if (sx === S) { out[0] = out[1] = out[2] = 255; return; }
+    out[0] = out[1] = out[2] = px[base + ch * rs + y * S + sx];
   });
 }
 
