@@ -372,14 +372,15 @@ def _read_events(port, n_events, timeout=20):
 
 
 def test_events_send_the_run_then_stats_and_snapshots(live):
-    sock, events = _read_events(live.port, 6)
+    sock, events = _read_events(live.port, 5)
     sock.close()
     names = [e[0] for e in events]
     assert names[0] == "info" and "stats" in names and "snapshot" in names
     info = events[0][1]
     assert info["id"] == live.session.run_id and len(info["sample"]) == 10 and info["layers"][1]["type"] == "Conv2d"
     stats = next(e[1] for e in events if e[0] == "stats")
-    assert stats["points"] and set(stats["stats"]) == STATE_KEYS and stats["history"] is not None
+    # /state's object, less the history, which comes beside it when it grows
+    assert stats["points"] and set(stats["stats"]) == STATE_KEYS - {"history"} and stats["history"] is not None
     snap = next(e[1] for e in events if e[0] == "snapshot")
     conv = snap["layers"][1]
     assert conv["act"]["shape"] == [4, 8, 8] and conv["weights"]["shape"] == [4, 1, 3, 3]

@@ -38,7 +38,7 @@ __all__ = ["PageServer", "ServeError", "open_server", "is_loopback"]
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-SSE_MIN_INTERVAL = 0.5  # at most 2 updates a second per page: the browser shares the machine
+SSE_MIN_INTERVAL = 1.0  # one update a second (sooner after a control): the browser shares the machine
 SSE_KEEPALIVE = 15.0
 SEND_TIMEOUT = 10.0  # a page that does not read for this long is dropped
 
@@ -137,6 +137,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "pyconv"
     sys_version = ""
+    timeout = 120  # an idle keep-alive connection is closed after this long (an event stream keeps writing)
 
     def log_message(self, format, *args):
         pass  # the terminal shows the training, not every request
@@ -246,7 +247,7 @@ class Handler(BaseHTTPRequestHandler):
             while not hub.closed:
                 with hub.cond:
                     stats_seq, snap_seq = hub.stats_seq, hub.snapshot_seq
-                    stats = hub.stats
+                    stats = {k: v for k, v in hub.stats.items() if k != "history"}  # sent apart, when it grows
                     reset = gen != hub.points_gen
                     if reset:
                         cursor, gen = 0, hub.points_gen
@@ -262,7 +263,7 @@ class Handler(BaseHTTPRequestHandler):
                     text, seen_snap = hub.snapshot_json()
                     if text is not None:
                         self._event("snapshot", text)
-                hub.sleep(SSE_MIN_INTERVAL)  # at most so many updates a second; woken by close
+                hub.sleep(SSE_MIN_INTERVAL)  # at most so many updates a second; woken by close or a control
                 if hub.wait((seen_stats, seen_snap), SSE_KEEPALIVE) == (seen_stats, seen_snap) and not hub.closed:
                     self._event(None, None, ": keepalive\n\n")
             self._event("bye", json.dumps(dict(status=hub.stats.get("status"))))

@@ -44,6 +44,7 @@ class Hub:
         self.snapshot, self.snapshot_seq, self._snapshot_json = None, 0, None
         self.closed = False
         self.streams = 0  # open /events connections
+        self.urgent = 0  # publications the pages should see at once (what a control changed)
 
     def enter(self):
         with self.cond:
@@ -55,16 +56,19 @@ class Hub:
             self.cond.notify_all()
 
     def sleep(self, seconds):
-        """Waits ``seconds``, or less if the hub closes."""
+        """Waits ``seconds``, or less if the hub closes or something urgent (a control's effect) is
+        published."""
         with self.cond:
-            self.cond.wait_for(lambda: self.closed, seconds)
+            urgent = self.urgent
+            self.cond.wait_for(lambda: self.closed or self.urgent != urgent, seconds)
 
     def wait_streams_closed(self, timeout):
         with self.cond:
             self.cond.wait_for(lambda: self.streams == 0, timeout)
 
-    def publish(self, stats=None, snapshot=None, history=None):
+    def publish(self, stats=None, snapshot=None, history=None, urgent=False):
         with self.cond:
+            self.urgent += bool(urgent)
             if stats is not None:
                 self.stats, self.stats_seq = stats, self.stats_seq + 1
             if snapshot is not None:
@@ -112,7 +116,7 @@ class LiveSession(Callback):
     Ctrl-C was pressed (a pause then ends).
     """
 
-    def __init__(self, trainer, meta, opts, save=None, should_stop=None, header="", budget=0.04, min_interval=0.5):
+    def __init__(self, trainer, meta, opts, save=None, should_stop=None, header="", budget=0.04, min_interval=1.0):
         self.trainer, self.meta, self.opts = trainer, meta, opts
         self.save_fn, self.should_stop = save, should_stop
         self.budget, self.min_interval = budget, min_interval
@@ -181,12 +185,13 @@ class LiveSession(Callback):
                           every_seconds=max(self.min_interval, self.snap_cost / self.budget)),
             layers=layers, predictions=preds)
 
-    def _publish(self, force=False, history=False):
+    def _publish(self, force=False, history=False, urgent=False):
         now = time.perf_counter()
         if not force and now - self.last_publish < 0.1:
             return
         self.last_publish = now
-        self.hub.publish(stats=_clean(self.state()), history=list(self.trainer.history) if history else None)
+        self.hub.publish(stats=_clean(self.state()), history=list(self.trainer.history) if history else None,
+                         urgent=urgent)
 
     def _snapshot(self, weight_grads):
         t0 = time.perf_counter()
@@ -245,7 +250,7 @@ class LiveSession(Callback):
             self._snapshot(self.probe.weight_gradients())
         except (ValueError, FloatingPointError, ArithmeticError):  # a diverged network: keep the last one
             pass
-        self._publish(force=True, history=True)
+        self._publish(force=True, history=True, urgent=True)
 
     def wait_until(self, stop):
         """Carries out the page's requests (classify, save) until ``stop()`` (Ctrl-C)."""
@@ -307,7 +312,7 @@ class LiveSession(Callback):
             if not self.paused:
                 self.paused, self.status, self.message = True, "paused", "paused from the page"
                 self._snapshot(self.probe.weight_gradients())
-                self._publish(force=True)
+                self._publish(force=True, urgent=True)
             return dict(paused=True, step=self.step)
         return self.call(do)
 
@@ -318,7 +323,7 @@ class LiveSession(Callback):
             self._training("resume")
             if self.paused:
                 self.paused, self.status, self.message = False, "running", "training"
-                self._publish(force=True)
+                self._publish(force=True, urgent=True)
             return dict(paused=False, step=self.step)
         return self.call(do)
 
@@ -329,7 +334,7 @@ class LiveSession(Callback):
         def do():
             self._training("changing hyper-parameters")
             self.trainer.set_hyperparameters(**values)
-            self._publish(force=True)
+            self._publish(force=True, urgent=True)
             return dict(self.trainer.hyperparameters(), from_step=self.step + 1)
         return self.call(do)
 
@@ -339,7 +344,7 @@ class LiveSession(Callback):
         def do():
             self.selected = index
             self._snapshot(self.probe.weight_gradients() if self.step else None)
-            self._publish(force=True)
+            self._publish(force=True, urgent=True)
             return dict(image=index, step=self.step)
         return self.call(do)
 
@@ -355,7 +360,7 @@ class LiveSession(Callback):
             where = (f"epoch {t.epoch + 1}, batch {t.batch} of {t.batches_per_epoch}" if t.batch
                      else f"the end of epoch {t.epoch}")
             self.saved.append(dict(path=path, step=self.step, where=where))
-            self._publish(force=True)
+            self._publish(force=True, urgent=True)
             return dict(path=path, step=self.step, where=where)
         return self.call(do)
 
