@@ -133,7 +133,7 @@ class LiveSession(Callback):
         self.layer_stats, self.predictions, self.l2_loss, self.snap_step = [], [], None, None
         self.last_publish = -1e9
         self.overhead = 0.0  # seconds the training thread spent on the page (stats, snapshots) after steps
-        self.done_epochs = len(trainer.history)
+        self._history = (-1, [])  # (epochs, their rows made JSON-safe): rebuilt only when one ends
         test = trainer.test_set if len(trainer.test_set) else trainer.train_set
         idx = pick_sample(test.y, test.classes, SAMPLE)
         norm = meta.get("normalize") or {}
@@ -180,18 +180,27 @@ class LiveSession(Callback):
             l2_loss=self.l2_loss, test_loss=last.get("test_loss"), test_accuracy=last.get("test_accuracy"),
             forward_ms_per_example=ms(self.fwd), backward_ms_per_example=ms(self.bwd),
             lr=hyper["lr"], momentum=hyper["momentum"], weight_decay=hyper["weight_decay"],
-            history=list(t.history), saved=list(self.saved), serve_seconds=self.overhead,
+            history=self._clean_history(), saved=list(self.saved), serve_seconds=self.overhead,
             snapshot=dict(step=self.snap_step, image=self.selected, label=classes[int(self.probe.y[self.selected])],
                           every_seconds=max(self.min_interval, self.snap_cost / self.budget)),
             layers=layers, predictions=preds)
 
+    def _clean_history(self):
+        h = self.trainer.history
+        if self._history[0] != len(h):
+            self._history = (len(h), _clean(h))
+        return self._history[1]
+
     def _publish(self, force=False, history=False, urgent=False):
         now = time.perf_counter()
-        if not force and now - self.last_publish < 0.1:
+        if not force and now - self.last_publish < 0.25:  # /state stays this fresh; pages get 1 a second
             return
         self.last_publish = now
-        self.hub.publish(stats=_clean(self.state()), history=list(self.trainer.history) if history else None,
-                         urgent=urgent)
+        state = self.state()
+        rows = state.pop("history")  # JSON-safe already
+        stats = _clean(state)
+        stats["history"] = rows
+        self.hub.publish(stats=stats, history=rows if history else None, urgent=urgent)
 
     def _snapshot(self, weight_grads):
         t0 = time.perf_counter()
