@@ -345,7 +345,8 @@ def _train(args, opts, meta, model, optimizer, trainer, server=None):
     elapsed = time.perf_counter() - t0
     written = []
     if out:
-        if result == "stopped" and trainer.batch:  # the epoch in progress: its state, to resume mid-epoch
+        if result == "stopped" and trainer.order is not None:  # the epoch in progress (begun, or drawn and
+            # stopped before its first batch by a pause): its state, to resume there
             save(os.path.join(out, CHECKPOINT))
             write_metrics()
         written = [CHECKPOINT] + ([BEST] if os.path.exists(os.path.join(out, BEST)) else []) + [METRICS]

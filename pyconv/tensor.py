@@ -53,6 +53,18 @@ def _as_data(value, dtype=None):
     return arr
 
 
+class RemovableHandle:
+    """Adds ``hook`` to the dict ``hooks``; ``remove()`` takes it out again (what
+    ``Tensor.register_hook`` and ``Module.register_forward_hook`` return)."""
+
+    def __init__(self, hooks, hook):
+        self._hooks, self._key = hooks, object()
+        hooks[self._key] = hook
+
+    def remove(self):
+        self._hooks.pop(self._key, None)
+
+
 class Tensor:
     """An ndarray plus autograd bookkeeping.
 
@@ -140,15 +152,7 @@ class Tensor:
             raise RuntimeError("register_hook() on a tensor that does not require grad")
         if self._hooks is None:
             self._hooks = {}
-        key = object()
-        self._hooks[key] = hook
-        hooks = self._hooks
-
-        class _Handle:
-            def remove(self):
-                hooks.pop(key, None)
-
-        return _Handle()
+        return RemovableHandle(self._hooks, hook)
 
     def astype(self, dtype):
         from . import autograd

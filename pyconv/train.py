@@ -156,8 +156,9 @@ class Trainer:
             self.schedule.load_state_dict(meta["schedule"])
         hyper = meta.get("hyperparameters") or {}
         self.set_hyperparameters(momentum=hyper.get("momentum"), weight_decay=hyper.get("weight_decay"))
-        self.order = np.asarray(arrays["order"], np.int64) if self.batch else None
-        if self.batch and (self.order is None or len(self.order) != len(self.train_set)):
+        # the epoch in progress, if any (stopped mid-epoch, or before its first batch by a callback)
+        self.order = np.asarray(arrays["order"], np.int64) if "order" in arrays else None
+        if (self.batch and self.order is None) or (self.order is not None and len(self.order) != len(self.train_set)):
             raise ValueError("the saved state's shuffled order does not match the training set")
         return self
 

@@ -460,11 +460,20 @@ def test_cli_ctrl_c_while_paused_stops_like_a_plain_run(tmp_path):
             time.sleep(0.05)
         status, reply = run.post("/api/pause")
         assert status == 200
+        assert run.post("/api/set", {"momentum": 0.5})[0] == 200
         assert run.interrupt() == 130
         err = "".join(run.err)
         assert "resume with: pyconv train --resume" in err and "Traceback" not in err
     finally:
         run.close()
+    again = ServedRun("--resume", tmp_path / "run")  # --serve, --port beside --resume: they change no result
+    try:
+        s = again.state()
+        assert s["step"] >= reply["step"] and s["momentum"] == 0.5  # the page's change was saved with the run
+        assert "resuming" in "".join(again.lines)
+        assert again.interrupt() == 130
+    finally:
+        again.close()
 
 
 def test_cli_port_in_use_is_one_line(tmp_path):

@@ -161,3 +161,29 @@ def test_changed_hyperparameters_are_part_of_the_resumable_state():
     fresh.load_state(meta, arrays)
     assert fresh.hyperparameters() == dict(lr=0.02, momentum=0.3, weight_decay=0.01)
     assert fresh.schedule.base_lr == pytest.approx(trainer.schedule.base_lr)
+
+
+def test_stopped_by_a_callback_before_an_epochs_first_batch_resumes_bitwise():
+    """A pause at an epoch's start (its order already drawn) then Ctrl-C: the saved state keeps
+    that order, so the resumed run is the uninterrupted one."""
+    m1, _, whole = _setup(optimizer="adam", epochs=3)
+    whole.run()
+    m2, opt2, t2 = _setup(optimizer="adam", epochs=3)
+    flag = {"stop": False}
+
+    class StopAtEpochStart(Callback):
+        def on_step_begin(self, trainer):
+            if trainer.epoch == 1 and trainer.batch == 0:
+                flag["stop"] = True
+
+    assert t2.run(callbacks=[StopAtEpochStart()], should_stop=lambda: flag["stop"]) == "stopped"
+    assert (t2.epoch, t2.batch) == (1, 0) and t2.order is not None
+    meta, arrays = t2.state()
+    model_state, opt_state = m2.state_dict(), opt2.state_dict()
+    m3, opt3, t3 = _setup(optimizer="adam", epochs=3, seed=1)  # other initial weights: all comes from the state
+    m3.load_state_dict(model_state)
+    opt3.load_state_dict(opt_state)
+    t3.load_state(meta, arrays)
+    assert t3.run() == "done"
+    for a, b in zip(_weights(m1), _weights(m3)):
+        np.testing.assert_array_equal(a, b)

@@ -3,7 +3,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..tensor import Tensor
+from ..tensor import RemovableHandle, Tensor
 
 
 class Parameter(Tensor):
@@ -83,15 +83,7 @@ class Module:
 
     def register_forward_hook(self, hook):
         """Call ``hook(module, inputs, output)`` after every forward; returns a handle with ``remove()``."""
-        key = object()
-        self._forward_hooks[key] = hook
-        hooks = self._forward_hooks
-
-        class _Handle:
-            def remove(self):
-                hooks.pop(key, None)
-
-        return _Handle()
+        return RemovableHandle(self._forward_hooks, hook)
 
     def train(self, mode=True):
         object.__setattr__(self, "training", bool(mode))
