@@ -31,7 +31,10 @@ def main(out):
                 page.goto(run.url)
                 while run.state()["epoch"] < 9:
                     time.sleep(0.2)
-                png, _ = digit_png(7)
+                from pyconv import data
+
+                seven = int(next(i for i, y in enumerate(data.load_digits()[1].y) if y == 7))
+                png, _ = digit_png(seven)
                 path = os.path.join(tmp, "seven.png")
                 with open(path, "wb") as f:
                     f.write(png)
