@@ -33,17 +33,17 @@ def _counting():
 
 
 class _PyconvModule:
-    """What the three modules share: the kind counted in stats, and pickling of the classes that
-    convert() derives from torch.nn subclasses (they are re-derived on unpickling)."""
+    """What the three modules share: pickling of the classes that convert() derives from torch.nn
+    subclasses (they are derived again on unpickling)."""
 
-    _pyconv_kind = None
     _pyconv_base = None  # set on classes derived by pyconv_class() from a torch.nn subclass
 
     def __reduce_ex__(self, protocol):
         base = type(self).__dict__.get("_pyconv_base")
         if base is None:
             return super().__reduce_ex__(protocol)
-        return _restore, (base,), self.__getstate__()
+        state = self.__getstate__() if hasattr(self, "__getstate__") else self.__dict__  # Python < 3.11
+        return _restore, (base,), state
 
 
 def _restore(base):
@@ -57,7 +57,6 @@ class Conv2d(_PyconvModule, nn.Conv2d):
     """``torch.nn.Conv2d`` computed by pyconv (forward and both gradients); ``algo`` (keyword-only,
     ``"auto"``, ``"direct"``, ``"im2col"`` or ``"winograd"``) picks pyconv's algorithm."""
 
-    _pyconv_kind = "Conv2d"
     algo = "auto"
 
     def __init__(self, *args, algo="auto", **kwargs):
@@ -73,6 +72,7 @@ class Conv2d(_PyconvModule, nn.Conv2d):
         if _counting():
             _stats.count_call("Conv2d")
         input = contiguous(input, "conv2d input")  # the copy the backward then shares
+        weight = contiguous(weight, "conv2d weight")  # a channels_last model's weights
         padding = self.padding
         if isinstance(padding, str):
             same, padding = padding == "same", (0, 0)
@@ -119,7 +119,6 @@ def _pool_fallback(input):
 class MaxPool2d(_PyconvModule, nn.MaxPool2d):
     """``torch.nn.MaxPool2d`` computed by pyconv (indices as torch's: ``ih * W + iw`` per plane)."""
 
-    _pyconv_kind = "MaxPool2d"
 
     def forward(self, input):
         reason = _pool_fallback(input)
@@ -140,7 +139,6 @@ class MaxPool2d(_PyconvModule, nn.MaxPool2d):
 class AvgPool2d(_PyconvModule, nn.AvgPool2d):
     """``torch.nn.AvgPool2d`` computed by pyconv."""
 
-    _pyconv_kind = "AvgPool2d"
 
     def forward(self, input):
         reason = _pool_fallback(input)

@@ -339,13 +339,14 @@ def _make_vmap(op, per_sample, size_arg=None):
     return rule
 
 
-for _name, _per_sample, _size_arg in (
-        ("conv2d", (0,), None),
-        ("conv2d_grad_input", (0,), 2),
-        ("conv2d_grad_weight", (), None),
-        ("max_pool2d", (0,), None),
-        ("max_pool2d_backward", (0, 1, 2), None),
-        ("avg_pool2d", (0,), None),
-        ("avg_pool2d_backward", (0,), 1)):
+_VMAP = (  # op, the tensor arguments that carry its batch dimension, the size argument to scale
+    ("conv2d", (0,), None),
+    ("conv2d_grad_input", (0,), 2),
+    ("conv2d_grad_weight", (), None),
+    ("max_pool2d", (0,), None),
+    ("max_pool2d_backward", (0, 1, 2), None),
+    ("avg_pool2d", (0,), None),
+    ("avg_pool2d_backward", (0,), 1))
+for _name, _per_sample, _size_arg in _VMAP:
     torch.library.register_vmap(f"{NAMESPACE}::{_name}", _make_vmap(getattr(_ops, _name).default, _per_sample,
                                                                    _size_arg), lib=_lib)
