@@ -50,11 +50,12 @@ def busy_cores(seconds=1.0):
 
 
 def wait_quiet(max_wait, busy=0.3):
-    """Wait (up to ``max_wait`` seconds) until other processes keep fewer than ``busy`` cores busy:
-    a shared 2-core machine's other jobs make both engines' timings meaningless."""
+    """Wait (up to ``max_wait`` seconds) until other processes keep fewer than ``busy`` cores busy
+    over 3 s: a shared 2-core machine's other jobs make both engines' timings meaningless (torch's
+    OpenMP barriers suffer most from a preempted thread)."""
     deadline = time.time() + max_wait
     while True:
-        b = busy_cores()
+        b = busy_cores(3.0)
         if b is None or b < busy or time.time() > deadline:
             return b
         print(f"  (machine busy: {b:.1f} cores; waiting)", file=sys.stderr, flush=True)

@@ -14,12 +14,11 @@ Paths (the benchmark registers its own copies under the namespace ``pyconv_bench
   autograd.Function a bare torch.autograd.Function calling pyconv.functional directly (not an
                     op: torch.compile / torch.export would graph-break on it)
   pyconv.torch      what pyconv.torch.Conv2d runs (torch.ops.pyconv.conv2d), called as the op
-Figures: median over --repeat rounds (paths interleaved within a round) of the mean per call, in
-microseconds. "fwd+bwd" is forward + backward of output.sum() (input and weight gradients).
+Figures: the best of --repeat rounds (paths interleaved within a round) of the mean per call, in
+microseconds: the cost of a call itself, without what other processes on a shared machine add. "fwd+bwd" is forward + backward of output.sum() (input and weight gradients).
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -161,7 +160,7 @@ def bench(name, xshape, wshape, padding, number, repeat):
     cols = ("no_grad fwd", "fwd (grad)", "fwd+bwd")
     print(f"{'path':20s} " + " ".join(f"{c:>12s}" for c in cols))
     for p in ["numpy"] + list(paths):
-        cells = [statistics.median(runs[(p, c)][1:]) * 1e6 if (p, c) in runs else None for c in cols]
+        cells = [min(runs[(p, c)][1:]) * 1e6 if (p, c) in runs else None for c in cols]
         print(f"{p:20s} " + " ".join(f"{v:12.1f}" if v is not None else f"{'-':>12s}" for v in cells))
 
 

@@ -190,6 +190,30 @@ def test_layout_and_views_give_torch_results_with_one_counted_copy():
     assert pt.stats()["copies"] == {"conv2d input": 3, "conv2d grad_output": 3}
 
 
+def test_channels_last_model():
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2)).to(memory_format=torch.channels_last)
+    model = pt.convert(ref)
+    x = torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last).requires_grad_()
+    y = model(x)
+    torch.testing.assert_close(y, ref(x), rtol=1e-5, atol=1e-6)
+    (gx,) = torch.autograd.grad(y.square().sum(), x)
+    torch.testing.assert_close(gx, torch.autograd.grad(ref(x).square().sum(), x)[0], rtol=1e-5, atol=1e-5)
+    assert pt.stats()["copies"] == {"conv2d input": 1, "conv2d weight": 1}
+
+
+def test_inference_mode_and_backward_hooks():
+    model = pt.convert(nn.Sequential(nn.Conv2d(2, 3, 3), nn.AvgPool2d(2)))
+    x = torch.randn(1, 2, 6, 6)
+    with torch.inference_mode():
+        y = model(x)
+    torch.testing.assert_close(y, model(x).detach())
+    seen = []
+    model[0].register_full_backward_hook(lambda m, gin, gout: seen.append(gout[0].shape))
+    model(x.requires_grad_()).sum().backward()
+    assert seen == [(1, 3, 4, 4)]
+
+
 def test_outputs_stay_in_the_graph():
     conv = pt.Conv2d(2, 3, 3)
     x = torch.randn(1, 2, 5, 5, requires_grad=True)
@@ -350,6 +374,14 @@ def test_float16_model_falls_back():
     torch.testing.assert_close(model(x).float(), nn.functional.avg_pool2d(
         nn.functional.conv2d(x.float(), model[0].weight.float(), model[0].bias.float()), 2), rtol=1e-2, atol=1e-2)
     assert pt.stats()["Conv2d"]["reasons"] == {"dtype float16": 1}
+
+
+def test_unknown_padding_mode_falls_back():
+    conv = pt.Conv2d(1, 1, 3, padding=1)
+    conv.padding_mode = "mirror"  # not pyconv's: torch decides (here: it has no such mode either)
+    with pytest.raises(Exception):
+        conv(torch.randn(1, 1, 4, 4))
+    assert pt.stats()["Conv2d"]["reasons"] == {"padding_mode 'mirror'": 1}
 
 
 def test_bad_input_gets_pyconv_messages():

@@ -6,7 +6,8 @@ hooks, ``isinstance``); only the computation changes: ``Conv2d._conv_forward`` a
 *fallback*, counted with its reason in :func:`pyconv.torch.stats`):
 
 * Conv2d: weight not on the CPU (cuda, meta, ...), weight dtype other than float32/float64
-  (float16, bfloat16), CPU autocast enabled (torch casts to bfloat16/float16 there).
+  (float16, bfloat16), a padding_mode pyconv does not have (torch's four it has), CPU autocast
+  enabled (torch casts to bfloat16/float16 there).
 * MaxPool2d / AvgPool2d: input not on the CPU, or dtype other than float32/float64.
 
 Where pyconv runs, bad input gets pyconv's message: an input on another device than a CPU
@@ -64,7 +65,7 @@ class Conv2d(_PyconvModule, nn.Conv2d):
         self.algo = _check_algo(algo)
 
     def _conv_forward(self, input, weight, bias):
-        reason = _conv_fallback(input, weight)
+        reason = _conv_fallback(input, weight, self.padding_mode)
         if reason is not None:
             if _counting():
                 _stats.count_fallback("Conv2d", reason)
@@ -92,13 +93,15 @@ def _check_algo(algo):
     return algo
 
 
-def _conv_fallback(input, weight):
+def _conv_fallback(input, weight, padding_mode):
     """Why torch must compute this call (None: pyconv runs it), or raise pyconv's message."""
     dev = weight.device.type
     if dev != "cpu":
         return f"weight on {dev}"
     if weight.dtype not in _FLOATS:
         return f"dtype {str(weight.dtype)[6:]}"
+    if padding_mode not in F.PADDING_MODES:  # a mode of a later torch
+        return f"padding_mode {padding_mode!r}"
     if torch.is_autocast_enabled("cpu"):
         return "autocast"
     if input.device.type != "cpu":
