@@ -9,7 +9,10 @@
 Models: benchmarks/torch_models.py (torchvision's ResNet-18, MobileNetV2, VGG-11, SqueezeNet 1.1),
 random weights, 224x224. The torch model and its converted twin (a deep copy: own weights, own
 optimizer) run interleaved step by step in one process, both engines on --threads threads;
-figures are medians after warm-up. "speed-up" is torch / pyconv (> 1: pyconv faster).
+figures are medians after warm-up. "speed-up" is torch / pyconv (> 1: pyconv faster). A round
+(one call of each engine) during which other processes kept more than a quarter of a core busy
+is discarded and run again (/proc/stat against this process's own CPU time): on a shared 2-core
+machine torch's OpenMP barriers suffer badly from a preempted thread, which would flatter pyconv.
 
 * training step: forward, cross-entropy, backward, SGD (momentum 0.9) at --batch (8) in train mode
 * inference: eval mode under torch.inference_mode(), batch 1 and --batch (no fusion yet: that is
@@ -25,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -126,15 +130,48 @@ def _infer_fn(model, x, torch_threads=None):
     return run
 
 
-def _interleaved(fns, steps, warmup):
+def _busy_ticks():
+    """(all processes' busy CPU seconds, this process's CPU seconds) so far."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    r = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
+    return (sum(v) - v[3] - v[4]) / hz, r.ru_utime + r.ru_stime
+
+
+MAX_OTHERS = 0.25  # cores other processes may use during a round before it is discarded
+
+
+def _interleaved(fns, steps, warmup, max_rounds=None):
+    """Rounds of one call of each fn; a round during which other processes kept more than
+    MAX_OTHERS cores busy is discarded and run again (up to max_rounds rounds in all)."""
     times = {k: [] for k in fns}
-    for i in range(steps + warmup):
+    discarded = 0
+    max_rounds = max_rounds or 4 * (steps + warmup)
+    for i in range(max_rounds):
+        if len(times[next(iter(fns))]) >= steps:
+            break
+        b0, s0 = _busy_ticks()
+        w0 = time.perf_counter()
+        dts = {}
         for k, fn in fns.items():
             t0 = time.perf_counter()
             fn()
-            dt = time.perf_counter() - t0
-            if i >= warmup:
-                times[k].append(dt)
+            dts[k] = time.perf_counter() - t0
+        b1, s1 = _busy_ticks()
+        others = ((b1 - b0) - (s1 - s0)) / (time.perf_counter() - w0)
+        if i < warmup:
+            continue
+        if others > MAX_OTHERS:
+            discarded += 1
+            continue
+        for k, dt in dts.items():
+            times[k].append(dt)
+    if discarded:
+        print(f"  ({discarded} rounds discarded: other processes were busy)", file=sys.stderr, flush=True)
+    if not times[next(iter(fns))]:  # never quiet: keep the last round rather than nothing
+        for k, dt in dts.items():
+            times[k].append(dt)
     return {k: statistics.median(v) for k, v in times.items()}, times
 
 
@@ -326,13 +363,13 @@ def layer_table(name, batch, reps=5):
                 for k, fn in t.items():
                     ms[k].append(_median_ms(fn, reps))
         row = {"input": xs, "weight": ws, "stride": stride, "groups": groups, "count": count}
-        row.update({k: statistics.median(v) for k, v in ms.items()})
+        row.update({k: min(v) for k, v in ms.items()})  # the best round: the least disturbed
         rows.append(row)
     return rows
 
 
 def print_layers(name, rows):
-    print(f"\n{name}: each distinct conv layer, ms per call (x count = layers of that shape), median")
+    print(f"\n{name}: each distinct conv layer, ms per call (best of 3 rounds of medians), n = layers of that shape")
     print(f"  {'input':>18s} {'weight':>18s} {'s':>2s} {'n':>2s} {'torch fwd':>9s} {'pyc fwd':>8s} {'torch bwd':>9s} "
           f"{'pyc gi':>7s} {'pyc gw':>7s} {'fwd x':>6s} {'bwd x':>6s}")
     tot = {"tf": 0.0, "pf": 0.0, "tb": 0.0, "pb": 0.0}
