@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -89,14 +90,14 @@ def test_summary_command_prints_caffes_volumes():
     env = dict(os.environ, PYCONV_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "pyconv", "summary", "--model",
                         os.path.join(DATA, "cifar10_quick_train_test.prototxt")],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     assert r.returncode == 0, r.stderr
     first = r.stdout.splitlines()[0]
     assert '(Caffe prototxt, net "CIFAR10_quick"), input 3x32x32 (CxHxW; the default)' in first
     assert "pool1: MaxPool2d            32x16x16" in r.stdout and "total params: 145,578" in r.stdout
     assert "note: data layers (cifar) are not read" in r.stdout
     r = subprocess.run([sys.executable, "-m", "pyconv", "summary", "--model", os.path.join(DATA, "lenet.prototxt")],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     assert "input 1x28x28 (CxHxW; declared by the file)" in r.stdout and "total params: 431,080" in r.stdout
 
 
@@ -399,7 +400,7 @@ def test_cli_reports_a_bad_prototxt_in_one_line(tmp_path):
     p = tmp_path / "net.prototxt"
     p.write_text(ERRORS[0][0])
     for cmd in (["summary", "--model", str(p)], ["train", "--model", str(p), "--out", ""]):
-        r = subprocess.run([sys.executable, "-m", "pyconv", *cmd], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-m", "pyconv", *cmd], capture_output=True, text=True, cwd=tmp_path)
         assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert 'layer "up" (Deconvolution)' in r.stderr
 

@@ -214,11 +214,11 @@ def test_cli_trains_the_cifar_demo_file_on_npz(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pyconv", "train", "--model", model, "--dataset", "npz", "--data-dir",
                         str(tmp_path / "d.npz"), "--epochs", "1", "--quiet", "--no-plots", "--out",
                         str(tmp_path / "r")],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "(22,466 parameters)" in r.stdout and "demo's trainer" in r.stderr
     r = subprocess.run([sys.executable, "-m", "pyconv", "summary", "--model", model], capture_output=True, text=True,
-                       env=env)
+                       env=env, cwd=tmp_path)
     assert r.returncode == 0 and "(ConvNetJS layer_defs), input 3x32x32 (CxHxW; declared by the file)" in r.stdout
     assert "total params: 22,466" in r.stdout
 

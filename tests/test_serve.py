@@ -489,7 +489,8 @@ def test_cli_port_in_use_is_one_line(tmp_path):
         import sys
 
         r = subprocess.run([sys.executable, "-m", "pyconv", "train", "--serve", "--port", str(port), "--out",
-                            str(tmp_path / "x")], capture_output=True, text=True, env=ENV, timeout=120)
+                            str(tmp_path / "x")], capture_output=True, text=True, env=ENV, timeout=120,
+                           cwd=tmp_path)
     finally:
         holder.close()
     lines = [line for line in r.stderr.splitlines() if line.strip()]

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -281,7 +282,8 @@ def _run_python(code, **env):
     for k in ("PYCONV_NUM_THREADS", "OMP_NUM_THREADS"):
         full.pop(k, None)
     full.update(env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=120,
+                          cwd=tempfile.gettempdir())
 
 
 @pytest.mark.parametrize("env,expect", [({"PYCONV_NUM_THREADS": "3"}, 3), ({"OMP_NUM_THREADS": "2,1"}, 2),

@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,14 +45,14 @@ def small_net(dtype=torch.float32, bias=True):
 
 def test_import_pyconv_does_not_import_torch():
     code = "import sys, pyconv, pyconv.functional, pyconv.nn; assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=tempfile.gettempdir())
 
 
 @pytest.mark.parametrize("first", ["torch", "pyconv"])
 def test_import_order(first):
     code = (f"import {first}; import pyconv.torch as pt, torch; m = pt.convert(torch.nn.Conv2d(2, 3, 3)); "
             "y = m(torch.ones(1, 2, 5, 5)); assert y.shape == (1, 3, 3, 3); assert pt.stats()['Conv2d']['pyconv'] == 1")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=tempfile.gettempdir())
 
 
 # --------------------------------------------------------------------------- opcheck per op
@@ -300,7 +301,7 @@ def test_deepcopy_and_pickle_in_a_fresh_process(tmp_path):
     code = ("import sys, torch; d = torch.load(sys.argv[1], weights_only=False); m = d['model']; "
             "import pyconv.torch as pt; assert type(m[0]) is pt.Conv2d, type(m[0]); "
             "torch.testing.assert_close(m(d['x']), d['y']); assert pt.stats()['Conv2d']['pyconv'] == 3")
-    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=120, cwd=tempfile.gettempdir())
 
 
 class PlainSubclassConv(nn.Conv2d):
@@ -480,7 +481,7 @@ def test_ddp_two_processes(tmp_path):
     outs = [tmp_path / f"rank{r}.pt" for r in range(2)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYCONV_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, str(HERE / "torch_ddp_worker.py"), str(r), "2", str(store),
-                               str(outs[r])], env=env) for r in range(2)]
+                               str(outs[r])], env=env, cwd=tmp_path) for r in range(2)]
     for p in procs:
         assert p.wait(timeout=120) == 0
     model, x, y = worker.model_and_data()
