@@ -373,9 +373,10 @@ def _train(args, opts, meta, model, optimizer, trainer, server=None):
 
 def _serve_until_ctrl_c(session, server, status, message):
     """Training is over: the page keeps showing the run (and classifying uploads) until SIGINT/SIGTERM."""
-    session.finish(status, message)
-    print(f"pyconv train: {status}; serving {server.url} until Ctrl-C", flush=True)
+    # The handlers go in before the line that invites a Ctrl-C, or an early one would raise.
     with _Signals(second_stops_at_once=False) as again:  # nothing left to lose: every Ctrl-C ends it cleanly
+        session.finish(status, message)
+        print(f"pyconv train: {status}; serving {server.url} until Ctrl-C", flush=True)
         session.wait_until(again)
     print("pyconv train: stopped serving", flush=True)
 
