@@ -164,18 +164,40 @@ def _open_server(args):
 
 
 def run(args):
+    group = _join_group(args)
     server = _open_server(args)
     try:
-        return _run(args, server)
+        return _run(args, server, group)
     finally:
         if server is not None:
             server.close()
+        if group is not None:
+            group.close()
 
 
-def _run(args, server):
+def _join_group(args):
+    """The data-parallel group when torchrun started this process (WORLD_SIZE > 1), else None.
+    Ranks other than 0 write nothing and print only errors."""
+    if not os.environ.get("WORLD_SIZE") or os.environ["WORLD_SIZE"] == "1":
+        return None
+    if getattr(args, "serve", False):
+        raise ValueError("--serve cannot watch a data-parallel run (started by torchrun): the page pauses and changes "
+                         "one process; run it without torchrun, or drop --serve")
+    from . import distributed
+
+    group = distributed.from_environment()
+    if group is not None and group.rank != 0:
+        args.quiet = True
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
+    return group
+
+
+def _run(args, server, group=None):
     if args.resume:
-        return _resume(args, server)
+        return _resume(args, server, group)
     opts = _resolve(args)
+    if group is not None and group.rank != 0:
+        opts["out"] = None
     out = opts["out"]
     if out:
         check_dir(out)
@@ -195,7 +217,7 @@ def _run(args, server):
     optimizer = make_optimizer(opts["optimizer"], model.parameters(), opts["lr"], weight_decay=opts["weight_decay"])
     schedule = make_schedule(opts["schedule"], optimizer, opts["epochs"])
     trainer = Trainer(model, train, test, opts["epochs"], optimizer, opts["batch_size"], opts["seed"], schedule,
-                      data.Augment.parse(opts["augment"]) or None)
+                      data.Augment.parse(opts["augment"]) or None, group=group)
     meta = dict(model_name=opts["model"], model_spec=spec, input_shape=list(train.image_shape),
                 num_classes=len(train.classes), classes=list(train.classes), dataset=opts["dataset"],
                 data_dir=opts["data_dir"], normalize=dict(mean=mean.tolist(), std=std.tolist()),
@@ -214,7 +236,7 @@ def _run(args, server):
             remove_created(created)  # only while still empty: a run that saved nothing leaves no directory
 
 
-def _resume(args, server=None):
+def _resume(args, server=None, group=None):
     out = args.resume
     extra = [k for k in _given(args) if k not in RESUME_OPTIONS]
     if extra:
@@ -253,8 +275,10 @@ def _resume(args, server=None):
     optimizer.load_state_dict(ck["optim"])
     schedule = make_schedule(opts["schedule"], optimizer, opts["epochs"])
     trainer = Trainer(model, train, test, opts["epochs"], optimizer, opts["batch_size"], opts["seed"], schedule,
-                      data.Augment.parse(opts["augment"]) or None)
+                      data.Augment.parse(opts["augment"]) or None, group=group)
     trainer.load_state(st, ck["extra"])
+    if group is not None and group.rank != 0:
+        opts = dict(opts, out=None)
     meta = {k: v for k, v in meta.items() if k not in ("train_state", "history", "format", "version")}
     print(f"pyconv train: resuming {out} from {_where(ck['meta'])}", flush=True)
     return _train(args, opts, meta, model, optimizer, trainer, server)
@@ -267,7 +291,8 @@ def _header(opts, trainer, model):
             f"{volume(train.image_shape)} CxHxW), model {opts['model']} ({model.num_parameters():,} parameters), "
             f"{opts['optimizer']}, {describe_schedule(opts['schedule'], opts['lr'], opts['epochs'])}, "
             f"{plural(opts['epochs'], 'epoch')}, batch {opts['batch_size']}, {aug.describe()}, "
-            f"{plural(_runtime.get_num_threads(), 'thread')}")
+            f"{plural(_runtime.get_num_threads(), 'thread')}"
+            + (f" per process, {trainer.group.describe()}" if trainer.group is not None else ""))
 
 
 def _train(args, opts, meta, model, optimizer, trainer, server=None):

@@ -91,8 +91,12 @@ class Callback:
         pass
 
 
-def evaluate(model, x, y, batch_size=256):
-    """(mean cross-entropy loss, accuracy) of ``model`` on arrays ``x``, ``y`` in eval mode."""
+def evaluate(model, x, y, batch_size=256, group=None):
+    """(mean cross-entropy loss, accuracy) of ``model`` on arrays ``x``, ``y`` in eval mode; with a
+    :class:`pyconv.distributed.Group`, each process evaluates its share and the sums are combined."""
+    if group is not None:
+        part = group.shard(len(y))
+        x, y = x[part], y[part]
     was_training = model.training
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
@@ -103,7 +107,10 @@ def evaluate(model, x, y, batch_size=256):
             total_loss += float(loss_fn(logits, yb).item())
             correct += int((logits.data.argmax(axis=1) == yb).sum())
     model.train(was_training)
-    n = max(len(y), 1)
+    n = len(y)
+    if group is not None:
+        total_loss, correct, n = group.sum([total_loss, correct, n])
+    n = max(n, 1)
     return total_loss / n, correct / n
 
 
@@ -113,9 +120,14 @@ class Trainer:
     ``augment(x_batch, rng)`` (e.g. :class:`pyconv.data.Augment`) transforms each training
     batch. :meth:`run` returns ``"done"`` or, when ``should_stop()`` became true, ``"stopped"``
     after the batch in progress; :meth:`state` / :meth:`load_state` save and restore the rest.
+
+    With ``group`` (a :class:`pyconv.distributed.Group`, one per process of a data-parallel run),
+    each process computes its share of every batch and the gradients are combined before the step,
+    so the run takes the steps one process would take on the whole batches.
     """
 
-    def __init__(self, model, train, test, epochs, optimizer, batch_size=32, seed=0, schedule=None, augment=None):
+    def __init__(self, model, train, test, epochs, optimizer, batch_size=32, seed=0, schedule=None, augment=None,
+                 group=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.train_set, self.test_set = model, train, test
@@ -128,6 +140,7 @@ class Trainer:
         self.partial = None
         self.history = []
         self.loss_fn = nn.CrossEntropyLoss()
+        self.group = group
 
     @property
     def batches_per_epoch(self):
@@ -195,8 +208,13 @@ class Trainer:
         ``update(loss, accuracy, images_per_second)`` and ``close()``; ``on_epoch(trainer)`` is
         called after each epoch (history updated, schedule stepped); ``callbacks`` are
         :class:`Callback` objects."""
-        model, opt, train = self.model, self.optimizer, self.train_set
+        model, opt, train, group = self.model, self.optimizer, self.train_set, self.group
+        params = list(model.parameters())
         callbacks = list(callbacks)
+        if group is not None:
+            if callbacks:
+                raise ValueError("callbacks (such as the --serve page) cannot pause a data-parallel run")
+            group.sync_model(model)
         bs, n_batches = self.batch_size, self.batches_per_epoch
         while not self.finished:
             epoch = self.epoch + 1
@@ -221,37 +239,56 @@ class Trainer:
                     t_start = time.perf_counter()
                     idx = self.order[self.batch * bs:(self.batch + 1) * bs]
                     xb, yb = train.x[idx], train.y[idx]
-                    if self.augment is not None:
+                    if self.augment is not None:  # the whole batch: every process draws the same numbers
                         xb = self.augment(xb, self.rng)
-                    logits = model(Tensor(xb))
-                    loss = self.loss_fn(logits, yb)
-                    value = float(loss.item())
-                    if not math.isfinite(value):  # before the update: the weights stay those of the last good step
-                        raise TrainingDiverged(epoch, self.batch + 1, value, n_batches)
-                    t_forward = time.perf_counter()
+                    n_batch = len(yb)
+                    if group is not None:
+                        part = group.shard(n_batch)
+                        xb, yb = xb[part], yb[part]
                     opt.zero_grad()
-                    loss.backward()
+                    value, correct = 0.0, 0
+                    if len(yb):
+                        logits = model(Tensor(xb))
+                        loss = self.loss_fn(logits, yb)
+                        value = float(loss.item())
+                        correct = int((logits.data.argmax(axis=1) == yb).sum())
+                    if group is None and not math.isfinite(value):  # before the update: the weights stay
+                        raise TrainingDiverged(epoch, self.batch + 1, value, n_batches)  # those of the last good step
+                    t_forward = time.perf_counter()
+                    if len(yb):
+                        loss.backward()
+                    stop_now = False
+                    if group is not None:  # the whole batch's gradient, loss, accuracy and stop flag
+                        asked = should_stop is not None and self.batch + 1 < n_batches and should_stop()
+                        value, correct, stop_now = group.reduce_step(params, len(yb), n_batch, value * len(yb),
+                                                                     correct, asked)
+                        if not math.isfinite(value):  # every process sees the same value and stops here
+                            raise TrainingDiverged(epoch, self.batch + 1, value, n_batches)
                     opt.step()
                     self.batch += 1
-                    correct = int((logits.data.argmax(axis=1) == yb).sum())
-                    p["seen"] += len(yb)
-                    p["loss_sum"] += value * len(yb)
+                    p["seen"] += n_batch
+                    p["loss_sum"] += value * n_batch
                     p["correct"] += correct
                     if callbacks:
-                        info = StepInfo(epoch, self.batch, len(yb), value, correct, t_forward - t_start,
+                        info = StepInfo(epoch, self.batch, n_batch, value, correct, t_forward - t_start,
                                         time.perf_counter() - t_forward)
                         for cb in callbacks:
                             cb.on_step_end(self, info)
                     if bar is not None:
                         bar.update(p["loss_sum"] / p["seen"], p["correct"] / p["seen"],
                                    p["seen"] / (p["seconds"] + time.perf_counter() - t0))
-                    if should_stop is not None and self.batch < n_batches and should_stop():
+                    if group is not None:
+                        if stop_now:
+                            return "stopped"
+                    elif should_stop is not None and self.batch < n_batches and should_stop():
                         return "stopped"
             finally:
                 p["seconds"] += time.perf_counter() - t0
                 if bar is not None:
                     bar.close()
-            test_loss, test_acc = evaluate(model, self.test_set.x, self.test_set.y)
+            if group is not None:
+                group.average_buffers(model)
+            test_loss, test_acc = evaluate(model, self.test_set.x, self.test_set.y, group=group)
             if len(self.test_set) and not math.isfinite(test_loss):
                 raise TrainingDiverged(epoch, 0, test_loss, n_batches, where="test")
             seen, seconds = max(p["seen"], 1), p["seconds"]
@@ -265,8 +302,12 @@ class Trainer:
                 on_epoch(self)
             for cb in callbacks:
                 cb.on_epoch_end(self)
-            if should_stop is not None and not self.finished and should_stop():
-                return "stopped"
+            if should_stop is not None and not self.finished:
+                asked = should_stop()
+                if group is not None:
+                    asked = bool(group.sum([asked])[0] > 0)
+                if asked:
+                    return "stopped"
         return "done"
 
 
