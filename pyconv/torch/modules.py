@@ -18,14 +18,11 @@ import torch
 from torch import nn
 
 from .. import functional as F
+from .._utils import _pair
 from . import _stats, ops
 from ._kernels import contiguous
 
 _FLOATS = (torch.float32, torch.float64)
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def _counting():
