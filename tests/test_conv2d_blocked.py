@@ -3,7 +3,7 @@
 algo="direct" runs them for stride-1 layers with at least two input channels per group: the
 forward (every padding mode), grad-input (zero padding) and grad-weight (kernel width <= 7; not
 first layers with C <= 4, which keep their own kernel).
-Their tile borders are not those of the GEMM that test_simd_edges.py sweeps:
+Their tile borders are not those of the GEMM that test_simd_tails.py sweeps:
 
 * output channels per register tile: up to 24 (AVX-512) or 12 with one vector of pixels, half
   that with two; the weight gradient holds (31 // (S + 1)) filters of S taps (AVX-512) or

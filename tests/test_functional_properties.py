@@ -1,5 +1,5 @@
 """Property-based tests (hypothesis): random valid calls of pyconv.functional against
-tests/reference.py, and random invalid calls (one bad argument) that must raise
+pyconv/_reference.py, and random invalid calls (one bad argument) that must raise
 ValueError/TypeError naming that argument.
 
 Budget: the ``ci`` profile (tests/hypothesis_profiles.py) keeps this file near a minute on 2
