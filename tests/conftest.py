@@ -15,7 +15,7 @@ def pytest_configure(config):
     # expected noise: the numpy reference computing with NaN/Inf on purpose, and
     # torch's note about asymmetric 'same' padding for even kernels
     config.addinivalue_line(
-        "filterwarnings", "ignore:invalid value encountered:RuntimeWarning:reference")
+        "filterwarnings", "ignore:invalid value encountered:RuntimeWarning:pyconv._reference")
     config.addinivalue_line(
         "filterwarnings", "ignore:invalid value encountered:RuntimeWarning:numpy")
     config.addinivalue_line(
