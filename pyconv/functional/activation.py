@@ -10,9 +10,10 @@ from ._args import _array, _contig, _same_dtype, recorder
 
 def relu(input):
     """max(input, 0) elementwise; NaN propagates (-0 gives +0)."""
-    ops = recorder(input)
-    if ops is not None:
-        return ops.ReLU.apply(input)
+    if type(input) is not np.ndarray:  # the hook only for what may be a Tensor (relu is called per layer)
+        ops = recorder(input)
+        if ops is not None:
+            return ops.ReLU.apply(input)
     return _core.relu_fwd(_contig(_array("relu", "input", input)))
 
 
