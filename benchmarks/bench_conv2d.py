@@ -19,7 +19,7 @@ def test_conv2d(benchmark, case, direction, algo, threads):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(case.input_shape, dtype=np.float32)
     w = rng.standard_normal(case.weight_shape, dtype=np.float32)
-    dy = rng.standard_normal(case.output_shape(), dtype=np.float32)
+    dy = rng.standard_normal(case.output_shape, dtype=np.float32)
     kw = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups, algo=algo)
     fn = {
         "fwd": lambda: F.conv2d(x, w, **kw),

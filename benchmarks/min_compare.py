@@ -8,7 +8,7 @@ rng = np.random.default_rng(0)
 for case in SUITES["all"]:
     if not hasattr(case, "k") or pat not in case.name: continue
     x = rng.standard_normal(case.input_shape).astype(np.float32); w = rng.standard_normal(case.weight_shape).astype(np.float32)
-    dy = rng.standard_normal(case.output_shape()).astype(np.float32)
+    dy = rng.standard_normal(case.output_shape).astype(np.float32)
     for d in ("fwd", "bwd_data", "bwd_weight"):
         fn = _conv_calls(case, d, algo, x, w, dy); tf = _torch_conv_call(torch, case, d, x, w, dy)
         fn(); tf(); a=[]; b=[]

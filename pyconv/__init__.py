@@ -10,7 +10,7 @@ except ImportError as exc:  # pragma: no cover - only without a build (or the so
 
     raise_for(exc, __path__[0])
 
-from . import functional, nn, optim
+from . import autograd, functional, nn, optim  # autograd: registers Tensor with functional
 from ._runtime import (
     compiled_isas,
     cpu_isa,

@@ -1,202 +1,18 @@
-"""The differentiable ops: one :class:`~pyconv.tensor.Function` per op.
+"""The layer ops' :class:`~pyconv.tensor.Function` s: one per op of ``pyconv.functional``.
 
-Layer ops call the numpy API in ``pyconv.functional`` (and so the C++ kernels) for both passes;
-elementwise and shape ops are plain numpy. Backward computes only the gradients whose inputs
-require them (``needs_input_grad``).
+Each op's passes are the numpy API in ``pyconv.functional`` (and so the C++ kernels); backward
+computes only the gradients whose inputs require them (``needs_input_grad``). Importing this
+module registers the tensor layer with ``pyconv.functional`` (:func:`register_tensor_layer`), so
+that ``functional.conv2d(tensor, ...)`` records :class:`Conv2d` without functional importing
+anything above it. The arithmetic and shape ops of Tensor's own methods live in pyconv.tensor.
 """
-import numpy as np
+import sys
 
 from . import functional as F
+from .functional.loss import _cross_entropy_bwd, _cross_entropy_fwd
+from .functional.norm import _batch_norm_bwd, _batch_norm_fwd
+from .functional.pool import _adaptive_avg_pool2d_bwd, _adaptive_avg_pool2d_fwd
 from .tensor import Function, Tensor
-
-
-def _unbroadcast(grad, shape):
-    """Sum ``grad`` down to ``shape`` (the inverse of numpy broadcasting)."""
-    if grad.shape == tuple(shape):
-        return grad
-    extra = grad.ndim - len(shape)
-    if extra:
-        grad = grad.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, d in enumerate(shape) if d == 1 and grad.shape[i] != 1)
-    if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
-    return grad.reshape(shape)
-
-
-def _shape(x):
-    return np.shape(x)
-
-
-# --------------------------------------------------------------------------- arithmetic
-
-
-class Add(Function):
-    def forward(self, a, b):
-        self.shapes = (_shape(a), _shape(b))
-        return np.add(a, b)
-
-    def backward(self, g):
-        return tuple(_unbroadcast(g, s) if need else None for s, need in zip(self.shapes, self.needs_input_grad))
-
-
-class Sub(Function):
-    def forward(self, a, b):
-        self.shapes = (_shape(a), _shape(b))
-        return np.subtract(a, b)
-
-    def backward(self, g):
-        ga = _unbroadcast(g, self.shapes[0]) if self.needs_input_grad[0] else None
-        gb = _unbroadcast(-g, self.shapes[1]) if self.needs_input_grad[1] else None
-        return ga, gb
-
-
-class Mul(Function):
-    def forward(self, a, b):
-        self.a, self.b = a, b
-        return np.multiply(a, b)
-
-    def backward(self, g):
-        ga = _unbroadcast(g * self.b, _shape(self.a)) if self.needs_input_grad[0] else None
-        gb = _unbroadcast(g * self.a, _shape(self.b)) if self.needs_input_grad[1] else None
-        return ga, gb
-
-
-class Div(Function):
-    def forward(self, a, b):
-        self.a, self.b = a, b
-        return np.divide(a, b)
-
-    def backward(self, g):
-        ga = _unbroadcast(g / self.b, _shape(self.a)) if self.needs_input_grad[0] else None
-        gb = _unbroadcast(-g * self.a / (self.b * self.b), _shape(self.b)) if self.needs_input_grad[1] else None
-        return ga, gb
-
-
-class Neg(Function):
-    def forward(self, a):
-        return np.negative(a)
-
-    def backward(self, g):
-        return -g
-
-
-class Pow(Function):
-    def forward(self, a, exponent):
-        if isinstance(exponent, Tensor):
-            raise TypeError("Tensor ** Tensor is not supported; the exponent must be a number")
-        self.a, self.p = a, exponent
-        return np.power(a, exponent)
-
-    def backward(self, g):
-        return g * self.p * np.power(self.a, self.p - 1)
-
-
-class Exp(Function):
-    def forward(self, a):
-        self.out = np.exp(a)
-        return self.out
-
-    def backward(self, g):
-        return g * self.out
-
-
-class Log(Function):
-    def forward(self, a):
-        self.a = a
-        return np.log(a)
-
-    def backward(self, g):
-        return g / self.a
-
-
-class MatMul(Function):
-    def forward(self, a, b):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.ndim < 1 or b.ndim < 1:
-            raise ValueError(f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
-        self.a, self.b = a, b
-        return a @ b
-
-    def backward(self, g):
-        a, b = self.a, self.b
-        # Promote 1-D operands to matrices as matmul does, then drop the added axes again.
-        a2 = a[None, :] if a.ndim == 1 else a
-        b2 = b[:, None] if b.ndim == 1 else b
-        g2 = np.asarray(g)
-        if a.ndim == 1:
-            g2 = np.expand_dims(g2, -2 if b.ndim > 1 else 0)
-        if b.ndim == 1:
-            g2 = np.expand_dims(g2, -1)
-        ga = gb = None
-        if self.needs_input_grad[0]:
-            ga = _unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
-        if self.needs_input_grad[1]:
-            gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
-        return ga, gb
-
-
-class Cast(Function):
-    def forward(self, a, dtype):
-        self.dtype = a.dtype
-        return a.astype(dtype)
-
-    def backward(self, g):
-        return g.astype(self.dtype)
-
-
-# --------------------------------------------------------------------------- reductions and shapes
-
-
-class Sum(Function):
-    def forward(self, a, axis=None, keepdims=False):
-        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
-        return np.asarray(a.sum(axis=axis, keepdims=keepdims))
-
-    def backward(self, g):
-        if self.axis is not None and not self.keepdims:
-            g = np.expand_dims(g, self.axis)
-        return np.broadcast_to(g, self.shape).copy()
-
-
-class Mean(Function):
-    def forward(self, a, axis=None, keepdims=False):
-        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
-        out = np.asarray(a.mean(axis=axis, keepdims=keepdims))
-        self.count = a.size // max(out.size, 1) if a.size else 1
-        return out
-
-    def backward(self, g):
-        if self.axis is not None and not self.keepdims:
-            g = np.expand_dims(g, self.axis)
-        return np.broadcast_to(g / self.count, self.shape).copy()
-
-
-class Reshape(Function):
-    def forward(self, a, shape):
-        self.shape = a.shape
-        return a.reshape(shape)
-
-    def backward(self, g):
-        return g.reshape(self.shape)
-
-
-class Transpose(Function):
-    def forward(self, a):
-        return a.T
-
-    def backward(self, g):
-        return g.T
-
-
-class GetItem(Function):
-    def forward(self, a, index):
-        self.shape, self.index, self.dtype = a.shape, index, a.dtype
-        return np.asarray(a[index])
-
-    def backward(self, g):
-        out = np.zeros(self.shape, self.dtype)
-        np.add.at(out, self.index, g)  # repeated indices accumulate
-        return out
 
 
 # --------------------------------------------------------------------------- layer ops
@@ -280,104 +96,35 @@ class AdaptiveAvgPool2d(Function):
     """Average over PyTorch's adaptive windows [floor(i*H/out), ceil((i+1)*H/out))."""
 
     def forward(self, x, *, output_size):
-        oh, ow = output_size
-        h, w = x.shape[-2:]
-        self.shape = x.shape
-        self.rows = [(i * h // oh, -(-(i + 1) * h // oh)) for i in range(oh)]
-        self.cols = [(j * w // ow, -(-(j + 1) * w // ow)) for j in range(ow)]
-        out = np.empty(x.shape[:-2] + (oh, ow), x.dtype)
-        for i, (h0, h1) in enumerate(self.rows):
-            for j, (w0, w1) in enumerate(self.cols):
-                out[..., i, j] = x[..., h0:h1, w0:w1].mean(axis=(-2, -1))
-        return out
+        self.shape, self.output_size = x.shape, output_size
+        return _adaptive_avg_pool2d_fwd(x, output_size)
 
     def backward(self, g):
-        dx = np.zeros(self.shape, g.dtype)
-        for i, (h0, h1) in enumerate(self.rows):
-            for j, (w0, w1) in enumerate(self.cols):
-                dx[..., h0:h1, w0:w1] += g[..., i, j, None, None] / ((h1 - h0) * (w1 - w0))
-        return dx
+        return _adaptive_avg_pool2d_bwd(g, self.shape, self.output_size)
 
 
 class BatchNorm2d(Function):
     """Per-channel normalisation over (N, H, W); updates the running statistics in training."""
 
-    def forward(self, x, weight, bias, *, running_mean, running_var, training, momentum, eps):
-        axes = (0, 2, 3)
-        self.has_affine = weight is not None
-        if training:
-            count = x.size // x.shape[1]
-            if count <= 1:
-                raise ValueError(f"batch_norm: training needs more than 1 value per channel, got input shape {x.shape}")
-            mean = x.mean(axis=axes)
-            var = x.var(axis=axes)
-            if running_mean is not None:
-                running_mean *= 1 - momentum
-                running_mean += momentum * mean
-                running_var *= 1 - momentum
-                running_var += momentum * var * count / (count - 1)
-        else:
-            mean, var = running_mean, running_var
-        self.training = training
-        shape = (1, -1, 1, 1)
-        self.invstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
-        self.xhat = (x - mean.reshape(shape)) * self.invstd.reshape(shape)
-        self.weight = weight
-        y = self.xhat
-        if weight is not None:
-            y = y * weight.reshape(shape) + bias.reshape(shape)
+    def forward(self, x, weight, bias, **kwargs):
+        y, self.xhat, self.invstd = _batch_norm_fwd(x, weight, bias, **kwargs)
+        self.weight, self.training = weight, kwargs["training"]
         return y
 
     def backward(self, g):
-        shape = (1, -1, 1, 1)
-        axes = (0, 2, 3)
-        dxhat = g * self.weight.reshape(shape) if self.has_affine else g
-        gx = gw = gb = None
-        if self.needs_input_grad[0]:
-            if self.training:
-                n = g.size // g.shape[1]
-                gx = (self.invstd.reshape(shape) / n) * (
-                    n * dxhat - dxhat.sum(axis=axes).reshape(shape)
-                    - self.xhat * (dxhat * self.xhat).sum(axis=axes).reshape(shape)
-                )
-            else:
-                gx = dxhat * self.invstd.reshape(shape)
-        if self.has_affine and self.needs_input_grad[1]:
-            gw = (g * self.xhat).sum(axis=axes)
-        if self.has_affine and self.needs_input_grad[2]:
-            gb = g.sum(axis=axes)
-        return gx, gw, gb
+        return _batch_norm_bwd(g, self.xhat, self.invstd, self.weight, self.training, self.needs_input_grad)
 
 
 class CrossEntropy(Function):
     """Softmax cross-entropy of logits (N, C) against class indices (N,)."""
 
-    def forward(self, logits, target, *, weight, ignore_index, reduction, label_smoothing):
-        z = logits - logits.max(axis=1, keepdims=True)
-        lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
-        logp = z - lse
-        n, c = logits.shape
-        valid = target != ignore_index
-        if weight is None and valid.all():  # the common case: unit weights, nothing ignored
-            t, wi = target, np.ones(n, logits.dtype)
-        else:
-            t = np.where(valid, target, 0)
-            w = np.ones(c, logits.dtype) if weight is None else weight
-            wi = w[t] * valid
-        nll = -logp[np.arange(n), t]
-        loss = (1 - label_smoothing) * nll + label_smoothing * (-logp.mean(axis=1)) if label_smoothing else nll
-        loss = loss * wi
-        denom = wi.sum() if reduction == "mean" else 1
-        self.saved = (logp, t, wi, denom, reduction, label_smoothing)
-        if reduction == "none":
-            return loss.astype(logits.dtype)
-        total = loss.sum()
-        return np.asarray(total / denom if reduction == "mean" else total, dtype=logits.dtype)
+    def forward(self, logits, target, **kwargs):
+        loss, self.saved = _cross_entropy_fwd(logits, target, **kwargs)
+        return loss
 
     def backward(self, g):
-        logp, t, wi, denom, reduction, eps = self.saved
-        n, c = logp.shape
-        q = np.full((n, c), eps / c, logp.dtype) if eps else np.zeros((n, c), logp.dtype)
-        q[np.arange(n), t] += 1 - eps
-        scale = (wi / denom if reduction == "mean" else wi) * (g if reduction == "none" else g.reshape(()))
-        return (np.exp(logp) - q) * scale[:, None], None
+        return _cross_entropy_bwd(g, self.saved), None
+
+
+# functional records these Functions for Tensor arguments (the inverted dependency: see the docstring)
+F.register_tensor_layer(Tensor, sys.modules[__name__])

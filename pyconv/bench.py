@@ -12,37 +12,12 @@ import numpy as np
 
 from . import _runtime, zoo
 from . import functional as F
+from ._reference import ConvCase
 
 
-@dataclass(frozen=True)
-class ConvCase:
-    name: str
-    n: int
-    c: int
-    h: int
-    w: int
-    k: int
-    r: int
-    s: int
-    stride: int = 1
-    padding: int = 0
-    dilation: int = 1
-    groups: int = 1
-
-    @property
-    def input_shape(self):
-        return (self.n, self.c, self.h, self.w)
-
-    @property
-    def weight_shape(self):
-        return (self.k, self.c // self.groups, self.r, self.s)
-
-    def output_shape(self):
-        return F.conv2d_output_shape(self.input_shape, self.weight_shape, self.stride, self.padding, self.dilation)
-
-    def flops(self):
-        n, k, oh, ow = self.output_shape()
-        return 2 * n * k * oh * ow * (self.c // self.groups) * self.r * self.s
+def _conv(name, *geometry, **kwargs):
+    """A named benchmark layer: ``_conv("vgg.64at224_b1", n, c, h, w, k, r, s, padding=1)``."""
+    return ConvCase(*geometry, name=name, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -68,35 +43,35 @@ class PoolCase:
 
 # The lecture's layers first (the quick set), then model layers.
 LECTURE = [
-    ConvCase("lecture.32x32x3_f5x6_p0", 1, 3, 32, 32, 6, 5, 5),
-    ConvCase("lecture.32x32x3_f5x10_p2", 1, 3, 32, 32, 10, 5, 5, padding=2),
-    ConvCase("lecture.7x7_f3_s1", 1, 1, 7, 7, 1, 3, 3),
-    ConvCase("lecture.7x7_f3_s2", 1, 1, 7, 7, 1, 3, 3, stride=2),
-    ConvCase("lecture.56x56x64_1x1x32", 1, 64, 56, 56, 32, 1, 1),
+    _conv("lecture.32x32x3_f5x6_p0", 1, 3, 32, 32, 6, 5, 5),
+    _conv("lecture.32x32x3_f5x10_p2", 1, 3, 32, 32, 10, 5, 5, padding=2),
+    _conv("lecture.7x7_f3_s1", 1, 1, 7, 7, 1, 3, 3),
+    _conv("lecture.7x7_f3_s2", 1, 1, 7, 7, 1, 3, 3, stride=2),
+    _conv("lecture.56x56x64_1x1x32", 1, 64, 56, 56, 32, 1, 1),
 ]
 CIFAR = [
-    ConvCase("cifar.3to32_b128", 128, 3, 32, 32, 32, 3, 3, padding=1),
-    ConvCase("cifar.32to64_b128", 128, 32, 32, 32, 64, 3, 3, padding=1),
-    ConvCase("cifar.64to128_b128", 128, 64, 16, 16, 128, 3, 3, padding=1),
+    _conv("cifar.3to32_b128", 128, 3, 32, 32, 32, 3, 3, padding=1),
+    _conv("cifar.32to64_b128", 128, 32, 32, 32, 64, 3, 3, padding=1),
+    _conv("cifar.64to128_b128", 128, 64, 16, 16, 128, 3, 3, padding=1),
     # the lecture's browser demo (model "convnetjs-cifar") at the training step's batch
-    ConvCase("convnetjs.3to16_5x5_b64", 64, 3, 32, 32, 16, 5, 5, padding=2),
-    ConvCase("convnetjs.16to20_5x5_b64", 64, 16, 16, 16, 20, 5, 5, padding=2),
-    ConvCase("convnetjs.20to20_5x5_b64", 64, 20, 8, 8, 20, 5, 5, padding=2),
+    _conv("convnetjs.3to16_5x5_b64", 64, 3, 32, 32, 16, 5, 5, padding=2),
+    _conv("convnetjs.16to20_5x5_b64", 64, 16, 16, 16, 20, 5, 5, padding=2),
+    _conv("convnetjs.20to20_5x5_b64", 64, 20, 8, 8, 20, 5, 5, padding=2),
 ]
 IMAGENET = [
     case
     for n in (1, 8)
     for case in (
-        ConvCase(f"alexnet.conv1_b{n}", n, 3, 224, 224, 64, 11, 11, stride=4, padding=2),
-        ConvCase(f"vgg.64at224_b{n}", n, 64, 224, 224, 64, 3, 3, padding=1),
-        ConvCase(f"vgg.128at112_b{n}", n, 128, 112, 112, 128, 3, 3, padding=1),
-        ConvCase(f"vgg.256at56_b{n}", n, 256, 56, 56, 256, 3, 3, padding=1),
-        ConvCase(f"vgg.512at28_b{n}", n, 512, 28, 28, 512, 3, 3, padding=1),
-        ConvCase(f"resnet50.1x1_256to64_b{n}", n, 256, 56, 56, 64, 1, 1),
-        ConvCase(f"resnet50.1x1_64to256_b{n}", n, 64, 56, 56, 256, 1, 1),
-        ConvCase(f"resnet.3x3s2_128at56_b{n}", n, 128, 56, 56, 128, 3, 3, stride=2, padding=1),
-        ConvCase(f"mobilenet.dw3x3_32at112_b{n}", n, 32, 112, 112, 32, 3, 3, padding=1, groups=32),
-        ConvCase(f"dilated.3x3d2_64at56_b{n}", n, 64, 56, 56, 64, 3, 3, padding=2, dilation=2),
+        _conv(f"alexnet.conv1_b{n}", n, 3, 224, 224, 64, 11, 11, stride=4, padding=2),
+        _conv(f"vgg.64at224_b{n}", n, 64, 224, 224, 64, 3, 3, padding=1),
+        _conv(f"vgg.128at112_b{n}", n, 128, 112, 112, 128, 3, 3, padding=1),
+        _conv(f"vgg.256at56_b{n}", n, 256, 56, 56, 256, 3, 3, padding=1),
+        _conv(f"vgg.512at28_b{n}", n, 512, 28, 28, 512, 3, 3, padding=1),
+        _conv(f"resnet50.1x1_256to64_b{n}", n, 256, 56, 56, 64, 1, 1),
+        _conv(f"resnet50.1x1_64to256_b{n}", n, 64, 56, 56, 256, 1, 1),
+        _conv(f"resnet.3x3s2_128at56_b{n}", n, 128, 56, 56, 128, 3, 3, stride=2, padding=1),
+        _conv(f"mobilenet.dw3x3_32at112_b{n}", n, 32, 112, 112, 32, 3, 3, padding=1, groups=32),
+        _conv(f"dilated.3x3d2_64at56_b{n}", n, 64, 56, 56, 64, 3, 3, padding=2, dilation=2),
     )
 ]
 POOLS = [
@@ -108,7 +83,7 @@ POOLS = [
 
 
 def _zoo_case(layer, n):
-    return ConvCase(f"zoo.{layer.label()}_b{n}", n, layer.c, layer.h, layer.w, layer.k, layer.r, layer.s,
+    return _conv(f"zoo.{layer.label()}_b{n}", n, layer.c, layer.h, layer.w, layer.k, layer.r, layer.s,
                     layer.stride, layer.padding, 1, layer.groups)
 
 
@@ -177,7 +152,7 @@ def run(cases, threads=None, repeats=7, algos=("direct", "im2col"), directions=D
             rows.extend(_run_pool(case, x, torch, repeats, rng))
             continue
         w = rng.standard_normal(case.weight_shape).astype(dtype)
-        dy = rng.standard_normal(case.output_shape()).astype(dtype)
+        dy = rng.standard_normal(case.output_shape).astype(dtype)
         for direction in directions:
             calls = {a: _conv_calls(case, direction, a, x, w, dy) for a in algos}
             if torch is not None:

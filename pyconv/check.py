@@ -5,8 +5,8 @@ weight gradient; every algorithm), max/average pooling (forward and backward), R
 conv bias gradient in float32
 and float64, once per instruction set this CPU can run (every compiled ISA up to
 ``pyconv.cpu_isa()``), on a few small shapes that exercise padding modes, stride, dilation and
-groups, and compares each result with a compact numpy float64 reference written here (no test
-files needed). Useful when a user reports a wrong result on a new machine.
+groups, and compares each result with the float64 reference shipped in :mod:`pyconv._reference`
+(the one the tests use; no test files needed). Useful when a user reports a wrong result on a new machine.
 
 The ISA cap is restored afterwards. Takes about a second.
 """
@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
+from . import _core, _reference
 from . import functional as F
+from ._reference import ConvCase
+from ._runtime import ISAS
+from ._utils import DIRECTIONS, _pair
 
-ISA_ORDER = ("scalar", "avx2", "avx512")
-_NP_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 @dataclass(frozen=True)
@@ -80,150 +81,28 @@ class CheckResult:
         return f"<CheckResult ok={self.ok} rows={len(self.rows)} failures={len(self.failures)}>"
 
 
-# --------------------------------------------------------------------------- reference (float64)
-
-
-def _pads(padding, r, s, dilation):
-    (dh, dw) = dilation
-    if padding == "same":
-        th, tw = dh * (r - 1), dw * (s - 1)
-        return th // 2, th - th // 2, tw // 2, tw - tw // 2
-    ph, pw = padding
-    return ph, ph, pw, pw
-
-
-def _pad(x, pads, mode, value=0.0):
-    t, b, l, r = pads
-    width = ((0, 0), (0, 0), (t, b), (l, r))
-    if mode == "zeros":
-        return np.pad(x, width, mode="constant", constant_values=value)
-    return np.pad(x, width, mode=_NP_MODE[mode])
+# --------------------------------------------------------------------------- geometry
 
 
 def _conv_geom(case):
-    n, c, h, w = case["x"]
-    k, cg, r, s = case["w"]
-    sh, sw = case["stride"]
-    dh, dw = case["dilation"]
-    pads = _pads(case["padding"], r, s, case["dilation"])
-    oh = (h + pads[0] + pads[1] - dh * (r - 1) - 1) // sh + 1
-    ow = (w + pads[2] + pads[3] - dw * (s - 1) - 1) // sw + 1
-    return n, c, h, w, k, cg, r, s, sh, sw, dh, dw, pads, oh, ow
-
-
-def _taps(case):
-    """(r, s, rows slice, cols slice) of every kernel tap in the padded input."""
-    n, c, h, w, k, cg, r, s, sh, sw, dh, dw, pads, oh, ow = _conv_geom(case)
-    for i in range(r):
-        for j in range(s):
-            yield i, j, slice(i * dh, i * dh + sh * (oh - 1) + 1, sh), slice(j * dw, j * dw + sw * (ow - 1) + 1, sw)
-
-
-def ref_conv(case, x, wt, b, gy):
-    """float64 (y, dx, dw) by explicit padding and a loop over the kernel taps."""
-    n, c, h, w, k, cg, r, s, sh, sw, dh, dw, pads, oh, ow = _conv_geom(case)
-    g = case["groups"]
-    kg = k // g
-    xp = _pad(x, pads, case["mode"])
-    wg = wt.reshape(g, kg, cg, r, s)
-    gyg = gy.reshape(n, g, kg, oh, ow)
-    y = np.zeros((n, g, kg, oh, ow))
-    dxp = np.zeros((n, g, cg) + xp.shape[2:])
-    dwt = np.zeros((g, kg, cg, r, s))
-    for i, j, rows, cols in _taps(case):
-        xs = xp[:, :, rows, cols].reshape(n, g, cg, oh, ow)
-        y += np.einsum("ngchw,gkc->ngkhw", xs, wg[..., i, j])
-        dxp[:, :, :, rows, cols] += np.einsum("ngkhw,gkc->ngchw", gyg, wg[..., i, j])
-        dwt[..., i, j] = np.einsum("ngchw,ngkhw->gkc", xs, gyg)
-    y = y.reshape(n, k, oh, ow) + b[None, :, None, None]
-    # fold the padded-input gradient back through the padding's index map
-    dxp = dxp.reshape(n, c, *xp.shape[2:])
-    t, bt, lf, rt = pads
-    rmap = _pad(np.arange(h, dtype=np.float64)[None, None, :, None], (t, bt, 0, 0), case["mode"], -1)[0, 0, :, 0]
-    cmap = _pad(np.arange(w, dtype=np.float64)[None, None, None, :], (0, 0, lf, rt), case["mode"], -1)[0, 0, 0, :]
-    rmap, cmap = rmap.astype(np.int64), cmap.astype(np.int64)
-    tmp = np.zeros((n, c, h, dxp.shape[3]))
-    np.add.at(tmp, (slice(None), slice(None), rmap[rmap >= 0]), dxp[:, :, rmap >= 0, :])
-    dx = np.zeros((n, c, h, w))
-    np.add.at(dx, (slice(None), slice(None), slice(None), cmap[cmap >= 0]), tmp[:, :, :, cmap >= 0])
-    return y, dx, dwt.reshape(k, cg, r, s)
-
-
-def _pool_out(size, k, s, p, d, ceil):
-    num = size + 2 * p - d * (k - 1) - 1
-    if ceil:
-        out = -(-num // s) + 1
-        if (out - 1) * s >= size + p:
-            out -= 1
-        return out
-    return num // s + 1
-
-
-def ref_max_pool(case, x, gy):
-    """float64 (y, indices, dx); windows scanned in row-major order (first maximum wins)."""
-    n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil = (case[key] for key in ("k", "s", "p", "d", "ceil"))
-    oh, ow = _pool_out(h, kh, sh, ph, dh, ceil), _pool_out(w, kw, sw, pw, dw, ceil)
-    y = np.full((n, c, oh, ow), -np.inf)
-    idx = np.full((n, c, oh, ow), -1, np.int64)
-    for i in range(oh):
-        for j in range(ow):
-            for a in range(kh):
-                ih = i * sh - ph + a * dh
-                if not 0 <= ih < h:
-                    continue
-                for bb in range(kw):
-                    iw = j * sw - pw + bb * dw
-                    if not 0 <= iw < w:
-                        continue
-                    v = x[:, :, ih, iw]
-                    take = (v > y[:, :, i, j]) | (idx[:, :, i, j] < 0)
-                    y[:, :, i, j] = np.where(take, v, y[:, :, i, j])
-                    idx[:, :, i, j] = np.where(take, ih * w + iw, idx[:, :, i, j])
-    dx = np.zeros((n, c, h * w))
-    for nn in range(n):
-        for cc in range(c):
-            np.add.at(dx[nn, cc], idx[nn, cc].ravel(), gy[nn, cc].ravel())
-    return y, idx, dx.reshape(n, c, h, w)
-
-
-def ref_avg_pool(case, x, gy):
-    """float64 (y, dx) with PyTorch's divisor rules."""
-    n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw), ceil = (case[key] for key in ("k", "s", "p", "ceil"))
-    cip, div = case["count_include_pad"], case["divisor_override"]
-    oh, ow = _pool_out(h, kh, sh, ph, 1, ceil), _pool_out(w, kw, sw, pw, 1, ceil)
-    y = np.zeros((n, c, oh, ow))
-    dx = np.zeros((n, c, h, w))
-    for i in range(oh):
-        h0 = i * sh - ph
-        h1 = min(h0 + kh, h + ph)
-        for j in range(ow):
-            w0 = j * sw - pw
-            w1 = min(w0 + kw, w + pw)
-            a0, a1, b0, b1 = max(h0, 0), min(h1, h), max(w0, 0), min(w1, w)
-            d = div if div else ((h1 - h0) * (w1 - w0) if cip else (a1 - a0) * (b1 - b0))
-            y[:, :, i, j] = x[:, :, a0:a1, b0:b1].sum(axis=(2, 3)) / d
-            dx[:, :, a0:a1, b0:b1] += (gy[:, :, i, j] / d)[:, :, None, None]
-    return y, dx
+    n, c, h, w = case.input_shape
+    k, cg, r, s = case.weight_shape
+    (sh, sw), (dh, dw) = _pair(case.stride), _pair(case.dilation)
+    _, _, oh, ow = case.output_shape
+    return n, c, h, w, k, cg, r, s, sh, sw, dh, dw, case.pads, oh, ow
 
 
 # --------------------------------------------------------------------------- shapes
 
 CONV_CASES = [
-    dict(id="n2c3h9w11-k4r3s3-p1", x=(2, 3, 9, 11), w=(4, 3, 3, 3), stride=(1, 1), padding=(1, 1),
-         dilation=(1, 1), groups=1, mode="zeros"),
-    dict(id="n1c4h8w13-k6r3s2-s2x1p1x0d1x2g2-reflect", x=(1, 4, 8, 13), w=(6, 2, 3, 2), stride=(2, 1),
-         padding=(1, 0), dilation=(1, 2), groups=2, mode="reflect"),
-    dict(id="n2c4h7w9-k4r3s3-same-dw-circular", x=(2, 4, 7, 9), w=(4, 1, 3, 3), stride=(1, 1), padding="same",
-         dilation=(1, 1), groups=4, mode="circular"),
-    dict(id="n1c3h10w17-k5r5s5-s2p2-replicate", x=(1, 3, 10, 17), w=(5, 3, 5, 5), stride=(2, 2), padding=(2, 2),
-         dilation=(1, 1), groups=1, mode="replicate"),
-    dict(id="n2c17h5w33-k9r1s1-pointwise", x=(2, 17, 5, 33), w=(9, 17, 1, 1), stride=(1, 1), padding=(0, 0),
-         dilation=(1, 1), groups=1, mode="zeros"),
+    ConvCase(2, 3, 9, 11, 4, 3, 3, padding=1, name="n2c3h9w11-k4r3s3-p1"),
+    ConvCase(1, 4, 8, 13, 6, 3, 2, stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2, mode="reflect",
+             name="n1c4h8w13-k6r3s2-s2x1p1x0d1x2g2-reflect"),
+    ConvCase(2, 4, 7, 9, 4, 3, 3, padding="same", groups=4, mode="circular", name="n2c4h7w9-k4r3s3-same-dw-circular"),
+    ConvCase(1, 3, 10, 17, 5, 5, 5, stride=2, padding=2, mode="replicate", name="n1c3h10w17-k5r5s5-s2p2-replicate"),
+    ConvCase(2, 17, 5, 33, 9, 1, 1, name="n2c17h5w33-k9r1s1-pointwise"),
     # stride 1, more filters than a register tile holds (direct: the register-blocked kernels)
-    dict(id="n2c6h6w21-k29r2s5-p1x2d1x2", x=(2, 6, 6, 21), w=(29, 6, 2, 5), stride=(1, 1), padding=(1, 2),
-         dilation=(1, 2), groups=1, mode="zeros"),
+    ConvCase(2, 6, 6, 21, 29, 2, 5, padding=(1, 2), dilation=(1, 2), name="n2c6h6w21-k29r2s5-p1x2d1x2"),
 ]
 
 POOL_CASES = [
@@ -244,35 +123,26 @@ def _data(shape, seed):
     return vals.astype(np.float32).astype(np.float64).reshape(shape)
 
 
-# Winograd F(4x4, 3x3) rounds about 20-40x more than the other algorithms in float32 (README,
-# "Algorithms"); its rows get a wider absolute tolerance.
-_WINOGRAD_F32_ATOL_FACTOR = 20
-
-
 def _tol(dtype, k, winograd=False):
-    root = math.sqrt(max(int(k), 1))
-    if dtype == np.float32:
-        return 1e-4, 1e-5 * root * (_WINOGRAD_F32_ATOL_FACTOR if winograd else 1)
-    return 1e-10, 1e-11 * root
+    return _reference.tolerances(dtype, k, algo="winograd" if winograd else None)
 
 
 def _runs_winograd(case, algo, direction):
     """True when conv2d with `algo` computes `direction` of this case by Winograd."""
     n, c, h, w, k, cg, r, s, sh, sw, dh, dw, pads, oh, ow = _conv_geom(case)
     if algo == "auto":
-        return _core.conv2d_choose_algo(case["x"], case["w"], case["stride"], pads, case["dilation"], case["groups"],
-                                        F._MODE_CODE[case["mode"]], ("fwd", "bwd_data", "bwd_weight").index(direction)
-                                        ) == "winograd"
+        return _core.conv2d_choose_algo(case.input_shape, case.weight_shape, (sh, sw), pads, (dh, dw), case.groups,
+                                        F._MODE_CODE[case.mode], DIRECTIONS.index(direction)) == "winograd"
     return (algo == "winograd" and (r, s, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1) and
-            (direction == "fwd" or (direction == "bwd_data" and case["mode"] == "zeros")))
+            (direction == "fwd" or (direction == "bwd_data" and case.mode == "zeros")))
 
 
 def available_isas():
     """Compiled ISAs this CPU can run, lowest first."""
     best = _core.cpu_isa()
     compiled = list(_core.compiled_isas())
-    top = ISA_ORDER.index(best) if best in ISA_ORDER else 0
-    return [i for i in ISA_ORDER if i in compiled and ISA_ORDER.index(i) <= top]
+    top = ISAS.index(best) if best in ISAS else 0
+    return [i for i in ISAS if i in compiled and ISAS.index(i) <= top]
 
 
 def _compare(got, expected, dtype, k, exact_ints=None, winograd=False):
@@ -309,18 +179,17 @@ def _run_row(rows, fields, thunk, expected, dtype, k, ints=None, winograd=False)
 
 def _conv_rows(isa, rows, refs):
     for case in CONV_CASES:
-        x, wt, b, gy, (y_ref, dx_ref, dw_ref) = refs[case["id"]]
-        n, c, h, w, k, cg, r, s, sh, sw, dh, dw, (t, bt, lf, rt), oh, ow = _conv_geom(case)
-        fold = 1 if case["mode"] == "zeros" else (1 + t + bt) * (1 + lf + rt)  # border pixels fold back
-        kw = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"],
-                  padding_mode=case["mode"])
-        red = {"fwd": cg * r * s, "bwd_data": (k // case["groups"]) * r * s * fold,
-               "bwd_weight": gy.shape[0] * gy.shape[2] * gy.shape[3]}
+        x, wt, b, gy, (y_ref, dx_ref, dw_ref) = refs[case.id]
+        t, bt, lf, rt = case.pads
+        fold = 1 if case.mode == "zeros" else (1 + t + bt) * (1 + lf + rt)  # border pixels fold back
+        kw = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups,
+                  padding_mode=case.mode)
+        red = {d: case.reduction_length(d) * (fold if d == "bwd_data" else 1) for d in DIRECTIONS}
         for dtype in (np.float32, np.float64):
             xs, ws, bs, gys = (a.astype(dtype) for a in (x, wt, b, gy))
             for algo in F.CONV_ALGORITHMS:
                 base = ("conv2d",)
-                tail = (algo, isa, np.dtype(dtype).name, case["id"])
+                tail = (algo, isa, np.dtype(dtype).name, case.id)
                 _run_row(rows, base + ("fwd",) + tail, lambda: F.conv2d(xs, ws, bs, **kw, algo=algo),
                          y_ref, dtype, red["fwd"], winograd=_runs_winograd(case, algo, "fwd"))
                 _run_row(rows, base + ("bwd_data",) + tail,
@@ -358,31 +227,36 @@ def _eltwise_rows(isa, rows):
     x = _data((3, 5, 7, 9), 300)
     x[0, 0, 0, :2] = (0.0, -0.0)
     g = _data(x.shape, 301)
-    relu, relu_g = np.maximum(x, 0.0), np.where(x > 0, g, 0.0)
+    relu, relu_g = _reference.relu(x), _reference.relu_grad(g, x)
     for dtype in (np.float32, np.float64):
         xs, gs = x.astype(dtype), g.astype(dtype)
         tail = ("-", isa, np.dtype(dtype).name, "n3c5h7w9")
         _run_row(rows, ("relu", "fwd") + tail, lambda: F.relu(xs), relu, dtype, 1)
         _run_row(rows, ("relu", "bwd") + tail, lambda: F.relu_grad(gs, xs), relu_g, dtype, 1)
-        _run_row(rows, ("conv2d", "bwd_bias") + tail, lambda: F.conv2d_grad_bias(gs), g.sum(axis=(0, 2, 3)), dtype,
+        _run_row(rows, ("conv2d", "bwd_bias") + tail, lambda: F.conv2d_grad_bias(gs), _reference.conv2d_grad_bias(g), dtype,
                  x.size // x.shape[1])
 
 
 def _references():
     conv, pool = {}, {}
     for i, case in enumerate(CONV_CASES):
-        n, c, h, w, k, cg, r, s, sh, sw, dh, dw, pads, oh, ow = _conv_geom(case)
-        x, wt = _data(case["x"], 10 * i), _data(case["w"], 10 * i + 1)
-        b, gy = _data((k,), 10 * i + 2), _data((n, k, oh, ow), 10 * i + 3)
-        conv[case["id"]] = (x, wt, b, gy, ref_conv(case, x, wt, b, gy))
+        x, wt = _data(case.input_shape, 10 * i), _data(case.weight_shape, 10 * i + 1)
+        b, gy = _data((case.k,), 10 * i + 2), _data(case.output_shape, 10 * i + 3)
+        geo = case.args + (case.mode,)
+        conv[case.id] = (x, wt, b, gy, (_reference.conv2d(x, wt, b, *geo),
+                                        _reference.conv2d_grad_input(gy, wt, x.shape, *geo),
+                                        _reference.conv2d_grad_weight(x, gy, wt.shape, *geo)))
     for i, case in enumerate(POOL_CASES):
         x = _data(case["x"], 100 + i)
-        n, c, h, w = case["x"]
-        oh = _pool_out(h, case["k"][0], case["s"][0], case["p"][0], case["d"][0], case["ceil"])
-        ow = _pool_out(w, case["k"][1], case["s"][1], case["p"][1], case["d"][1], case["ceil"])
-        gy = _data((n, c, oh, ow), 200 + i)
-        avg = ref_avg_pool(case, x, gy) if case["d"] == (1, 1) else None
-        pool[case["id"]] = (x, gy, ref_max_pool(case, x, gy), avg)
+        geo = (case["k"], case["s"], case["p"])
+        gy = _data(_reference.pool2d_output_shape(x.shape, *geo, case["d"], case["ceil"]), 200 + i)
+        y, idx = _reference.max_pool2d(x, *geo, case["d"], case["ceil"], return_indices=True)
+        maxp = (y, idx, _reference.max_pool2d_grad(gy, x, *geo, case["d"], case["ceil"], indices=idx))
+        avg = None
+        if case["d"] == (1, 1):
+            extra = (case["ceil"], case["count_include_pad"], case["divisor_override"])
+            avg = (_reference.avg_pool2d(x, *geo, *extra), _reference.avg_pool2d_grad(gy, x.shape, *geo, *extra))
+        pool[case["id"]] = (x, gy, maxp, avg)
     return conv, pool
 
 
@@ -439,7 +313,7 @@ def run(quiet=False, isas=None):
 def add_arguments(parser):
     """The ``pyconv check`` options, for an argparse (sub)parser."""
     parser.add_argument("--quiet", action="store_true", help="print only the failures and the summary")
-    action = parser.add_argument("--isa", action="append", choices=list(ISA_ORDER),
+    action = parser.add_argument("--isa", action="append", choices=list(ISAS),
                                  help="check only this instruction set (repeatable)")
     action.shown_default = "every one this CPU runs"  # shown by pyconv's help formatter
 

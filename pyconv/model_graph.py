@@ -22,7 +22,7 @@ This is what Caffe prototxt files become (:mod:`pyconv.formats.caffe`), and what
 of an :class:`pyconv.nn.Graph` stores.
 """
 from . import nn
-from .models import ModelSpecError, layer_type, make_layer
+from .model_spec import ModelSpecError, layer_type, make_layer
 
 __all__ = ["build_graph", "spec_from_graph", "GRAPH_KEYS"]
 

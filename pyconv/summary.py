@@ -7,6 +7,7 @@ import numpy as np
 
 from . import _core, _runtime, nn
 from . import functional as F
+from ._utils import _pair
 from .tensor import Tensor, no_grad
 
 __all__ = ["summary", "Summary", "Row"]
@@ -99,10 +100,6 @@ def _coverage_note(in_size, pad_before, pad_after, k_eff, stride, axis):
             + (f" (and {left - real} padding)" if left - real else ""))
 
 
-def _pair(v):
-    return (int(v[0]), int(v[-1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
-
-
 def summary(model, input_shape, dtype=np.float32):
     """Runs ``model`` once on zeros of ``input_shape`` (C, H, W) and describes every leaf layer.
 
@@ -159,10 +156,10 @@ def summary(model, input_shape, dtype=np.float32):
                 row.algos = tuple(m.algo if m.algo != "auto" else _core.conv2d_choose_algo(*geo, d) for d in range(3))
                 row.workspace_bytes = int(_core.conv2d_column_bytes(*geo, itemsize))
             else:
-                k = _pair(m.kernel_size)
-                stride = _pair(m.stride)
-                dil = _pair(getattr(m, "dilation", 1))
-                pad = _pair(m.padding)
+                k = _pair(m.kernel_size, "summary", "kernel_size")
+                stride = _pair(m.stride, "summary", "stride")
+                dil = _pair(getattr(m, "dilation", 1), "summary", "dilation")
+                pad = _pair(m.padding, "summary", "padding")
                 pt, pb, pl, pr = pad[0], pad[0], pad[1], pad[1]
                 row.flops = out_elems * k[0] * k[1]
             k_eff = [dil[i] * (k[i] - 1) + 1 for i in range(2)]

@@ -2,13 +2,18 @@
 
 ``Tensor`` wraps an ``ndarray`` (``.data``); with ``requires_grad=True`` every operation on it
 builds a graph node (a :class:`Function`) and ``loss.backward()`` fills ``.grad`` of the leaves
-with numpy arrays. Each op in ``pyconv.functional`` accepts Tensors and then records itself;
-its backward calls the C++ gradient kernels, computing only the gradients that are needed.
+with numpy arrays. Each op in ``pyconv.functional`` accepts Tensors and then records itself
+(through the hook :mod:`pyconv.autograd` registers); its backward calls the C++ gradient kernels,
+computing only the gradients that are needed. The elementwise, reduction and shape ops that
+Tensor's own methods record are defined here, after :class:`Function`; the layer ops are in
+:mod:`pyconv.autograd`.
 """
 import contextlib
 import threading
 
 import numpy as np
+
+from . import functional
 
 __all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "tensor"]
 
@@ -155,9 +160,7 @@ class Tensor:
         return RemovableHandle(self._hooks, hook)
 
     def astype(self, dtype):
-        from . import autograd
-
-        return autograd.Cast.apply(self, dtype=np.dtype(dtype))
+        return Cast.apply(self, dtype=np.dtype(dtype))
 
     def float(self):
         return self.astype(np.float32)
@@ -255,62 +258,57 @@ class Tensor:
         return g
 
     # ------------------------------------------------------------------ ops
-    def _ag(self):
-        from . import autograd
-
-        return autograd
-
     def __add__(self, other):
-        return self._ag().Add.apply(self, other)
+        return Add.apply(self, other)
 
     def __radd__(self, other):
-        return self._ag().Add.apply(other, self)
+        return Add.apply(other, self)
 
     def __sub__(self, other):
-        return self._ag().Sub.apply(self, other)
+        return Sub.apply(self, other)
 
     def __rsub__(self, other):
-        return self._ag().Sub.apply(other, self)
+        return Sub.apply(other, self)
 
     def __mul__(self, other):
-        return self._ag().Mul.apply(self, other)
+        return Mul.apply(self, other)
 
     def __rmul__(self, other):
-        return self._ag().Mul.apply(other, self)
+        return Mul.apply(other, self)
 
     def __truediv__(self, other):
-        return self._ag().Div.apply(self, other)
+        return Div.apply(self, other)
 
     def __rtruediv__(self, other):
-        return self._ag().Div.apply(other, self)
+        return Div.apply(other, self)
 
     def __neg__(self):
-        return self._ag().Neg.apply(self)
+        return Neg.apply(self)
 
     def __pow__(self, exponent):
-        return self._ag().Pow.apply(self, exponent=exponent)
+        return Pow.apply(self, exponent=exponent)
 
     def __matmul__(self, other):
-        return self._ag().MatMul.apply(self, other)
+        return MatMul.apply(self, other)
 
     def __rmatmul__(self, other):
-        return self._ag().MatMul.apply(other, self)
+        return MatMul.apply(other, self)
 
     def __getitem__(self, index):
         if isinstance(index, Tensor):
             index = index.data
-        return self._ag().GetItem.apply(self, index=index)
+        return GetItem.apply(self, index=index)
 
     def sum(self, axis=None, keepdims=False):
-        return self._ag().Sum.apply(self, axis=axis, keepdims=keepdims)
+        return Sum.apply(self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis=None, keepdims=False):
-        return self._ag().Mean.apply(self, axis=axis, keepdims=keepdims)
+        return Mean.apply(self, axis=axis, keepdims=keepdims)
 
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return self._ag().Reshape.apply(self, shape=shape)
+        return Reshape.apply(self, shape=shape)
 
     view = reshape
 
@@ -321,14 +319,12 @@ class Tensor:
         return self.reshape(shape)
 
     def exp(self):
-        return self._ag().Exp.apply(self)
+        return Exp.apply(self)
 
     def log(self):
-        return self._ag().Log.apply(self)
+        return Log.apply(self)
 
     def relu(self):
-        from . import functional
-
         return functional.relu(self)
 
     def argmax(self, axis=None):
@@ -336,7 +332,7 @@ class Tensor:
 
     @property
     def T(self):
-        return self._ag().Transpose.apply(self)
+        return Transpose.apply(self)
 
     # Comparisons give plain boolean arrays (no gradient flows through them).
     def __eq__(self, other):
@@ -388,3 +384,195 @@ class Function:
 
     def backward(self, grad):  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- the ops of Tensor's methods
+
+
+def _unbroadcast(grad, shape):
+    """Sum ``grad`` down to ``shape`` (the inverse of numpy broadcasting)."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, d in enumerate(shape) if d == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+def _shape(x):
+    return np.shape(x)
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+class Add(Function):
+    def forward(self, a, b):
+        self.shapes = (_shape(a), _shape(b))
+        return np.add(a, b)
+
+    def backward(self, g):
+        return tuple(_unbroadcast(g, s) if need else None for s, need in zip(self.shapes, self.needs_input_grad))
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.shapes = (_shape(a), _shape(b))
+        return np.subtract(a, b)
+
+    def backward(self, g):
+        ga = _unbroadcast(g, self.shapes[0]) if self.needs_input_grad[0] else None
+        gb = _unbroadcast(-g, self.shapes[1]) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return np.multiply(a, b)
+
+    def backward(self, g):
+        ga = _unbroadcast(g * self.b, _shape(self.a)) if self.needs_input_grad[0] else None
+        gb = _unbroadcast(g * self.a, _shape(self.b)) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return np.divide(a, b)
+
+    def backward(self, g):
+        ga = _unbroadcast(g / self.b, _shape(self.a)) if self.needs_input_grad[0] else None
+        gb = _unbroadcast(-g * self.a / (self.b * self.b), _shape(self.b)) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, a):
+        return np.negative(a)
+
+    def backward(self, g):
+        return -g
+
+
+class Pow(Function):
+    def forward(self, a, exponent):
+        if isinstance(exponent, Tensor):
+            raise TypeError("Tensor ** Tensor is not supported; the exponent must be a number")
+        self.a, self.p = a, exponent
+        return np.power(a, exponent)
+
+    def backward(self, g):
+        return g * self.p * np.power(self.a, self.p - 1)
+
+
+class Exp(Function):
+    def forward(self, a):
+        self.out = np.exp(a)
+        return self.out
+
+    def backward(self, g):
+        return g * self.out
+
+
+class Log(Function):
+    def forward(self, a):
+        self.a = a
+        return np.log(a)
+
+    def backward(self, g):
+        return g / self.a
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.ndim < 1 or b.ndim < 1:
+            raise ValueError(f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        a, b = self.a, self.b
+        # Promote 1-D operands to matrices as matmul does, then drop the added axes again.
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = np.asarray(g)
+        if a.ndim == 1:
+            g2 = np.expand_dims(g2, -2 if b.ndim > 1 else 0)
+        if b.ndim == 1:
+            g2 = np.expand_dims(g2, -1)
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = _unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+        if self.needs_input_grad[1]:
+            gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+class Cast(Function):
+    def forward(self, a, dtype):
+        self.dtype = a.dtype
+        return a.astype(dtype)
+
+    def backward(self, g):
+        return g.astype(self.dtype)
+
+
+# --------------------------------------------------------------------------- reductions and shapes
+
+
+class Sum(Function):
+    def forward(self, a, axis=None, keepdims=False):
+        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        return np.asarray(a.sum(axis=axis, keepdims=keepdims))
+
+    def backward(self, g):
+        if self.axis is not None and not self.keepdims:
+            g = np.expand_dims(g, self.axis)
+        return np.broadcast_to(g, self.shape).copy()
+
+
+class Mean(Function):
+    def forward(self, a, axis=None, keepdims=False):
+        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        out = np.asarray(a.mean(axis=axis, keepdims=keepdims))
+        self.count = a.size // max(out.size, 1) if a.size else 1
+        return out
+
+    def backward(self, g):
+        if self.axis is not None and not self.keepdims:
+            g = np.expand_dims(g, self.axis)
+        return np.broadcast_to(g / self.count, self.shape).copy()
+
+
+class Reshape(Function):
+    def forward(self, a, shape):
+        self.shape = a.shape
+        return a.reshape(shape)
+
+    def backward(self, g):
+        return g.reshape(self.shape)
+
+
+class Transpose(Function):
+    def forward(self, a):
+        return a.T
+
+    def backward(self, g):
+        return g.T
+
+
+class GetItem(Function):
+    def forward(self, a, index):
+        self.shape, self.index, self.dtype = a.shape, index, a.dtype
+        return np.asarray(a[index])
+
+    def backward(self, g):
+        out = np.zeros(self.shape, self.dtype)
+        np.add.at(out, self.index, g)  # repeated indices accumulate
+        return out

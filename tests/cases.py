@@ -22,11 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import reference as ref
+from pyconv import _reference as ref
+from pyconv._reference import ConvCase  # noqa: F401  (the sweeps' case type)
+from pyconv._runtime import ISAS as ISA_ORDER
+from pyconv._utils import DIRECTIONS  # noqa: F401
 
-ISA_ORDER = ("scalar", "avx2", "avx512")
 ALGOS = ("direct", "im2col", "winograd", "auto")
-DIRECTIONS = ("fwd", "grad_input", "grad_weight")
 DTYPES = (np.float32, np.float64)
 MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -39,14 +40,14 @@ def conv_case_data(case):
     uniform(-1, 1) data seeded from the case id."""
     if case.id not in _CASE_DATA:
         rng = np.random.default_rng(zlib.crc32(case.id.encode()))
-        x, w = (rng.uniform(-1, 1, s).astype(np.float32) for s in (case.x_shape, case.w_shape))
+        x, w = (rng.uniform(-1, 1, s).astype(np.float32) for s in (case.input_shape, case.weight_shape))
         b = rng.uniform(-1, 1, case.k).astype(np.float32)
-        gy = rng.uniform(-1, 1, case.out_shape).astype(np.float32)
+        gy = rng.uniform(-1, 1, case.output_shape).astype(np.float32)
         s, p, d, g = case.args
         _CASE_DATA[case.id] = (x, w, b, gy, {
             "fwd": ref.conv2d(x, w, b, s, p, d, g, case.mode),
-            "grad_input": ref.conv2d_grad_input(gy, w, case.x_shape, s, p, d, g, case.mode),
-            "grad_weight": ref.conv2d_grad_weight(x, gy, case.w_shape, s, p, d, g, case.mode)})
+            "bwd_data": ref.conv2d_grad_input(gy, w, case.input_shape, s, p, d, g, case.mode),
+            "bwd_weight": ref.conv2d_grad_weight(x, gy, case.weight_shape, s, p, d, g, case.mode)})
     return _CASE_DATA[case.id]
 
 
@@ -65,78 +66,6 @@ def available_isas():
         return [i for i in ISA_ORDER if i in compiled][:1] or ["scalar"]
     return [i for i in ISA_ORDER
             if i in compiled and ISA_ORDER.index(i) <= ISA_ORDER.index(best)]
-
-
-def _fmt(v):
-    if isinstance(v, (tuple, list)):
-        return "x".join(str(int(t)) for t in v)
-    return str(v)
-
-
-@dataclass(frozen=True)
-class ConvCase:
-    n: int
-    c: int
-    h: int
-    w: int
-    k: int          # out channels
-    r: int          # kernel height
-    s: int          # kernel width
-    stride: object = 1
-    padding: object = 0
-    dilation: object = 1
-    groups: int = 1
-    mode: str = "zeros"
-
-    @property
-    def x_shape(self):
-        return (self.n, self.c, self.h, self.w)
-
-    @property
-    def w_shape(self):
-        return (self.k, self.c // self.groups, self.r, self.s)
-
-    @property
-    def args(self):
-        """(stride, padding, dilation, groups) as passed to the API."""
-        return self.stride, self.padding, self.dilation, self.groups
-
-    @property
-    def pads(self):
-        return ref.conv_padding(self.padding, (self.r, self.s), self.dilation)
-
-    @property
-    def out_shape(self):
-        return ref.conv2d_output_shape(self.x_shape, self.w_shape, self.stride,
-                                       self.padding, self.dilation)
-
-    @property
-    def id(self):
-        return (f"n{self.n}c{self.c}h{self.h}w{self.w}_k{self.k}r{self.r}s{self.s}"
-                f"_s{_fmt(self.stride)}p{_fmt(self.padding)}d{_fmt(self.dilation)}"
-                f"g{self.groups}-{self.mode}")
-
-    def valid(self):
-        """True if torch accepts this geometry."""
-        if self.c % self.groups or self.k % self.groups:
-            return False
-        if self.padding == "same" and ref.pair(self.stride) != (1, 1):
-            return False
-        t, b, l, r = self.pads
-        if self.mode == "reflect" and (max(t, b) >= self.h or max(l, r) >= self.w):
-            return False
-        if self.mode == "circular" and (max(t, b) > self.h or max(l, r) > self.w):
-            return False
-        _, _, oh, ow = self.out_shape
-        return oh >= 1 and ow >= 1
-
-    def reduction_length(self, direction):
-        _, _, oh, ow = self.out_shape
-        if direction == "fwd":
-            return (self.c // self.groups) * self.r * self.s
-        if direction == "grad_input":
-            return (self.k // self.groups) * self.r * self.s
-        return self.n * oh * ow
 
 
 # --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import cases
+from pyconv._reference import tolerances
 import hypothesis_profiles  # noqa: F401  (profiles must exist before the hypothesis plugin loads one)
 
 
@@ -14,7 +15,7 @@ def pytest_configure(config):
     # expected noise: the numpy reference computing with NaN/Inf on purpose, and
     # torch's note about asymmetric 'same' padding for even kernels
     config.addinivalue_line(
-        "filterwarnings", "ignore:invalid value encountered:RuntimeWarning:reference")
+        "filterwarnings", "ignore:invalid value encountered:RuntimeWarning:pyconv._reference")
     config.addinivalue_line(
         "filterwarnings", "ignore:invalid value encountered:RuntimeWarning:numpy")
     config.addinivalue_line(
@@ -61,20 +62,7 @@ def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
-# Winograd F(4x4, 3x3) in float32: its transforms (constants up to 8) amplify rounding to about
-# 1e-5 * max|y| (20-40x im2col; benchmarks/winograd_error.py), so its absolute tolerance is wider.
-WINOGRAD_F32_ATOL_FACTOR = 20
-
-
-def tolerances(dtype, k=1, scale=1.0, algo=None):
-    """(rtol, atol) for a result that is a sum of k terms of magnitude ~scale, computed by `algo`."""
-    root = math.sqrt(max(int(k), 1))
-    if np.dtype(dtype) == np.float32:
-        return 1e-4, 1e-5 * root * scale * (WINOGRAD_F32_ATOL_FACTOR if algo == "winograd" else 1)
-    return 1e-10, 1e-11 * root * scale
-
-
-_DIR_CODE = {"fwd": 0, "grad_input": 1, "bwd_data": 1, "grad_weight": 2, "bwd_weight": 2}
+_DIR_CODE = {d: i for i, d in enumerate(cases.DIRECTIONS)}
 
 
 def conv_algo_run(algo, direction, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1, mode="zeros"):

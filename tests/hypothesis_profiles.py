@@ -1,6 +1,6 @@
 """Hypothesis settings profiles for pyconv's property tests.
 
-* ``ci`` (default): derandomized, a fixed budget that keeps tests/test_properties.py near a
+* ``ci`` (default): derandomized, a fixed budget that keeps tests/test_functional_properties.py near a
   minute on 2 cores.
 * ``thorough``: ~20x the examples, randomized (new seeds each run), for local bug hunting.
 

@@ -1,4 +1,4 @@
-"""conv2d forward / grad_input / grad_weight / grad_bias against the reference."""
+"""conv2d fwd / bwd_data / bwd_weight / bias gradient against the reference."""
 
 import zlib
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import cases
-import reference as ref
+import torch_oracles as oracle
+from pyconv import _reference as ref
 from conftest import check_close, conv_algo_run
 
 pyconv = pytest.importorskip("pyconv")
@@ -30,15 +31,15 @@ _DATA = {}
 def data(case):
     if case.id not in _DATA:
         rng = np.random.default_rng(zlib.crc32(case.id.encode()))
-        x = rng.uniform(-1, 1, case.x_shape).astype(np.float32)
-        w = rng.uniform(-1, 1, case.w_shape).astype(np.float32)
+        x = rng.uniform(-1, 1, case.input_shape).astype(np.float32)
+        w = rng.uniform(-1, 1, case.weight_shape).astype(np.float32)
         b = rng.uniform(-1, 1, case.k).astype(np.float32)
-        gy = rng.uniform(-1, 1, case.out_shape).astype(np.float32)
+        gy = rng.uniform(-1, 1, case.output_shape).astype(np.float32)
         s, p, d, g = case.args
         refs = {
             "fwd": ref.conv2d(x, w, b, s, p, d, g, case.mode),
-            "grad_input": ref.conv2d_grad_input(gy, w, case.x_shape, s, p, d, g, case.mode),
-            "grad_weight": ref.conv2d_grad_weight(x, gy, case.w_shape, s, p, d, g, case.mode),
+            "bwd_data": ref.conv2d_grad_input(gy, w, case.input_shape, s, p, d, g, case.mode),
+            "bwd_weight": ref.conv2d_grad_weight(x, gy, case.weight_shape, s, p, d, g, case.mode),
         }
         _DATA[case.id] = (x, w, b, gy, refs)
     return _DATA[case.id]
@@ -50,13 +51,13 @@ def call(direction, case, x, w, b, gy, algo, mode=None):
               padding_mode=case.mode if mode is None else mode, algo=algo)
     if direction == "fwd":
         return F.conv2d(x, w, b, **kw)
-    if direction == "grad_input":
+    if direction == "bwd_data":
         return F.conv2d_grad_input(gy, w, tuple(x.shape), **kw)
     return F.conv2d_grad_weight(x, gy, tuple(w.shape), **kw)
 
 
 def ran(algo, direction, case):
-    return conv_algo_run(algo, direction, case.x_shape, case.w_shape, *case.args, case.mode)
+    return conv_algo_run(algo, direction, case.input_shape, case.weight_shape, *case.args, case.mode)
 
 
 def cast(dtype, *arrays):
@@ -108,9 +109,9 @@ def test_conv_against_torch(case, dtype):
     pytest.importorskip("torch")
     x, w, b, gy, _ = data(case)
     s, p, d, g = case.args
-    ty, tgx, tgw, tgb = ref.torch_conv2d(x, w, b, gy, s, p, d, g, case.mode)
+    ty, tgx, tgw, tgb = oracle.torch_conv2d(x, w, b, gy, s, p, d, g, case.mode)
     x, w, b, gy = cast(dtype, x, w, b, gy)
-    for direction, expected in (("fwd", ty), ("grad_input", tgx), ("grad_weight", tgw)):
+    for direction, expected in (("fwd", ty), ("bwd_data", tgx), ("bwd_weight", tgw)):
         got = call(direction, case, x, w, b, gy, "auto")
         check_close(got, expected, dtype=dtype, k=case.reduction_length(direction),
                     case=f"{case.id} {direction} vs torch")
@@ -154,10 +155,10 @@ def test_auto_picks_one_of_the_algorithms(case):
 def test_output_shape_function():
     for case in cases.ALL_GEOMETRIES:
         s, p, d, _ = case.args
-        got = F.conv2d_output_shape(case.x_shape, case.w_shape, s, p, d)
-        assert tuple(got) == case.out_shape, case.id
-        got3 = F.conv2d_output_shape(case.x_shape[1:], case.w_shape, stride=s, padding=p, dilation=d)
-        assert tuple(got3) == case.out_shape[1:], case.id
+        got = F.conv2d_output_shape(case.input_shape, case.weight_shape, s, p, d)
+        assert tuple(got) == case.output_shape, case.id
+        got3 = F.conv2d_output_shape(case.input_shape[1:], case.weight_shape, stride=s, padding=p, dilation=d)
+        assert tuple(got3) == case.output_shape[1:], case.id
         assert all(type(v) is int for v in got), got
 
 
@@ -229,7 +230,7 @@ def test_unbatched_3d(case, algo, poison):
                 k=case.reduction_length("fwd"), case=case.id)
     gx = F.conv2d_grad_input(gy[0], w, x.shape[1:], s, p, d, g, **kw)
     check_close(gx, ref.conv2d_grad_input(gy, w, x.shape, s, p, d, g, case.mode)[0],
-                dtype=np.float64, k=case.reduction_length("grad_input"), case=case.id)
+                dtype=np.float64, k=case.reduction_length("bwd_data"), case=case.id)
     gw = F.conv2d_grad_weight(x[0], gy[0], w.shape, s, p, d, g, **kw)
     check_close(gw, ref.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, case.mode),
                 dtype=np.float64, k=gy[0].size, case=case.id)
@@ -242,10 +243,10 @@ def test_unbatched_3d(case, algo, poison):
 @pytest.mark.parametrize("mode", cases.MODES)
 def test_empty_batch(mode, algo, dtype, poison):
     case = cases.ConvCase(3, 4, 6, 7, 6, 3, 3, 1, 1, 1, 2, mode)
-    _, c, h, wd = case.x_shape
-    _, k, oh, ow = case.out_shape
+    _, c, h, wd = case.input_shape
+    _, k, oh, ow = case.output_shape
     x = np.zeros((0, c, h, wd), dtype)
-    w = np.ones(case.w_shape, dtype)
+    w = np.ones(case.weight_shape, dtype)
     b = np.ones(k, dtype)
     gy = np.zeros((0, k, oh, ow), dtype)
     s, p, d, g = case.args
@@ -277,7 +278,7 @@ def test_nan_inf_propagate(case, algo, direction, dtype, poison):
     x, w, b, gy, _ = data(case)
     x, w, b, gy = x.copy(), w.copy(), b.copy(), gy.copy()
     # specials go where they are not multiplied by implicit zero padding
-    target = gy if direction == "grad_input" else x
+    target = gy if direction == "bwd_data" else x
     target[0, 0, 1, 1] = np.nan          # odd rows: read even with stride 2
     target[-1, 1, 3, 2] = np.inf
     target[0, -1, 1, 3] = -np.inf
@@ -285,8 +286,8 @@ def test_nan_inf_propagate(case, algo, direction, dtype, poison):
     m = case.mode
     expected = {
         "fwd": lambda: ref.conv2d(x, w, b, s, p, d, g, m),
-        "grad_input": lambda: ref.conv2d_grad_input(gy, w, x.shape, s, p, d, g, m),
-        "grad_weight": lambda: ref.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, m),
+        "bwd_data": lambda: ref.conv2d_grad_input(gy, w, x.shape, s, p, d, g, m),
+        "bwd_weight": lambda: ref.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, m),
     }[direction]()
     assert not np.isfinite(expected).all()          # the specials reach the output
     x, w, b, gy = cast(dtype, x, w, b, gy)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import cases
-import reference as ref
+from pyconv import _reference as ref
 from conftest import check_close
 
 pyconv = pytest.importorskip("pyconv")

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-import reference as ref
+from pyconv import _reference as ref
 
 pyconv = pytest.importorskip("pyconv")
 F = pyconv.functional
@@ -146,7 +146,7 @@ def conv_tensor_cases():
     add("conv2d", fwd, T, "bias", "mixed_bias32", b=b.astype(f32))
     add("conv2d", fwd, T, "input", "input_none", x=None, input_shape=(2, 4, 8, 8))
     add("conv2d", fwd, T, "weight", "weight_str", w="w", weight_shape=(6, 2, 3, 3))
-    # grad_input
+    # bwd_data (conv2d_grad_input)
     add("conv2d_grad_input", gin, V, "grad_output", "grad_output_shape", gy=np.zeros((2, 6, 7, 8)))
     add("conv2d_grad_input", gin, V, "grad_output", "grad_output_channels", gy=np.zeros((2, 5, 8, 8)))
     add("conv2d_grad_input", gin, V, "grad_output|input_shape", "grad_output_batch", gy=np.zeros((3, 6, 8, 8)))
@@ -166,7 +166,7 @@ def conv_tensor_cases():
     add("conv2d_grad_input", gin, T, "weight", "weight_int", w=w.astype(i32))
     add("conv2d_grad_input", gin, T, "weight|grad_output", "mixed_gy32", gy=gy.astype(f32))
     add("conv2d_grad_input", gin, V, "weight", "weight_3d", w=np.zeros((6, 2, 3)))
-    # grad_weight
+    # bwd_weight (conv2d_grad_weight)
     add("conv2d_grad_weight", gwt, V, "grad_output", "grad_output_shape", gy=np.zeros((2, 6, 8, 7)))
     add("conv2d_grad_weight", gwt, V, "grad_output|input", "grad_output_batch", gy=np.zeros((1, 6, 8, 8)))
     add("conv2d_grad_weight", gwt, V, "grad_output", "grad_output_channels", gy=np.zeros((2, 7, 8, 8)))

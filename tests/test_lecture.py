@@ -7,7 +7,7 @@ Each is checked through the *_output_shape helpers and through the real op
 import numpy as np
 import pytest
 
-import reference as ref
+from pyconv import _reference as ref
 from conftest import check_close
 
 pyconv = pytest.importorskip("pyconv")

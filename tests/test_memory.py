@@ -90,7 +90,7 @@ resettable = reset_hwm()
 before = hwm()
 if direction == "fwd":
     out = F.conv2d(x, w, **kw)
-elif direction == "grad_input":
+elif direction == "bwd_data":
     out = F.conv2d_grad_input(gy, w, x.shape, **kw)
 else:
     out = F.conv2d_grad_weight(x, gy, w.shape, **kw)
@@ -101,7 +101,7 @@ print(json.dumps(dict(growth=after - before, out_bytes=out.nbytes, limit=pyconv.
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc (Linux)")
-@pytest.mark.parametrize("direction", ["fwd", "grad_input", "grad_weight"])
+@pytest.mark.parametrize("direction", ["fwd", "bwd_data", "bwd_weight"])
 @pytest.mark.parametrize("limit", [8 * MiB, None], ids=["8MiB", "default"])
 def test_im2col_workspace_cap_holds(limit, direction):
     res = run_py(MEASURE.format(limit=limit or 0, direction=direction, shape=(N, C, H, W, K, R)),

@@ -12,7 +12,8 @@ import zlib
 import numpy as np
 import pytest
 
-import reference as ref
+import torch_oracles as oracle
+from pyconv import _reference as ref
 
 MODES = ref.PADDING_MODES
 
@@ -258,7 +259,7 @@ def test_conv_against_torch(case, mode):
     b = rng.uniform(-1, 1, ws[0])
     y = ref.conv2d(x, w, b, s, p, d, g, mode)
     gy = rng.uniform(-1, 1, y.shape)
-    ty, tgx, tgw, tgb = ref.torch_conv2d(x, w, b, gy, s, p, d, g, mode)
+    ty, tgx, tgw, tgb = oracle.torch_conv2d(x, w, b, gy, s, p, d, g, mode)
     assert y.shape == ty.shape == ref.conv2d_output_shape(xs, ws, s, p, d)
     np.testing.assert_allclose(y, ty, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(ref.conv2d_grad_input(gy, w, xs, s, p, d, g, mode), tgx, rtol=1e-12, atol=1e-12)
@@ -289,7 +290,7 @@ def test_pool_sweep_against_torch(geom, ceil_mode):
         # a window with no in-bounds element (dilation only) makes torch return
         # an out-of-plane index and abort in backward: compare values only
         empty = ref.max_pool2d_has_empty_window((H, W), k, s, p, d, ceil_mode)
-        ty, tidx, tgx = ref.torch_max_pool2d(x, None if empty else gy, k, s, p, d, ceil_mode)
+        ty, tidx, tgx = oracle.torch_max_pool2d(x, None if empty else gy, k, s, p, d, ceil_mode)
         assert y.shape == ty.shape, msg
         np.testing.assert_array_equal(y, ty, err_msg=msg)
         if not empty:
@@ -300,7 +301,7 @@ def test_pool_sweep_against_torch(geom, ceil_mode):
             continue
         for cip, div in [(True, None), (False, None), (True, 3), (False, -2)]:
             a = ref.avg_pool2d(x, k, s, p, ceil_mode, cip, div)
-            ta, tga = ref.torch_avg_pool2d(x, gy, k, s, p, ceil_mode, cip, div)
+            ta, tga = oracle.torch_avg_pool2d(x, gy, k, s, p, ceil_mode, cip, div)
             m2 = f"{msg} cip={cip} div={div}"
             np.testing.assert_allclose(a, ta, rtol=1e-13, atol=1e-13, err_msg=m2)
             np.testing.assert_allclose(ref.avg_pool2d_grad(gy, x.shape, k, s, p, ceil_mode, cip, div),
@@ -326,7 +327,7 @@ def test_max_pool_special_values_against_torch(name, geom):
     x = SPECIAL_POOL_INPUTS[name][None, None]
     y, idx = ref.max_pool2d(x, k, s, p, d, cm, return_indices=True)
     gy = np.arange(1.0, y.size + 1).reshape(y.shape)
-    ty, tidx, tgx = ref.torch_max_pool2d(x, gy, k, s, p, d, cm)
+    ty, tidx, tgx = oracle.torch_max_pool2d(x, gy, k, s, p, d, cm)
     np.testing.assert_array_equal(y, ty)
     np.testing.assert_array_equal(idx, tidx)
     np.testing.assert_array_equal(ref.max_pool2d_grad(gy, x, k, s, p, d, cm), tgx)

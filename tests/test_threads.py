@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import cases
-import reference as ref
+from pyconv import _reference as ref
 from conftest import check_close, conv_algo_run
 
 pyconv = pytest.importorskip("pyconv")
@@ -38,10 +38,10 @@ def all_ops(dtype, algo):
     """Run every op once; return the list of results (numpy arrays)."""
     out = []
     for i, case in enumerate((CONV, CONV_G)):
-        x = rnd(case.x_shape, 1 + i, dtype)
-        w = rnd(case.w_shape, 2 + i, dtype)
+        x = rnd(case.input_shape, 1 + i, dtype)
+        w = rnd(case.weight_shape, 2 + i, dtype)
         b = rnd((case.k,), 3 + i, dtype)
-        gy = rnd(case.out_shape, 4 + i, dtype)
+        gy = rnd(case.output_shape, 4 + i, dtype)
         s, p, d, g = case.args
         kw = dict(padding_mode=case.mode, algo=algo)
         out.append(F.conv2d(x, w, b, s, p, d, g, **kw))
@@ -83,8 +83,8 @@ def test_bitwise_identical_1_vs_2_and_3_threads(algo, dtype, isa, restore_thread
 def test_threaded_results_are_correct(restore_threads):
     pyconv.set_num_threads(2)
     case = CONV_G
-    x, w = rnd(case.x_shape, 21, np.float64), rnd(case.w_shape, 22, np.float64)
-    gy = rnd(case.out_shape, 23, np.float64)
+    x, w = rnd(case.input_shape, 21, np.float64), rnd(case.weight_shape, 22, np.float64)
+    gy = rnd(case.output_shape, 23, np.float64)
     s, p, d, g = case.args
     for algo in cases.ALGOS:
         kw = dict(padding_mode=case.mode, algo=algo)
@@ -92,10 +92,10 @@ def test_threaded_results_are_correct(restore_threads):
                     dtype=np.float64, k=case.reduction_length("fwd"))
         check_close(F.conv2d_grad_input(gy, w, x.shape, s, p, d, g, **kw),
                     ref.conv2d_grad_input(gy, w, x.shape, s, p, d, g, case.mode),
-                    dtype=np.float64, k=case.reduction_length("grad_input"))
+                    dtype=np.float64, k=case.reduction_length("bwd_data"))
         check_close(F.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, **kw),
                     ref.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, case.mode),
-                    dtype=np.float64, k=case.reduction_length("grad_weight"))
+                    dtype=np.float64, k=case.reduction_length("bwd_weight"))
 
 
 @pytest.mark.parametrize("algo", cases.ALGOS)
@@ -191,7 +191,7 @@ def test_kernel_names():
 def test_every_isa_gives_the_same_answer_within_tolerance(dtype):
     """All SIMD paths agree with the reference on one mid-size case (cross-check of the cap)."""
     case = CONV
-    x, w = rnd(case.x_shape, 31, dtype), rnd(case.w_shape, 32, dtype)
+    x, w = rnd(case.input_shape, 31, dtype), rnd(case.weight_shape, 32, dtype)
     expected = ref.conv2d(x, w, None, *case.args)
     prev = pyconv.get_max_isa()
     try:

@@ -14,8 +14,9 @@ import zlib
 import numpy as np
 import pytest
 
-import reference as ref
-from conftest import WINOGRAD_F32_ATOL_FACTOR, check_close
+from pyconv import _reference as ref
+from conftest import check_close
+from pyconv._reference import WINOGRAD_F32_ATOL_FACTOR
 
 pyconv = pytest.importorskip("pyconv")
 F = pyconv.functional
@@ -70,11 +71,11 @@ def test_matches_reference(shape, dtype, isa, poison):
     if mode == "zeros":
         dx = F.conv2d_grad_input(gy.astype(dtype), wt.astype(dtype), x.shape, padding=padding, algo="winograd")
         check_close(dx, ref.conv2d_grad_input(gy, wt, x.shape, 1, padding, 1, 1), dtype=dtype, k=k * 9,
-                    algo="winograd", case=f"grad_input isa={isa}")
+                    algo="winograd", case=f"bwd_data isa={isa}")
     dw = F.conv2d_grad_weight(x.astype(dtype), gy.astype(dtype), wt.shape, padding=padding, padding_mode=mode,
                               algo="winograd")
     check_close(dw, ref.conv2d_grad_weight(x, gy, wt.shape, 1, padding, 1, 1, mode), dtype=dtype,
-                k=max(1, gy.size // k), algo="winograd", case=f"grad_weight isa={isa}")
+                k=max(1, gy.size // k), algo="winograd", case=f"bwd_weight isa={isa}")
 
 
 @pytest.mark.parametrize("groups", [2, 4])
@@ -229,12 +230,12 @@ def test_layers_over_their_phases(shape, dtype, isa, poison):
     check_close(y, expected, dtype=dtype, k=c * kernel[0] * kernel[1], algo="winograd", case=f"fwd isa={isa}")
     dw = F.conv2d_grad_weight(x.astype(dtype), gy.astype(dtype), wt.shape, **kw, algo="winograd")
     check_close(dw, ref.conv2d_grad_weight(x, gy, wt.shape, stride, padding, dilation, 1, mode), dtype=dtype,
-                k=max(1, gy.size // k), algo="winograd", case=f"grad_weight isa={isa}")
+                k=max(1, gy.size // k), algo="winograd", case=f"bwd_weight isa={isa}")
     if mode == "zeros":
         dx = F.conv2d_grad_input(gy.astype(dtype), wt.astype(dtype), x.shape, stride=stride, padding=padding,
                                  dilation=dilation, algo="winograd")
         check_close(dx, ref.conv2d_grad_input(gy, wt, x.shape, stride, padding, dilation, 1), dtype=dtype,
-                    k=k * 9, algo="winograd", case=f"grad_input isa={isa}")
+                    k=k * 9, algo="winograd", case=f"bwd_data isa={isa}")
     if n and dtype == np.float32:  # Winograd's rounding, not im2col's
         assert not np.array_equal(y, F.conv2d(x.astype(dtype), wt.astype(dtype), b.astype(dtype), **kw, algo="im2col"))
 
@@ -269,12 +270,12 @@ INELIGIBLE = [
     ("fwd", dict(stride=2, padding=1), (7, 7)),        # 4x4 per phase
     ("fwd", dict(dilation=2, padding=2, stride=2), (3, 3)),
     ("fwd", dict(dilation=2, padding=2, groups=2), (3, 3)),
-    ("grad_input", dict(dilation=2, padding=2, padding_mode="reflect"), (3, 3)),
+    ("bwd_data", dict(dilation=2, padding=2, padding_mode="reflect"), (3, 3)),
     ("fwd", dict(padding=2), (5, 5)),
     ("fwd", dict(padding=(0, 1)), (1, 3)),
-    ("grad_input", dict(padding=1, padding_mode="reflect"), (3, 3)),
-    ("grad_weight", dict(stride=2, padding=1), (3, 3)),
-    ("grad_weight", dict(dilation=2, padding=2, groups=2), (3, 3)),
+    ("bwd_data", dict(padding=1, padding_mode="reflect"), (3, 3)),
+    ("bwd_weight", dict(stride=2, padding=1), (3, 3)),
+    ("bwd_weight", dict(dilation=2, padding=2, groups=2), (3, 3)),
 ]
 
 
@@ -286,8 +287,8 @@ def test_falls_back_to_im2col(direction, kw, kernel):
     gy = rng.uniform(-1, 1, F.conv2d_output_shape(x.shape, w.shape, kw.get("stride", 1), kw["padding"],
                                                   kw.get("dilation", 1))).astype(np.float32)
     run = {"fwd": lambda a: F.conv2d(x, w, **kw, algo=a),
-           "grad_input": lambda a: F.conv2d_grad_input(gy, w, x.shape, **kw, algo=a),
-           "grad_weight": lambda a: F.conv2d_grad_weight(x, gy, w.shape, **kw, algo=a)}[direction]
+           "bwd_data": lambda a: F.conv2d_grad_input(gy, w, x.shape, **kw, algo=a),
+           "bwd_weight": lambda a: F.conv2d_grad_weight(x, gy, w.shape, **kw, algo=a)}[direction]
     np.testing.assert_array_equal(run("winograd"), run("im2col"))
 
 

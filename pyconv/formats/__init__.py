@@ -4,27 +4,18 @@
 by extension and content."""
 import os
 
+from ..model_spec import ModelSpecError
+from .files import read_bytes
+
 __all__ = ["read_model_file", "read_bytes", "FORMATS"]
 
 FORMATS = ("pyconv JSON/TOML (torch's names)", "Caffe prototxt", "ConvNetJS layer_defs (JSON or the demo's JavaScript)")
 
 
-def read_bytes(path):
-    """The bytes of a model file; ModelSpecError naming it when it cannot be read."""
-    from ..models import ModelSpecError
-
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise ModelSpecError(f"cannot read model file {path}: {exc.strerror}") from None
-
-
 def read_model_file(path):
     """The model table of the file at ``path``: a layer list (list), a table with ``layers`` or
     ``nodes`` (dict); translated ones carry ``source``, ``file``, ``notes`` and ``input_shape``."""
-    from .. import models
-    from ..models import ModelSpecError
+    from .. import model_spec as models
     from . import caffe, convnetjs
 
     path = os.fspath(path)

@@ -17,7 +17,8 @@ and layer; what it leaves out or changes is returned as ``notes``.
 """
 import os
 
-from ..models import ModelSpecError
+from ..model_spec import ModelSpecError
+from .files import read_bytes
 from .caffe_layers import HANDLERS, IGNORED, check_common, data_input_shape
 from .caffe_schema import V1_TYPES, Params, Problems
 from .prototxt import TextFormatError, parse
@@ -36,8 +37,6 @@ def looks_like_prototxt(text):
 
 
 def load(path):
-    from . import read_bytes
-
     path = os.fspath(path)
     try:
         text = read_bytes(path).decode("utf-8")

@@ -16,7 +16,7 @@ and ``pool`` (max pooling: sx, sy = sx, stride **2**, pad 0) both give
 """
 import re
 
-from ..models import ModelSpecError
+from ..model_spec import ModelSpecError
 
 __all__ = ["TYPES", "classify", "translate", "parse_js"]
 

@@ -4,13 +4,10 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import functional as F
+from .._utils import _pair
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
-
-
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def _zeros(shape, dtype=np.float32):

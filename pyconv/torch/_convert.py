@@ -22,46 +22,8 @@ from collections import OrderedDict
 from torch import nn
 
 from . import _stats
-from .modules import AvgPool2d, Conv2d, MaxPool2d, _check_algo, _PyconvModule
-
-_TORCH_TO_PYCONV = {nn.Conv2d: Conv2d, nn.MaxPool2d: MaxPool2d, nn.AvgPool2d: AvgPool2d}
-_METHODS = {nn.Conv2d: ("forward", "_conv_forward"), nn.MaxPool2d: ("forward",), nn.AvgPool2d: ("forward",)}
-_derived = {}
-
-
-def _torch_base(cls):
-    for base in _TORCH_TO_PYCONV:
-        if issubclass(cls, base):
-            return base
-    return None
-
-
-def _unsafe(cls, base):
-    """Why pyconv cannot stand in for ``cls`` (a subclass of the torch.nn module ``base``), or None."""
-    for name in _METHODS[base]:
-        if getattr(cls, name) is not getattr(base, name):
-            return f"{cls.__name__} overrides {name}"
-    return None
-
-
-def pyconv_class(cls):
-    """The pyconv module class standing in for the torch.nn class ``cls`` (derived and cached for
-    subclasses that do not override the computation); raises TypeError if there is none."""
-    if issubclass(cls, _PyconvModule):
-        return cls
-    if cls in _TORCH_TO_PYCONV:
-        return _TORCH_TO_PYCONV[cls]
-    base = _torch_base(cls)
-    reason = "not a Conv2d, MaxPool2d or AvgPool2d" if base is None else _unsafe(cls, base)
-    if reason is not None:
-        raise TypeError(f"pyconv.torch: cannot convert {cls.__qualname__}: {reason}")
-    derived = _derived.get(cls)
-    if derived is None:
-        derived = type(cls.__name__, (_TORCH_TO_PYCONV[base], cls),
-                       {"_pyconv_base": cls, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
-        _derived[cls] = derived
-    return derived
-
+from .modules import _derived  # noqa: F401  (the cache of derived classes; tests clear it)
+from .modules import Conv2d, _check_algo, _PyconvModule, _torch_base, _unsafe, pyconv_class
 
 def _rebind(v, old, new):
     """A hook that is a bound method of the copied module calls the copy (as deepcopy does)."""

@@ -18,14 +18,11 @@ import torch
 from torch import nn
 
 from .. import functional as F
+from .._utils import _pair
 from . import _stats, ops
 from ._kernels import contiguous
 
 _FLOATS = (torch.float32, torch.float64)
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def _counting():
@@ -48,8 +45,6 @@ class _PyconvModule:
 
 
 def _restore(base):
-    from ._convert import pyconv_class
-
     cls = pyconv_class(base)
     return cls.__new__(cls)
 
@@ -156,3 +151,44 @@ class AvgPool2d(_PyconvModule, nn.AvgPool2d):
         stride = k if self.stride is None else _pair(self.stride)
         return ops.avg_pool2d(input, k, stride, _pair(self.padding), bool(self.ceil_mode),
                               bool(self.count_include_pad), self.divisor_override)
+
+
+# The classes convert() derives for torch.nn subclasses; here, beside the modules, because
+# unpickling a derived module derives its class again (_restore).
+_TORCH_TO_PYCONV = {nn.Conv2d: Conv2d, nn.MaxPool2d: MaxPool2d, nn.AvgPool2d: AvgPool2d}
+_METHODS = {nn.Conv2d: ("forward", "_conv_forward"), nn.MaxPool2d: ("forward",), nn.AvgPool2d: ("forward",)}
+_derived = {}
+
+
+def _torch_base(cls):
+    for base in _TORCH_TO_PYCONV:
+        if issubclass(cls, base):
+            return base
+    return None
+
+
+def _unsafe(cls, base):
+    """Why pyconv cannot stand in for ``cls`` (a subclass of the torch.nn module ``base``), or None."""
+    for name in _METHODS[base]:
+        if getattr(cls, name) is not getattr(base, name):
+            return f"{cls.__name__} overrides {name}"
+    return None
+
+
+def pyconv_class(cls):
+    """The pyconv module class standing in for the torch.nn class ``cls`` (derived and cached for
+    subclasses that do not override the computation); raises TypeError if there is none."""
+    if issubclass(cls, _PyconvModule):
+        return cls
+    if cls in _TORCH_TO_PYCONV:
+        return _TORCH_TO_PYCONV[cls]
+    base = _torch_base(cls)
+    reason = "not a Conv2d, MaxPool2d or AvgPool2d" if base is None else _unsafe(cls, base)
+    if reason is not None:
+        raise TypeError(f"pyconv.torch: cannot convert {cls.__qualname__}: {reason}")
+    derived = _derived.get(cls)
+    if derived is None:
+        derived = type(cls.__name__, (_TORCH_TO_PYCONV[base], cls),
+                       {"_pyconv_base": cls, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+        _derived[cls] = derived
+    return derived

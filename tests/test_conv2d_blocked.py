@@ -3,7 +3,7 @@
 algo="direct" runs them for stride-1 layers with at least two input channels per group: the
 forward (every padding mode), grad-input (zero padding) and grad-weight (kernel width <= 7; not
 first layers with C <= 4, which keep their own kernel).
-Their tile borders are not those of the GEMM that test_simd_edges.py sweeps:
+Their tile borders are not those of the GEMM that test_simd_tails.py sweeps:
 
 * output channels per register tile: up to 24 (AVX-512) or 12 with one vector of pixels, half
   that with two; the weight gradient holds (31 // (S + 1)) filters of S taps (AVX-512) or
@@ -18,7 +18,7 @@ Their tile borders are not those of the GEMM that test_simd_edges.py sweeps:
 import numpy as np
 import pytest
 
-import reference as ref
+from pyconv import _reference as ref
 import cases
 from cases import ConvCase
 from conftest import check_close
@@ -61,9 +61,9 @@ def test_blocked_tile_borders(case, dtype, isa, poison):
     t, bt, lf, rt = case.pads
     fold = 1 if case.mode == "zeros" else (1 + t + bt) * (1 + lf + rt)
     for direction, got in (("fwd", F.conv2d(x, w, b, s, p, d, g, **kw)),
-                           ("grad_input", F.conv2d_grad_input(gy, w, x.shape, s, p, d, g, **kw)),
-                           ("grad_weight", F.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, **kw))):
-        k = case.reduction_length(direction) * (fold if direction == "grad_input" else 1)
+                           ("bwd_data", F.conv2d_grad_input(gy, w, x.shape, s, p, d, g, **kw)),
+                           ("bwd_weight", F.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, **kw))):
+        k = case.reduction_length(direction) * (fold if direction == "bwd_data" else 1)
         check_close(got, refs[direction], dtype=dtype, k=k, case=f"{case.id} {direction} isa={isa}")
 
 
@@ -84,7 +84,7 @@ def test_blocked_weight_gradient_ignores_values_past_the_row(dtype, width, isa):
     check_close(got, expected, dtype=dtype, k=144)
 
 
-@pytest.mark.parametrize("direction", ("fwd", "grad_input", "grad_weight"))
+@pytest.mark.parametrize("direction", ("fwd", "bwd_data", "bwd_weight"))
 def test_blocked_without_workspace_falls_back(direction):
     """Padded planes larger than the workspace limit: the general direct path, same answer."""
     rng = np.random.default_rng(3)
@@ -92,8 +92,8 @@ def test_blocked_without_workspace_falls_back(direction):
     w = rng.uniform(-1, 1, (6, 8, 3, 3))
     gy = rng.uniform(-1, 1, (2, 6, 40, 40))
     call = {"fwd": lambda: F.conv2d(x, w, padding=1, algo="direct"),
-            "grad_input": lambda: F.conv2d_grad_input(gy, w, x.shape, padding=1, algo="direct"),
-            "grad_weight": lambda: F.conv2d_grad_weight(x, gy, w.shape, padding=1, algo="direct")}[direction]
+            "bwd_data": lambda: F.conv2d_grad_input(gy, w, x.shape, padding=1, algo="direct"),
+            "bwd_weight": lambda: F.conv2d_grad_weight(x, gy, w.shape, padding=1, algo="direct")}[direction]
     full = call()
     prev = pyconv.get_workspace_limit()
     try:

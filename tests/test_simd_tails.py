@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import cases
-import reference as ref
+from pyconv import _reference as ref
 from cases import ConvCase
 from conftest import check_close, conv_algo_run
 
@@ -94,14 +94,14 @@ CONV_CASES = GEMM_CASES + FULL_KERNEL_CASES + STRIDED_CASES
 
 
 def test_edge_tables_hit_the_borders():
-    n_vals = {c.out_shape[2] * c.out_shape[3] for c in GEMM_CASES}
+    n_vals = {c.output_shape[2] * c.output_shape[3] for c in GEMM_CASES}
     m_vals = {c.k // c.groups for c in GEMM_CASES}
     k_vals = {c.c // c.groups * c.r * c.s for c in GEMM_CASES}
     assert set(EDGE_N) <= n_vals, sorted(set(EDGE_N) - n_vals)
     assert set(EDGE_M) <= m_vals, sorted(set(EDGE_M) - m_vals)
     assert {1, 3, 4, 5, 7, 8, 9, 15, 16, 17} <= k_vals, sorted(k_vals)
     for c in FULL_KERNEL_CASES:
-        assert c.out_shape[2:] == (1, 1), c.id
+        assert c.output_shape[2:] == (1, 1), c.id
 
 
 @pytest.mark.parametrize("dtype", cases.DTYPES, ids=DT_IDS)
@@ -115,11 +115,11 @@ def test_conv_gemm_and_full_kernel_edges(case, algo, dtype, isa, poison):
     t, bt, lf, rt = case.pads
     fold = 1 if case.mode == "zeros" else (1 + t + bt) * (1 + lf + rt)
     for direction, got in (("fwd", F.conv2d(x, w, b, s, p, d, g, **kw)),
-                           ("grad_input", F.conv2d_grad_input(gy, w, x.shape, s, p, d, g, **kw)),
-                           ("grad_weight", F.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, **kw))):
-        k = case.reduction_length(direction) * (fold if direction == "grad_input" else 1)
+                           ("bwd_data", F.conv2d_grad_input(gy, w, x.shape, s, p, d, g, **kw)),
+                           ("bwd_weight", F.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, **kw))):
+        k = case.reduction_length(direction) * (fold if direction == "bwd_data" else 1)
         check_close(got, refs[direction], dtype=dtype, k=k, case=f"{case.id} {algo} {direction} isa={isa}",
-                    algo=conv_algo_run(algo, direction, case.x_shape, case.w_shape, s, p, d, g, case.mode))
+                    algo=conv_algo_run(algo, direction, case.input_shape, case.weight_shape, s, p, d, g, case.mode))
 
 
 # --------------------------------------------------------------------------

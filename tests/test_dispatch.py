@@ -7,7 +7,7 @@ as is, so that the validating path converts it or raises its error.
 import numpy as np
 import pytest
 
-import reference as ref
+from pyconv import _reference as ref
 from conftest import check_close
 
 pyconv = pytest.importorskip("pyconv")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import cases
-import reference as ref
+from pyconv import _reference as ref
 from conftest import check_close, conv_algo_run
 
 pyconv = pytest.importorskip("pyconv")
@@ -45,23 +45,23 @@ def make_ops(dtype):
     """[(name, thunk, float64 reference, reduction length)] covering every op family."""
     ops = []
     for i, c in enumerate(CONVS):
-        x, w = rnd(c.x_shape, 10 * i, dtype), rnd(c.w_shape, 10 * i + 1, dtype)
-        b, gy = rnd((c.k,), 10 * i + 2, dtype), rnd(c.out_shape, 10 * i + 3, dtype)
+        x, w = rnd(c.input_shape, 10 * i, dtype), rnd(c.weight_shape, 10 * i + 1, dtype)
+        b, gy = rnd((c.k,), 10 * i + 2, dtype), rnd(c.output_shape, 10 * i + 3, dtype)
         s, p, d, g = c.args
         for algo in ALGOS:
             kw = dict(padding_mode=c.mode, algo=algo)
-            for direction in ("fwd", "grad_input", "grad_weight"):
-                RAN[f"{c.id} {direction} {algo}"] = conv_algo_run(algo, direction, c.x_shape, c.w_shape, s, p, d, g, c.mode)
+            for direction in ("fwd", "bwd_data", "bwd_weight"):
+                RAN[f"{c.id} {direction} {algo}"] = conv_algo_run(algo, direction, c.input_shape, c.weight_shape, s, p, d, g, c.mode)
             ops.append((f"{c.id} fwd {algo}", lambda x=x, w=w, b=b, s=s, p=p, d=d, g=g, kw=kw:
                         F.conv2d(x, w, b, s, p, d, g, **kw),
                         ref.conv2d(x, w, b, s, p, d, g, c.mode), c.reduction_length("fwd")))
-            ops.append((f"{c.id} grad_input {algo}", lambda gy=gy, w=w, xs=x.shape, s=s, p=p, d=d, g=g, kw=kw:
+            ops.append((f"{c.id} bwd_data {algo}", lambda gy=gy, w=w, xs=x.shape, s=s, p=p, d=d, g=g, kw=kw:
                         F.conv2d_grad_input(gy, w, xs, s, p, d, g, **kw),
-                        ref.conv2d_grad_input(gy, w, x.shape, s, p, d, g, c.mode), c.reduction_length("grad_input")))
-            ops.append((f"{c.id} grad_weight {algo}", lambda x=x, gy=gy, ws=w.shape, s=s, p=p, d=d, g=g, kw=kw:
+                        ref.conv2d_grad_input(gy, w, x.shape, s, p, d, g, c.mode), c.reduction_length("bwd_data")))
+            ops.append((f"{c.id} bwd_weight {algo}", lambda x=x, gy=gy, ws=w.shape, s=s, p=p, d=d, g=g, kw=kw:
                         F.conv2d_grad_weight(x, gy, ws, s, p, d, g, **kw),
                         ref.conv2d_grad_weight(x, gy, w.shape, s, p, d, g, c.mode),
-                        c.reduction_length("grad_weight")))
+                        c.reduction_length("bwd_weight")))
     x = rnd((2, 6, 19, 23), 100, dtype)
     for args in [(3, 2, 1, 1, True), ((2, 3), 1, (1, 0), (2, 1), False)]:
         y, idx = ref.max_pool2d(x, *args, return_indices=True)

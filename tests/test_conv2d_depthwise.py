@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-import reference as ref
+from pyconv import _reference as ref
 from conftest import check_close
 
 pyconv = pytest.importorskip("pyconv")
@@ -59,8 +59,8 @@ def test_depthwise_direct(geom, mode, dtype, isa, poison):
     msg = f"{_gid(geom)} {mode} {isa}"
     y, gi, gw = outs[1]
     check_close(y, y_ref, dtype=dtype, k=r * s, case=msg + " fwd")
-    check_close(gi, gi_ref, dtype=dtype, k=r * s * kg, case=msg + " grad_input")
-    check_close(gw, gw_ref, dtype=dtype, k=n * y_ref.shape[2] * y_ref.shape[3], scale=4, case=msg + " grad_weight")
+    check_close(gi, gi_ref, dtype=dtype, k=r * s * kg, case=msg + " bwd_data")
+    check_close(gw, gw_ref, dtype=dtype, k=n * y_ref.shape[2] * y_ref.shape[3], scale=4, case=msg + " bwd_weight")
     for a1, a2 in zip(outs[1], outs[2]):
         assert a1.tobytes() == a2.tobytes(), msg + " 1 vs 2 threads"
 
@@ -83,7 +83,7 @@ def _sid(g):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("geom", SMALL_C, ids=_sid)
-def test_small_c_grad_weight_direct(geom, mode, dtype, isa, poison):
+def test_small_c_bwd_weight_direct(geom, mode, dtype, isa, poison):
     n, c, h, w, k, r, s, st, pd, dl = geom
     rng = np.random.default_rng(zlib.crc32(repr((geom, mode, "small")).encode()))
     x = rng.uniform(-1, 1, (n, c, h, w)).astype(np.float32)

@@ -1,5 +1,5 @@
 """Property-based tests (hypothesis): random valid calls of pyconv.functional against
-tests/reference.py, and random invalid calls (one bad argument) that must raise
+pyconv/_reference.py, and random invalid calls (one bad argument) that must raise
 ValueError/TypeError naming that argument.
 
 Budget: the ``ci`` profile (tests/hypothesis_profiles.py) keeps this file near a minute on 2
@@ -14,7 +14,7 @@ import pytest
 
 import cases
 import hypothesis_profiles  # noqa: F401  (registers and loads the profiles)
-import reference as ref
+from pyconv import _reference as ref
 from conftest import check_close, conv_algo_run
 from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
@@ -170,14 +170,14 @@ def conv_data(cfg, direction="fwd"):
     x_shape = (cfg["n"], cfg["c"], cfg["h"], cfg["w"])
     w_shape = (cfg["k"], cfg["c"] // cfg["groups"], cfg["r"], cfg["s"])
     seed = cfg["seed"]
-    # NaN/inf go into x (fwd, grad_weight) or grad_output (grad_input) only: never into an array
+    # NaN/inf go into x (fwd, bwd_weight) or grad_output (bwd_data) only: never into an array
     # that meets the implicit zero padding as a factor (0 * inf would depend on whether a kernel
     # skips padded taps or multiplies explicit zeros)
     values = "specials" if cfg.get("specials") else "uniform"
     x = rand(seed, x_shape, values)
     w = rand(seed + 1, w_shape)
     b = rand(seed + 2, (cfg["k"],)) if cfg["bias"] else None
-    gy = rand(seed + 3, cfg["out"], values if direction == "grad_input" else "uniform")
+    gy = rand(seed + 3, cfg["out"], values if direction == "bwd_data" else "uniform")
     return x, w, b, gy
 
 
@@ -195,7 +195,7 @@ def run_conv(direction, cfg):
         got = F.conv2d(xs, ws, bs, **kw)
         expected = ref.conv2d(x, w, b, *refargs)
         k = cg * cfg["r"] * cfg["s"]
-    elif direction == "grad_input":
+    elif direction == "bwd_data":
         got = F.conv2d_grad_input(gys, ws, x.shape[1:] if u else x.shape, **kw)
         expected = ref.conv2d_grad_input(gy, w, x.shape, *refargs)
         pt, pb, pl, pr = cfg["pads"]
@@ -205,7 +205,7 @@ def run_conv(direction, cfg):
         got = F.conv2d_grad_weight(xs, gys, w.shape, **kw)
         expected = ref.conv2d_grad_weight(x, gy, w.shape, *refargs)
         k = cfg["n"] * cfg["out"][2] * cfg["out"][3]
-    if u and direction != "grad_weight":
+    if u and direction != "bwd_weight":
         expected = expected[0]
     return got, expected, k
 
@@ -257,7 +257,7 @@ CONV_KEPT = [
 ]
 
 
-@pytest.mark.parametrize("direction", ["fwd", "grad_input", "grad_weight"])
+@pytest.mark.parametrize("direction", ["fwd", "bwd_data", "bwd_weight"])
 @pytest.mark.parametrize("cfg", CONV_KEPT, ids=lambda c: describe(c).replace(" ", ""))
 def test_conv_kept_examples(cfg, direction):
     for algo in ALGOS:
@@ -276,14 +276,14 @@ def test_conv2d_matches_reference(cfg):
 @given(cfg=conv_configs())
 def test_conv2d_grad_input_matches_reference(cfg):
     note(describe(cfg))
-    check_conv("grad_input", cfg)
+    check_conv("bwd_data", cfg)
 
 
 @settings(max_examples=examples(1800))
 @given(cfg=conv_configs())
 def test_conv2d_grad_weight_matches_reference(cfg):
     note(describe(cfg))
-    check_conv("grad_weight", cfg)
+    check_conv("bwd_weight", cfg)
 
 
 @settings(max_examples=examples(500))
@@ -292,7 +292,7 @@ def test_conv2d_algorithms_agree(cfg):
     """Every algorithm of CONV_ALGORITHMS gives the reference's answer on the same draw."""
     note(describe(cfg))
     for algo in ALGOS:
-        for direction in ("fwd", "grad_input", "grad_weight"):
+        for direction in ("fwd", "bwd_data", "bwd_weight"):
             check_conv(direction, dict(cfg, algo=algo))
 
 

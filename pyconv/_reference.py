@@ -1,8 +1,10 @@
-"""Obviously-correct float64 numpy reference implementations.
+"""Obviously-correct float64 numpy reference implementations: what ``pyconv check`` and the tests
+compare every kernel with.
 
 Every function here mirrors one public function of ``pyconv.functional`` and
 follows ``torch.nn.functional`` semantics.  Clarity comes first; speed only
-matters enough for the test sweeps:
+matters enough for the test sweeps (tests/test_reference.py checks this module by finite
+differences and against torch):
 
 * convolutions pad explicitly with ``np.pad`` and loop over kernel taps
   ``(r, s)``, using strided slicing + einsum over everything else;
@@ -15,8 +17,11 @@ and give 3-D results, like torch.
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
+
+from ._utils import DIRECTIONS, _pair, conv_out_size, same_pads
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -27,10 +32,9 @@ _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 # --------------------------------------------------------------------------
 def pair(v):
     """int or length-2 sequence -> tuple of two ints."""
-    if isinstance(v, (tuple, list)):
-        assert len(v) == 2, v
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
+    assert not isinstance(v, (tuple, list)) or len(v) == 2, v
+    a, b = _pair(v)
+    return int(a), int(b)
 
 
 def conv_padding(padding, kernel_hw, dilation):
@@ -45,8 +49,7 @@ def conv_padding(padding, kernel_hw, dilation):
         if padding == "valid":
             return 0, 0, 0, 0
         assert padding == "same", padding
-        th, tw = dh * (kh - 1), dw * (kw - 1)
-        return th // 2, th - th // 2, tw // 2, tw - tw // 2
+        return same_pads(kh, dh) + same_pads(kw, dw)
     ph, pw = pair(padding)
     return ph, ph, pw, pw
 
@@ -103,10 +106,6 @@ def unpad2d_fold(gxp, shape_hw, pads, mode):
     return gx
 
 
-def conv_out_size(size, k, stride, pad_total, dilation):
-    return (size + pad_total - dilation * (k - 1) - 1) // stride + 1
-
-
 def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1):
     """Shape of conv2d's output (same ndim as input_shape)."""
     kh, kw = weight_shape[-2:]
@@ -114,8 +113,8 @@ def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
     dh, dw = pair(dilation)
     t, b, l, r = conv_padding(padding, (kh, kw), dilation)
     H, W = input_shape[-2:]
-    oh = conv_out_size(H, kh, sh, t + b, dh)
-    ow = conv_out_size(W, kw, sw, l + r, dw)
+    oh = conv_out_size(H, kh, sh, t, b, dh)
+    ow = conv_out_size(W, kw, sw, l, r, dw)
     lead = tuple(input_shape[:-3])
     return lead + (weight_shape[0], oh, ow)
 
@@ -135,8 +134,8 @@ def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups):
     dh, dw = pair(dilation)
     pads = conv_padding(padding, (kh, kw), dilation)
     t, b, l, r = pads
-    oh = conv_out_size(H, kh, sh, t + b, dh)
-    ow = conv_out_size(W, kw, sw, l + r, dw)
+    oh = conv_out_size(H, kh, sh, t, b, dh)
+    ow = conv_out_size(W, kw, sw, l, r, dw)
     assert oh >= 1 and ow >= 1, "kernel larger than padded input"
     return dict(N=N, C=C, H=H, W=W, O=O, Cg=Cg, Og=O // groups, G=groups,
                 kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pads=pads, oh=oh, ow=ow)
@@ -418,70 +417,104 @@ def linear_grad_bias(gy):
 
 
 # --------------------------------------------------------------------------
-# misc
+# cases and tolerances
 # --------------------------------------------------------------------------
-def reduction_length(op, x_shape, w_shape, out_shape, groups=1):
-    """Length of the sum behind each output element (for float32 tolerances)."""
-    if op == "fwd":
-        return (x_shape[-3] // groups) * w_shape[-2] * w_shape[-1]
-    if op == "grad_input":
-        # each input element receives at most Og * kh * kw contributions
-        return (w_shape[0] // groups) * w_shape[-2] * w_shape[-1]
-    if op == "grad_weight":
-        n = x_shape[0] if len(x_shape) == 4 else 1
-        return max(1, n * out_shape[-2] * out_shape[-1])
-    raise ValueError(op)
+def _fmt(v):
+    if isinstance(v, (tuple, list)):
+        return "x".join(str(int(t)) for t in v)
+    return str(v)
 
 
+@dataclass(frozen=True)
+class ConvCase:
+    """One convolution geometry, as ``pyconv check``, ``pyconv bench`` and the test sweeps name it.
+
+    ``name`` labels a benchmark layer (``bench``); without it the id spells the geometry, e.g.
+    ``n2c3h7w9_k4r3s3_s2p1d1g1-zeros`` (N, C, H, W, K = out channels, R x S kernel, stride,
+    padding, dilation, groups, padding mode).
+    """
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int          # out channels
+    r: int          # kernel height
+    s: int          # kernel width
+    stride: object = 1
+    padding: object = 0
+    dilation: object = 1
+    groups: int = 1
+    mode: str = "zeros"
+    name: str = None
+
+    @property
+    def input_shape(self):
+        return (self.n, self.c, self.h, self.w)
+
+    @property
+    def weight_shape(self):
+        return (self.k, self.c // self.groups, self.r, self.s)
+
+    @property
+    def args(self):
+        """(stride, padding, dilation, groups) as passed to the API."""
+        return self.stride, self.padding, self.dilation, self.groups
+
+    @property
+    def pads(self):
+        return conv_padding(self.padding, (self.r, self.s), self.dilation)
+
+    @property
+    def output_shape(self):
+        return conv2d_output_shape(self.input_shape, self.weight_shape, self.stride, self.padding, self.dilation)
+
+    @property
+    def id(self):
+        if self.name is not None:
+            return self.name
+        return (f"n{self.n}c{self.c}h{self.h}w{self.w}_k{self.k}r{self.r}s{self.s}"
+                f"_s{_fmt(self.stride)}p{_fmt(self.padding)}d{_fmt(self.dilation)}"
+                f"g{self.groups}-{self.mode}")
+
+    def valid(self):
+        """True if torch accepts this geometry."""
+        if self.c % self.groups or self.k % self.groups:
+            return False
+        if self.padding == "same" and pair(self.stride) != (1, 1):
+            return False
+        t, b, l, r = self.pads
+        if self.mode == "reflect" and (max(t, b) >= self.h or max(l, r) >= self.w):
+            return False
+        if self.mode == "circular" and (max(t, b) > self.h or max(l, r) > self.w):
+            return False
+        _, _, oh, ow = self.output_shape
+        return oh >= 1 and ow >= 1
+
+    def reduction_length(self, direction):
+        """Length of the sum behind each element of `direction`'s result (for float32 tolerances);
+        bwd_data counts each input pixel's contributions before any padding fold."""
+        _, _, oh, ow = self.output_shape
+        if direction == "fwd":
+            return (self.c // self.groups) * self.r * self.s
+        if direction == "bwd_data":
+            return (self.k // self.groups) * self.r * self.s
+        if direction == "bwd_weight":
+            return self.n * oh * ow
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+
+    def flops(self):
+        n, k, oh, ow = self.output_shape
+        return 2 * n * k * oh * ow * (self.c // self.groups) * self.r * self.s
 
 
-# --------------------------------------------------------------------------
-# torch oracles (torch imported lazily; callers use pytest.importorskip)
-# --------------------------------------------------------------------------
-def _t(a, requires_grad=False):
-    import torch
-    return torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=requires_grad)
+# Winograd F(4x4, 3x3) in float32: its transforms (constants up to 8) amplify rounding to about
+# 1e-5 * max|y| (20-40x im2col; benchmarks/winograd_error.py), so its absolute tolerance is wider.
+WINOGRAD_F32_ATOL_FACTOR = 20
 
 
-def torch_conv2d(x, w, bias, gy, stride=1, padding=0, dilation=1, groups=1,
-                 padding_mode="zeros"):
-    """torch.nn.Conv2d semantics -> (y, grad_x, grad_w, grad_b) as float64 numpy."""
-    import torch
-    xt, wt = _t(x, True), _t(w, True)
-    bt = None if bias is None else _t(bias, True)
-    O, Cg, kh, kw = wt.shape
-    conv = torch.nn.Conv2d(Cg * groups, O, (kh, kw), stride=stride, padding=padding,
-                           dilation=dilation, groups=groups, bias=False,
-                           padding_mode=padding_mode, dtype=torch.float64)
-    # use the module only for its padding logic; weights are ours
-    y = conv._conv_forward(xt, wt, bt)
-    y.backward(_t(gy))
-    gb = None if bt is None else bt.grad.numpy()
-    return y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), gb
-
-
-def torch_max_pool2d(x, gy, kernel_size, stride=None, padding=0, dilation=1,
-                     ceil_mode=False):
-    """-> (y, indices, grad_x); gy may be None (no backward)."""
-    import torch.nn.functional as F
-    xt = _t(x, True)
-    y, idx = F.max_pool2d(xt, kernel_size, stride, padding, dilation, ceil_mode,
-                          return_indices=True)
-    gx = None
-    if gy is not None:
-        y.backward(_t(gy))
-        gx = xt.grad.numpy()
-    return y.detach().numpy(), idx.numpy(), gx
-
-
-def torch_avg_pool2d(x, gy, kernel_size, stride=None, padding=0, ceil_mode=False,
-                     count_include_pad=True, divisor_override=None):
-    import torch.nn.functional as F
-    xt = _t(x, True)
-    y = F.avg_pool2d(xt, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                     divisor_override)
-    gx = None
-    if gy is not None:
-        y.backward(_t(gy))
-        gx = xt.grad.numpy()
-    return y.detach().numpy(), gx
+def tolerances(dtype, k=1, scale=1.0, algo=None):
+    """(rtol, atol) for a result that is a sum of k terms of magnitude ~scale, computed by `algo`."""
+    root = math.sqrt(max(int(k), 1))
+    if np.dtype(dtype) == np.float32:
+        return 1e-4, 1e-5 * root * scale * (WINOGRAD_F32_ATOL_FACTOR if algo == "winograd" else 1)
+    return 1e-10, 1e-11 * root * scale
