@@ -18,7 +18,7 @@ LAYERS = [
     ("functional", ["functional", "functional.", "_reference"]),
     ("tensor", ["tensor", "autograd", "ops"]),
     ("nn", ["nn", "nn.", "optim"]),
-    ("tools", ["model_spec", "data", "train", "summary", "viz", "check", "bench", "models", "model_graph", "checkpoint",
+    ("tools", ["model_spec", "data", "train", "distributed", "summary", "viz", "check", "bench", "models", "model_graph", "checkpoint",
                "formats", "formats.", "serve", "serve.", "torch", "torch."]),
     ("cli", ["cli", "cli_args", "cli_train", "__main__"]),
 ]
