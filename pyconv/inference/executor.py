@@ -33,7 +33,7 @@ class Plan:
         self.slot = slot
         self.env = [None] * len(slot)
         for name, v in graph.initializers.items():
-            self.env[slot[name]] = np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v
+            self.env[slot[name]] = np.require(v, requirements="C")  # (ascontiguousarray makes 0-d 1-d)
         self.input_slots = [slot[i] for i in graph.inputs]
         self.output_slots = [slot[o] for o in graph.outputs]
         last = {}

@@ -138,8 +138,8 @@ def _build_act(node, ins, inplace):
     if node.op == "Relu" and not inplace:
         return lambda x: np.maximum(x, 0)
     if inplace:
-        return lambda x: fn(x, *params)
-    return lambda x: fn(np.array(x, copy=True), *params)
+        return lambda x, *_: fn(x, *params)
+    return lambda x, *_: fn(np.array(x, copy=True), *params)
 
 
 # --------------------------------------------------------------------------- convolution
@@ -266,10 +266,10 @@ def _convt_geometry(node, ins):
             if total < 0:
                 raise _err(node, f"output_shape {tuple(target)} is larger than the full transposed output "
                                  f"{tuple(full)}")
-            if mode == "SAME_LOWER":
-                pads.append((total - total // 2, total // 2))
-            else:
+            if mode == "SAME_UPPER":  # the spec's rule: the odd pixel at the end for SAME_UPPER only
                 pads.append((total // 2, total - total // 2))
+            else:
+                pads.append((total - total // 2, total // 2))
         pads = (pads[0][0], pads[0][1], pads[1][0], pads[1][1])
     elif mode == "VALID":
         pads = (0, 0, 0, 0)
@@ -440,12 +440,13 @@ def _build_lrn(node, ins, inplace):
     before, after = (size - 1) // 2, -(-(size - 1) // 2)
 
     def run(x):
-        sq = np.square(x, dtype=np.float32)
         c = x.shape[1]
-        cs = np.concatenate([np.zeros_like(sq[:, :1]), np.cumsum(sq, axis=1, dtype=np.float32)], axis=1)
-        hi = np.minimum(np.arange(c) + after + 1, c)
-        lo = np.maximum(np.arange(c) - before, 0)
-        s = cs[:, hi] - cs[:, lo]
+        widths = [(0, 0)] * x.ndim
+        widths[1] = (before, after)
+        sq = np.pad(np.square(x, dtype=np.float32), widths)
+        s = sq[:, 0:c].copy()
+        for o in range(1, size):  # a plain sum over the window (a cumsum difference loses digits)
+            s += sq[:, o:o + c]
         s *= alpha / size
         s += bias
         return x / s ** beta
