@@ -326,12 +326,13 @@ def export(model, path, input_shape, opset=DEFAULT_OPSET, *, input_name="input",
     b.nodes.append(helper.make_node("Identity", [y], [output_name], name="output"))
     dims_in = ["N"] + list(shape[1:])
     dims_out = ["N"] + list(yv.shape[1:])
-    graph = helper.make_graph(
-        b.nodes, type(model).__name__,
-        [helper.make_tensor_value_info(input_name, onnx.TensorProto.FLOAT, dims_in)],
-        [helper.make_tensor_value_info(output_name, onnx.TensorProto.FLOAT, dims_out)],
-        initializer=b.inits)
     ir = helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
+    inputs = [helper.make_tensor_value_info(input_name, onnx.TensorProto.FLOAT, dims_in)]
+    if ir < 4:  # before IR 4 every initializer is also listed as a graph input
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in b.inits]
+    graph = helper.make_graph(b.nodes, type(model).__name__, inputs,
+                              [helper.make_tensor_value_info(output_name, onnx.TensorProto.FLOAT, dims_out)],
+                              initializer=b.inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="pyconv",
                               ir_version=ir)
     onnx.checker.check_model(proto)
