@@ -205,3 +205,54 @@ def test_loaded_export_folds_batchnorm_and_fuses_the_residual(tmp_path):
     assert conv.op == "Conv" and conv.epilogue == (("add", 3), ("Relu", ()))
     assert conv.fused == ("bn", "add", "relu")
     _rel_close(m(x), want, 1e-5)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_cli_predict_summary_bench(exported, tmp_path, capsys):
+    from PIL import Image
+
+    from pyconv.cli import main
+
+    _, path = exported("squeezenet1_1")
+    img = tmp_path / "cat.png"
+    Image.fromarray((np.random.default_rng(0).random((80, 100, 3)) * 255).astype(np.uint8)).save(img)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class{i}" for i in range(10)))
+    assert main(["predict", str(path), str(img), "--labels", str(labels), "--size", "70", "--mean", "0.485,0.456,0.406",
+                 "--std", "0.229,0.224,0.225", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "top 3 of 10 classes" in out and "centre 64x64 cropped" in out and out.count("  class") == 3
+    assert main(["summary", str(path), "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "(batch 2)" in out and "peak" in out and "2x10" in out.replace("2x10x1x1", "")
+    engines = ["pyconv"] + (["onnxruntime"] if ort is not None else [])
+    assert main(["bench", str(path), "--batch", "1", "--repeats", "2", "--engines", *engines]) == 0
+    out = capsys.readouterr().out
+    assert "each engine in its own process" in out and "load + optimise" in out
+    assert ("onnxruntime/pyconv" in out) == (ort is not None)
+
+
+def test_cli_errors(exported, tmp_path, capsys):
+    from pyconv.cli import main
+
+    _, path = exported("squeezenet1_1")
+    assert main(["predict", str(path), str(tmp_path / "none.png")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\n")
+    img = tmp_path / "x.png"
+    from PIL import Image
+    Image.new("RGB", (64, 64)).save(img)
+    assert main(["predict", str(path), str(img), "--labels", str(labels)]) == 1
+    assert "has 2 labels but the model scores 10 classes" in capsys.readouterr().err
+    assert main(["predict", str(path), str(img), "--mean", "1,2"]) == 1
+    assert "--mean has 2 values but the model takes 3 channels" in capsys.readouterr().err
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"nonsense")
+    assert main(["summary", str(bad)]) == 1
+    assert "not a readable ONNX model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["bench", str(path), "--batch", "0"])
+    assert e.value.code == 2
