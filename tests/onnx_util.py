@@ -1,7 +1,6 @@
 """Helpers of the ONNX tests: one-node models, and running them on pyconv, onnx's
 ReferenceEvaluator and onnxruntime."""
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 

@@ -51,7 +51,7 @@ def conv_case(draw, transpose=False):
 def test_conv(case):
     n, cin, cout, h, w, attrs, bias, seed = case
     kh, kw = attrs["kernel_shape"]
-    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilations"]
+    dh, dw = attrs["dilations"]
     p = attrs.get("pads", [0] * 4)
     if attrs.get("auto_pad") in (None, "VALID"):
         assume(h + p[0] + p[2] >= dh * (kh - 1) + 1 and w + p[1] + p[3] >= dw * (kw - 1) + 1)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from .graph import GraphError
-from .ops import INPLACE, OPS, VIEWS, conv_algorithm, conv_geometry, pool_geometry
+from .ops import INPLACE, OPS, VIEWS, conv_algorithm
 
 __all__ = ["Plan", "CompiledGraph"]
 
@@ -142,14 +142,11 @@ class Plan:
             flops, algo = _flops(n, ins, out), ""
             if n.op == "Conv":
                 algo = conv_algorithm(n, ins)
-                _, _, pads = conv_geometry(n, ins[0].shape, ins[1].shape[2:])
             elif n.op == "ConvTranspose":
                 algo = "conv input-gradient"
-            elif n.op in ("MaxPool", "AveragePool"):
-                _, _, _, pads, _ = pool_geometry(n, ins[0].shape)
             ep = [e[0] if e[0] != "add" else "add " + n.inputs[e[1]] for e in n.epilogue]
             rows.append(dict(name=n.name, op=n.op, output=out, params=params, flops=flops, algorithm=algo,
-                             epilogue=ep, fused=list(n.fused), inplace=inplace))
+                             groups=int(n.attrs.get("group", 1)), epilogue=ep, fused=list(n.fused), inplace=inplace))
         return rows
 
 

@@ -175,11 +175,3 @@ def specialize(graph, input_shapes, fuse=True):
     if fuse:
         g = fuse_epilogues(g, infos)
     return g, infos
-
-
-def contiguous_weights(graph):
-    for k, v in graph.initializers.items():
-        if isinstance(v, np.ndarray) and not v.flags.c_contiguous:
-            graph.initializers[k] = np.ascontiguousarray(v)
-    return graph
-

@@ -190,11 +190,10 @@ def _emit(b, m, x, xv, hint):
             raise ExportError(f"{_where(hint, m)}: Softmax over axis {axis} of a {xv.ndim}-D input needs opset >= 13")
         return b.node("Softmax", [x], hint, axis=axis)
     if t is nn.Maxout:
-        g = m.group_size
-        n, c = xv.shape[0], xv.shape[1]
-        r = b.reshape(x, [0, c // g, g] + list(xv.shape[2:]), f"{hint}.groups")
+        g, c = m.group_size, xv.shape[1]
         if c % g:
             raise ExportError(f"{_where(hint, m)}: Maxout needs channels ({c}) divisible by group_size {g}")
+        r = b.reshape(x, [0, c // g, g] + list(xv.shape[2:]), f"{hint}.groups")
         return b.reduce("ReduceMax", r, [2], hint, keepdims=0)
     if t is nn.Flatten:
         s, e = m.start_dim % xv.ndim, m.end_dim % xv.ndim
