@@ -245,6 +245,8 @@ def test_gemm_and_matmul():
     check("Gemm", [("a", a)], [("b", _rand(1, 6, 5)), ("c", _rand(2, 4, 5))], attrs=dict(alpha=0.5, beta=2.0))
     check("Gemm", [("a", _rand(3, 6, 4))], [("b", _rand(1, 6, 5))], attrs=dict(transA=1), opset=13)
     check("MatMul", [("a", _rand(0, 2, 3, 4, 6))], [("b", _rand(1, 6, 5))])
+    check("MatMul", [("a", _rand(0, 3, 6))], [("b", _rand(1, 6))])
+    check("MatMul", [("a", _rand(0, 6))], [("b", _rand(1, 2, 6, 5))])
 
 
 SHAPE_CASES = [
@@ -260,6 +262,8 @@ SHAPE_CASES = [
     ("Reshape", [("x", (2, 3, 4))], [("s", np.array([0, -1], np.int64))], {}, 13),
     ("Flatten", [("x", (2, 3, 4, 5))], [], {"axis": 2}, 13),
     ("Flatten", [("x", (2, 3, 4, 5))], [], {}, 13),
+    ("Flatten", [("x", (2, 3, 4, 5))], [], {"axis": -1}, 13),
+    ("Flatten", [("x", (2, 3, 4, 5))], [], {"axis": 0}, 13),
     ("Transpose", [("x", (2, 3, 4))], [], {"perm": [2, 0, 1]}, 13),
     ("Transpose", [("x", (2, 3, 4))], [], {}, 13),
     ("Squeeze", [("x", (2, 1, 4, 1))], [("a", np.array([3], np.int64))], {}, 13),

@@ -229,7 +229,10 @@ def _build_conv(node, ins, inplace):
     conv = _core.conv2d_fwd
     steps = _epilogue(node, ins)
     has_bias = len(node.inputs) > 2 and node.inputs[2] != ""
-    if not steps:
+    if ins[1].const is None:  # a weight computed at run time (rare): made contiguous per call
+        def run_w(x, w, b=None, *extra):
+            return run(x, np.ascontiguousarray(w), b, *extra)
+    if not steps and ins[1].const is not None:
         if has_bias:
             return lambda x, w, b: conv(x if x.flags.c_contiguous else np.ascontiguousarray(x), w, b, strides, pads,
                                         dil, g, 0, 0)
@@ -244,7 +247,7 @@ def _build_conv(node, ins, inplace):
             else:
                 fn(y, *params)
         return y
-    return run
+    return run if ins[1].const is not None else run_w
 
 
 def _convt_geometry(node, ins):
@@ -601,7 +604,7 @@ def _build_gemm(node, ins, inplace):
     (out, _), = _infer_gemm(node, ins)
     if tb and not ta and alpha == 1 and (not has_c or (beta == 1 and ins[2].shape == (out[1],))):
         lin = _core.linear_fwd
-        return lambda x, w, c=None: lin(np.ascontiguousarray(x), w, c)
+        return lambda x, w, c=None: lin(np.ascontiguousarray(x), np.ascontiguousarray(w), c)
 
     def run(x, w, c=None):
         y = (x.T if ta else x) @ (w.T if tb else w)
@@ -616,19 +619,25 @@ def _build_gemm(node, ins, inplace):
 def _infer_matmul(node, ins):
     a, b = ins[0].shape, ins[1].shape
     try:
-        shape = np.matmul(np.broadcast_to(np.float32(0), a), np.broadcast_to(np.float32(0), b)).shape \
-            if math.prod(a) * math.prod(b) < 1 << 16 else _matmul_shape(a, b)
+        shape = _matmul_shape(a, b)
     except ValueError:
         raise _err(node, f"the shapes {a} and {b} do not multiply") from None
     return [(shape, ins[0].dtype)]
 
 
 def _matmul_shape(a, b):
-    if len(a) < 2 or len(b) < 2:
+    """numpy's matmul rule: 1-D operands gain (and then lose) an axis, leading axes broadcast."""
+    if not a or not b:
         raise ValueError
-    if a[-1] != b[-2]:
+    a2, b2 = (1,) + a if len(a) == 1 else a, b + (1,) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
         raise ValueError
-    return tuple(np.broadcast_shapes(a[:-2], b[:-2])) + (a[-2], b[-1])
+    shape = tuple(np.broadcast_shapes(a2[:-2], b2[:-2])) + (a2[-2], b2[-1])
+    if len(a) == 1:
+        shape = shape[:-2] + shape[-1:]
+    if len(b) == 1:
+        shape = shape[:-1]
+    return shape
 
 
 def _build_matmul(node, ins, inplace):
@@ -751,7 +760,7 @@ def _infer_flatten(node, ins):
     axis = int(node.attrs.get("axis", 1))
     if not -len(shape) <= axis <= len(shape):
         raise _err(node, f"axis={axis} is out of range for a {len(shape)}-D input")
-    axis %= len(shape) + 1 if axis < 0 else len(shape) + 1
+    axis += len(shape) if axis < 0 else 0
     return [((math.prod(shape[:axis]), math.prod(shape[axis:])), ins[0].dtype)]
 
 
