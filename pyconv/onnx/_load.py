@@ -103,7 +103,7 @@ def _tensor(t, base, where):
             else str(t.data_type)
         raise _Problem(f"{where}: dtype {name} is not supported (float32, and int64/int32/bool for shapes)")
     try:
-        return np.array(numpy_helper.to_array(t), dtype=_DTYPES[t.data_type])
+        return np.asarray(numpy_helper.to_array(t), dtype=_DTYPES[t.data_type])  # no copy of raw data
     except Exception as exc:
         raise GraphError(f"{where}: malformed tensor data: {exc}") from None
 
