@@ -157,7 +157,7 @@ def _check_values(op, where, a, problems):
     if op == "Resize":
         if a.get("mode", "nearest") != "nearest":
             bad(f"mode={a['mode']!r} is not supported (nearest only)")
-        from ..inference.ops import _RESIZE_COORD
+        from ..inference.shape_ops import _RESIZE_COORD
         if a.get("coordinate_transformation_mode", "half_pixel") not in _RESIZE_COORD:
             bad(f"coordinate_transformation_mode={a['coordinate_transformation_mode']!r} is not supported")
         if a.get("nearest_mode", "round_prefer_floor") not in ("round_prefer_floor", "round_prefer_ceil", "floor",
