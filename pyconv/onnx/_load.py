@@ -337,6 +337,7 @@ def _convert(n, k, a, opset, const, init):
         a["value"] = np.asarray(a["value"]).reshape(-1)
     if op in ("Sum", "Max", "Min") and len(inputs) == 1:
         return [Node("Identity", inputs, outputs, {}, name)]
-    for i in (i for i in inputs if i and i in init and init[i].dtype == np.bool_ and op not in ("Cast",)):
-        raise _Problem(f"input {i!r} is a bool tensor, which {op} does not take here")
+    bools = [i for i in inputs if i in init and init[i].dtype == np.bool_]
+    if bools and op != "Cast":
+        raise _Problem(f"input {bools[0]!r} is a bool tensor, which {op} does not take here")
     return [Node(op, inputs, outputs, a, name)]
