@@ -255,7 +255,8 @@ def build_parser():
     _train_arguments(p)
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("summary", help="layer-by-layer output volumes, parameters, FLOPs, workspace")
+    p = sub.add_parser("summary", help="layer-by-layer output volumes, parameters, FLOPs, workspace (or "
+                                       "pyconv summary MODEL.onnx)")
     p.add_argument("--model", default="lenet", help="built-in name, .json/.toml layer list or graph, Caffe .prototxt or "
                                                     "ConvNetJS layer_defs")
     _shown(p.add_argument("--input", type=volume_triple, default=None,
@@ -274,7 +275,8 @@ def build_parser():
     _shown(p.add_argument("--data-dir", help="where that data set is (cifar10, npz)"), "the checkpoint's (an absolute path)")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("predict", help="classify an image file with a checkpoint")
+    p = sub.add_parser("predict", help="classify an image file with a checkpoint (or an .onnx model: "
+                                       "pyconv predict MODEL.onnx IMAGE)")
     p.add_argument("checkpoint", help="a checkpoint.npz or best.npz of pyconv train")
     p.add_argument("image", help="an image file (PNG, JPEG, ...; any size and bit depth)")
     p.add_argument("--top", type=positive_int, default=3, help="how many classes to list")
@@ -282,7 +284,8 @@ def build_parser():
                           help="invert gray levels (the digits' strokes are bright on dark)"), "on for digits")
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser("bench", help="time conv algorithms side by side (and torch, if installed)")
+    p = sub.add_parser("bench", help="time conv algorithms side by side (and torch, if installed); pyconv bench "
+                                     "MODEL.onnx times a model against onnxruntime")
     p.add_argument("--suite", choices=["quick", "lecture", "cifar", "imagenet", "pool", "all", "zoo"], default="quick",
                    help="which layers to time (zoo: every conv of six real models, summed per model)")
     p.add_argument("--case", action="append", help="run only cases whose name contains this (repeatable)")
@@ -321,9 +324,19 @@ def _quiet_broken_pipe():
     return 141  # 128 + SIGPIPE, what a program killed by the closed pipe reports
 
 
+def _onnx_model_arg(argv):
+    """predict / summary / bench of an .onnx file go to pyconv.cli_onnx."""
+    return len(argv) > 1 and argv[0] in ("predict", "summary", "bench") and any(
+        a.lower().endswith(".onnx") and not a.startswith("-") for a in argv[1:2])
+
+
 def main(argv=None):
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if _onnx_model_arg(argv):
+        from .cli_onnx import main as onnx_main
+
+        return onnx_main(argv)
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -1,0 +1,216 @@
+"""Running a specialised graph: slots instead of names, a buffer plan by liveness, one short loop.
+
+:class:`Plan` turns the nodes into ``(function, input slots, output slot, slots to free)`` steps.
+A value's slot is cleared after its last reader, so numpy frees (or reuses) its memory; ops that
+may (``ops.INPLACE``) write into their input's buffer when nothing later reads it, and the conv
+epilogue always works in place on the conv's fresh output. Views (Reshape, Flatten, ...) share
+their input's buffer, which stays alive while any of them does.
+"""
+import time
+
+import numpy as np
+
+from .graph import GraphError
+from .ops import INPLACE, OPS, VIEWS, conv_algorithm
+
+__all__ = ["Plan", "CompiledGraph"]
+
+
+def _nbytes(info):
+    return int(np.prod(info.shape, dtype=np.int64)) * info.dtype.itemsize
+
+
+class Plan:
+    def __init__(self, graph, infos):
+        self.graph, self.infos = graph, infos
+        slot = {"": 0}  # absent optional inputs read slot 0, which stays None
+        for name in list(graph.inputs) + list(graph.initializers):
+            slot.setdefault(name, len(slot))
+        for n in graph.nodes:
+            for o in n.outputs:
+                if o:
+                    slot.setdefault(o, len(slot))
+        self.slot = slot
+        self.env = [None] * len(slot)
+        for name, v in graph.initializers.items():
+            self.env[slot[name]] = np.require(v, requirements="C")  # (ascontiguousarray makes 0-d 1-d)
+        self.input_slots = [slot[i] for i in graph.inputs]
+        self.output_slots = [slot[o] for o in graph.outputs]
+        last = {}
+        for step, n in enumerate(graph.nodes):
+            for i in n.inputs:
+                if i:
+                    last[i] = step
+        keep = set(graph.outputs)
+        # buffers: a view's value shares its source's buffer; inputs and constants are read-only
+        buf = {name: name for name in list(graph.inputs) + list(graph.initializers)}
+        external = set(buf)
+        buf_last = {b: last.get(b, -1) for b in buf}  # the last step reading any value of the buffer
+        kept = {buf[o] for o in keep if o in buf}
+        self.steps, self.inplace, self.multi = [], [], {}
+        live = {name: _nbytes(infos[name]) for name in graph.inputs}
+        total = sum(live.values())
+        peak, peak_at = total, None
+        for step, n in enumerate(graph.nodes):
+            ins = [infos[i] if i else None for i in n.inputs]
+            arity = len(n.inputs)
+            while arity and not n.inputs[arity - 1]:
+                arity -= 1
+            src = n.inputs[0] if n.inputs else ""
+            b0 = buf.get(src)
+            can = (n.op in INPLACE and b0 is not None and b0 not in external and b0 not in kept
+                   and buf_last[b0] <= step and infos[n.outputs[0]].shape == infos[src].shape
+                   and infos[n.outputs[0]].dtype == infos[src].dtype and n.inputs.count(src) == 1)
+            fn = OPS[n.op][1](n, ins, can)
+            self.inplace.append(can)
+            for o in n.outputs:
+                if not o:
+                    continue
+                b = b0 if (can or (n.op in VIEWS and b0 is not None)) else o
+                buf[o] = b
+                if b == o:
+                    live[o] = _nbytes(infos[o])
+                    total += live[o]
+                    buf_last[o] = -1
+                buf_last[b] = max(buf_last[b], last.get(o, len(graph.nodes)))
+                if o in keep:
+                    kept.add(b)
+            if total > peak:
+                peak, peak_at = total, n.name
+            for b in [b for b in live if b not in kept and b not in external and buf_last[b] <= step]:
+                total -= live.pop(b)
+            free = tuple(slot[i] for i in set(x for x in n.inputs if x)
+                         if last.get(i) == step and i not in keep and i not in graph.initializers)
+            if len(n.outputs) == 1:
+                out = slot[n.outputs[0]]
+            else:
+                out = -1 - len(self.multi)
+                self.multi[out] = [slot[o] if o else None for o in n.outputs]
+            self.steps.append((fn, tuple(slot[i] for i in n.inputs[:arity]), out, free))
+        self.peak_bytes, self.peak_at = peak, peak_at
+        self.all_bytes = sum(_nbytes(infos[o]) for n in graph.nodes for o in n.outputs if o) + \
+            sum(_nbytes(infos[i]) for i in graph.inputs)
+        self.weight_bytes = sum(np.asarray(v).nbytes for v in graph.initializers.values())
+
+    def run(self, arrays):
+        env = self.env.copy()
+        for s, a in zip(self.input_slots, arrays):
+            env[s] = a
+        multi = self.multi
+        get = env.__getitem__
+        for fn, ins, out, free in self.steps:
+            r = fn(*map(get, ins))
+            if out >= 0:
+                env[out] = r
+            else:
+                for s, v in zip(multi[out], r):
+                    if s is not None:
+                        env[s] = v
+            for s in free:
+                env[s] = None
+        return [env[s] for s in self.output_slots]
+
+    def profile(self, arrays, repeats=5):
+        """Median seconds per node over ``repeats`` runs (one warm-up), in node order."""
+        times = np.zeros((repeats, len(self.steps)))
+        for r in range(repeats + 1):
+            env = self.env.copy()
+            for s, a in zip(self.input_slots, arrays):
+                env[s] = a
+            for k, (fn, ins, out, free) in enumerate(self.steps):
+                t = time.perf_counter()
+                res = fn(*[env[i] for i in ins])
+                if r:
+                    times[r - 1, k] = time.perf_counter() - t
+                if out >= 0:
+                    env[out] = res
+                else:
+                    for s, v in zip(self.multi[out], res):
+                        if s is not None:
+                            env[s] = v
+        return np.median(times, axis=0)
+
+    def rows(self):
+        """Per node: name, op, output shape, parameters, FLOPs, algorithm, what was fused."""
+        rows = []
+        init = self.graph.initializers
+        for n, inplace in zip(self.graph.nodes, self.inplace):
+            ins = [self.infos[i] if i else None for i in n.inputs]
+            out = self.infos[n.outputs[0]].shape
+            params = sum(int(np.asarray(init[i]).size) for i in n.inputs[1:3] if i in init) \
+                if n.op in ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "PRelu") else 0
+            flops, algo = _flops(n, ins, out), ""
+            if n.op == "Conv":
+                algo = conv_algorithm(n, ins)
+            elif n.op == "ConvTranspose":
+                algo = "conv input-gradient"
+            ep = [e[0] if e[0] != "add" else "add " + n.inputs[e[1]] for e in n.epilogue]
+            rows.append(dict(name=n.name, op=n.op, output=out, params=params, flops=flops, algorithm=algo,
+                             groups=int(n.attrs.get("group", 1)), epilogue=ep, fused=list(n.fused), inplace=inplace))
+        return rows
+
+
+def _flops(n, ins, out):
+    size = int(np.prod(out))
+    if n.op == "Conv":
+        k, cg, r, s = ins[1].shape
+        return 2 * size * cg * r * s + size * len(n.epilogue)
+    if n.op == "ConvTranspose":
+        c_in, cg, r, s = ins[1].shape
+        return 2 * int(np.prod(ins[0].shape)) * cg * r * s
+    if n.op == "Gemm":
+        a = ins[0].shape
+        return 2 * size * (a[0] if n.attrs.get("transA", 0) else a[1])
+    if n.op == "MatMul":
+        return 2 * size * ins[0].shape[-1]
+    if n.op in ("MaxPool", "AveragePool"):
+        return size * int(np.prod(n.attrs["kernel_shape"]))
+    return size
+
+
+class CompiledGraph:
+    """A prepared graph, specialised (and planned) per distinct batch size on first use."""
+
+    def __init__(self, graph, input_shapes, fuse=True):
+        self.graph, self.fuse = graph, fuse
+        self.input_names = list(graph.inputs)
+        self.input_shapes = {k: tuple(v) for k, v in input_shapes.items()}
+        self._plans = {}
+        self.plan = self.plan_for(tuple(self.input_shapes[k] for k in self.input_names))
+
+    def plan_for(self, shapes):
+        plan = self._plans.get(shapes)
+        if plan is None:
+            from .passes import specialize
+
+            g, infos = specialize(self.graph, dict(zip(self.input_names, shapes)), fuse=self.fuse)
+            plan = Plan(g, infos)
+            if len(self._plans) > 16:
+                self._plans.clear()
+            self._plans[shapes] = plan
+        return plan
+
+    def check_inputs(self, arrays):
+        if len(arrays) != len(self.input_names):
+            raise TypeError(f"the model takes {len(self.input_names)} input(s) ({', '.join(self.input_names)}), "
+                            f"got {len(arrays)}")
+        out = []
+        for name, a in zip(self.input_names, arrays):
+            if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+                if isinstance(a, np.ndarray) and a.dtype.kind not in "fiu" or a is None or isinstance(a, (str, bytes)):
+                    raise TypeError(f"input {name!r} must be a float32 array, got "
+                                    f"{a.dtype if isinstance(a, np.ndarray) else type(a).__name__}")
+                a = np.asarray(a, np.float32)
+            want = self.input_shapes[name]
+            if a.ndim != len(want) or a.shape[1:] != want[1:]:
+                raise GraphError(f"input {name!r} must have shape (N, {', '.join(map(str, want[1:]))}) (any batch "
+                                 f"size N), got {a.shape}")
+            out.append(a)
+        return out
+
+    def __call__(self, *arrays):
+        arrays = self.check_inputs(arrays)
+        shapes = tuple(a.shape for a in arrays)
+        plan = self._plans.get(shapes) or self.plan_for(shapes)
+        outs = plan.run(arrays)
+        return outs[0] if len(outs) == 1 else tuple(outs)
