@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from . import _core, _runtime
-from .cli_args import (HelpFormatter, layout_arg, nonnegative_float, nonnegative_int, plural, port_number,
+from .cli_args import (HelpFormatter, Parser, layout_arg, nonnegative_float, nonnegative_int, plural, port_number,
                        positive_float, positive_int, read_volume, volume, volume_triple)
 
 
@@ -184,18 +184,6 @@ def _check(args):
     return run(quiet=args.quiet, isas=args.isa)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump): `pyconv X: error: ...`, exit status 2, and
-    every default shown in --help."""
-
-    def __init__(self, *a, **kw):
-        kw.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*a, **kw)
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _shown(action, default):
     action.shown_default = default
     return action
@@ -243,8 +231,8 @@ def _train_arguments(p):
 
 
 def build_parser():
-    parser = _Parser(prog="pyconv", description="Fast CPU convolutions for numpy: train, inspect and benchmark ConvNets.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser = Parser(prog="pyconv", description="Fast CPU convolutions for numpy: train, inspect and benchmark ConvNets.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     p = sub.add_parser("info", help="version, compiler, CPU features, compiled kernels, threads")
     p.set_defaults(func=_info)
 

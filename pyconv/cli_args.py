@@ -7,7 +7,7 @@ defaults (kept apart from argparse's, so that ``--resume`` can tell which were g
 import argparse
 import math
 
-__all__ = ["HelpFormatter", "positive_int", "nonnegative_int", "port_number", "positive_float", "nonnegative_float",
+__all__ = ["HelpFormatter", "Parser", "positive_int", "nonnegative_int", "port_number", "positive_float", "nonnegative_float",
            "volume_triple", "LAYOUTS", "layout_arg", "read_volume", "TRAIN_DEFAULTS", "plural", "volume"]
 
 
@@ -35,6 +35,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or isinstance(action.default, bool) or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump): `pyconv X: error: ...`, exit status 2, and
+    every default shown in --help."""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*a, **kw)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _int(text):

@@ -14,6 +14,9 @@ import time
 
 import numpy as np
 
+from . import _runtime
+from .cli_args import Parser
+
 ENGINES = ("pyconv", "onnxruntime", "openvino")
 
 
@@ -38,10 +41,8 @@ def _positive(text):
 
 
 def _parser():
-    from .cli import _Parser
-
-    parser = _Parser(prog="pyconv", description="pyconv's commands for ONNX models.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser = Parser(prog="pyconv", description="pyconv's commands for ONNX models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     p = sub.add_parser("predict", help="classify an image with an ONNX model")
     p.add_argument("model", help="an .onnx file")
     p.add_argument("image", help="an image file (PNG, JPEG, ...)")
@@ -159,9 +160,7 @@ def _time_engine(engine, path, batch, repeats, threads):
 
     t0 = time.perf_counter()
     if engine == "pyconv":
-        import pyconv
-
-        pyconv.set_num_threads(threads)
+        _runtime.set_num_threads(threads)
         model = _load(path)
         xs = _inputs(model, batch)
 
@@ -253,9 +252,7 @@ def _bench(args):
 
 
 def _profile(path, batch, threads, top=12):
-    import pyconv
-
-    pyconv.set_num_threads(threads)
+    _runtime.set_num_threads(threads)
     model = _load(path)
     plan = model.plan(batch)
     secs = plan.profile(_inputs(model, batch))

@@ -18,9 +18,10 @@ LAYERS = [
     ("functional", ["functional", "functional.", "_reference"]),
     ("tensor", ["tensor", "autograd", "ops"]),
     ("nn", ["nn", "nn.", "optim"]),
+    ("inference", ["inference", "inference."]),
     ("tools", ["model_spec", "data", "train", "distributed", "summary", "viz", "check", "bench", "models", "model_graph", "checkpoint",
-               "formats", "formats.", "serve", "serve.", "torch", "torch."]),
-    ("cli", ["cli", "cli_args", "cli_train", "__main__"]),
+               "formats", "formats.", "serve", "serve.", "torch", "torch.", "onnx", "onnx."]),
+    ("cli", ["cli", "cli_args", "cli_train", "cli_onnx", "__main__"]),
 ]
 
 

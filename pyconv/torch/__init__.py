@@ -2,6 +2,7 @@
 
     import torch, pyconv.torch as pt
     model = pt.convert(model)          # nn.Conv2d / MaxPool2d / AvgPool2d computed by pyconv
+    fast = pt.optimize(model.eval())   # inference: the fused graph (BN folded, bias/act/residual fused)
     ...train as usual: optimizers, DDP, torch.compile, torch.export, state_dict unchanged...
     pt.stats()                         # calls and fallbacks to torch per module type
 
@@ -16,6 +17,7 @@ except ImportError as exc:  # pragma: no cover - only without torch
 from . import ops
 from ._stats import reset_stats, stats
 from ._convert import convert
+from ._optimize import OptimizedModule, optimize
 from .modules import AvgPool2d, Conv2d, MaxPool2d
 
-__all__ = ["convert", "Conv2d", "MaxPool2d", "AvgPool2d", "stats", "reset_stats", "ops"]
+__all__ = ["convert", "optimize", "OptimizedModule", "Conv2d", "MaxPool2d", "AvgPool2d", "stats", "reset_stats", "ops"]
