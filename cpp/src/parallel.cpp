@@ -45,9 +45,11 @@ namespace {
 
 constexpr int kMaxThreads = 1024;  // chunk indices fit a range word's 16-bit fields
 constexpr int kDefaultSpinUs = 50;   // see benchmarks/threads.py and RESULTS.md
-// Chunks per thread: a thread slowed by another process's (or torch's spinning) threads leaves
-// the rest of its range to the others. Boundaries depend only on n and the thread count.
-constexpr int kChunksPerThread = 4;
+// Chunks per thread: one contiguous range each, as OpenMP's static schedule. A thread done early
+// takes a range whose thread has not started (asleep, or preempted by another process); more,
+// smaller chunks would balance a preempted thread's work too, but several kernels set up per
+// chunk (padded planes, packed panels) and lost up to 1.8x with 4 (benchmarks/RESULTS.md, Threads).
+constexpr int kChunksPerThread = 1;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)

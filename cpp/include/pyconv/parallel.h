@@ -2,8 +2,8 @@
 //
 // Workers spin briefly after a job and then sleep on a futex, so they do not hold cores that
 // numpy's BLAS, torch or other processes want next (an OpenMP team spins for as long as its
-// runtime's process-wide policy says). Chunks are handed out dynamically: a worker that is
-// asleep or preempted leaves its chunks to the others instead of holding the call up.
+// runtime's process-wide policy says). A worker that has not started its range (asleep, or
+// preempted) leaves it to the others instead of holding the call up.
 #pragma once
 #include <cstdint>
 #include <type_traits>
