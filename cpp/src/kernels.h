@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <string>
 
 #include "pyconv/conv2d.h"
 #include "pyconv/isa.h"
@@ -250,8 +251,11 @@ struct KernelTable {
 template <class T>
 const KernelTable<T>& kernel_table();
 
-// PYCONV_VERBOSE=1: prints "pyconv: <what>" to stderr once per distinct message.
+// PYCONV_VERBOSE=1: prints "pyconv: <op> -> <what>" to stderr once per distinct message (the
+// implementation that ran); PYCONV_VERBOSE=2 also the ones skipped before it, with the reason.
 void log_choice(const char* op, const char* what);
-bool verbose();
+void log_line(const std::string& msg);  // the same, for any line
+int verbose_level();  // 0 when unset, "" or "0"; 2 for values >= 2; else 1
+inline bool verbose() { return verbose_level() > 0; }
 
 }  // namespace pyconv
