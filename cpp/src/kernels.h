@@ -142,7 +142,7 @@ using conv2d_pack_cols_t_fn = conv2d_pack_cols_fn<T>;
 // packed B (kc x NR, row-major panel). Rows of C past `rows` are not touched.
 template <class T>
 using gemm_ukernel_fn = void(int rows, int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
-// Winograd F(4x4, 3x3) (conv2d/winograd.cpp): 4x4 output tiles from 6x6 input tiles, 36
+// Winograd F(4x4, 3x3) (conv2d/winograd_units.cpp): 4x4 output tiles from 6x6 input tiles, 36
 // transform positions xi. A unit is a run of tiles (tile t = image * tiles_per_image + tile row *
 // tiles_w + tile column) cut into vectors of the kernel's lane count; a segment is the part of one
 // vector inside one tile row of one image.
