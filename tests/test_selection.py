@@ -7,8 +7,12 @@ benchmarks/RESULTS.md. One character per (shape, direction): d(irect), i(m2col),
 when the shape is invalid (the C++ validation raises).
 """
 import base64
+import json
+import os
 import random
+import subprocess
 import sys
+import tempfile
 import zlib
 
 import pytest
@@ -140,6 +144,102 @@ def test_auto_choice_is_unchanged():
         layers = sweep()
         shown = [f"{layers[i // 3]} {DIRECTIONS[i % 3]}: recorded {want[i]}, now {got[i]}" for i in diff[:10]]
         pytest.fail(f"{len(diff)} choices changed:\n" + "\n".join(shown))
+
+
+def test_plan_agrees_with_the_choice():
+    """auto's plan runs the chosen algorithm unless its entries cannot (then: an explicit fallback)."""
+    for i, (x, wt, st, pads, dil, g, mode) in enumerate(sweep()[:1500]):
+        for d, direction in enumerate(DIRECTIONS):
+            try:
+                want = pyconv._core.conv2d_choose_algo(x, wt, st, pads, dil, g, mode, d)
+            except ValueError:
+                continue
+            plan = pyconv._core.conv2d_plan(x, wt, st, pads, dil, g, MODES[mode], direction)
+            assert plan["algo"] == want or plan["fallback"], (x, wt, st, pads, dil, g, direction, plan)
+
+
+# Layers whose calls are logged in a subprocess and compared with conv2d_plan: (input, weight,
+# stride, pads, dilation, groups, mode) x direction x algo x workspace limit.
+LOGGED = [((1, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "zeros"),
+          ((2, 8, 20, 20), (16, 8, 5, 5), (2, 2), (2, 2, 2, 2), (1, 1), 1, "zeros"),
+          ((1, 16, 24, 24), (16, 16, 3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1, "zeros"),
+          ((2, 16, 12, 12), (16, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 16, "zeros"),
+          ((2, 16, 9, 9), (24, 16, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "zeros"),
+          ((2, 6, 11, 13), (8, 6, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "reflect")]
+LIMITS = (None, 1024, 1 << 16)
+SCRIPT = """
+import json, sys
+import numpy as np
+import pyconv
+from pyconv import _core
+default = _core.get_workspace_limit()
+for x, w, st, pads, dil, g, mode, direction, algo, limit in json.loads(sys.argv[1]):
+    _core.set_workspace_limit(limit or default)
+    plan = _core.conv2d_plan(x, w, st, pads, dil, g, mode, direction, algo)
+    code = (_core.padding_modes().index(mode), _core.algorithms().index(algo))
+    sys.stderr.write("@@ " + json.dumps(plan) + "\\n"); sys.stderr.flush()
+    xs, ws = np.ones(x, "f4"), np.ones(w, "f4")
+    oh = (x[2] + pads[0] + pads[1] - dil[0] * (w[2] - 1) - 1) // st[0] + 1
+    ow = (x[3] + pads[2] + pads[3] - dil[1] * (w[3] - 1) - 1) // st[1] + 1
+    dy = np.ones((x[0], w[0], oh, ow), "f4")
+    if direction == "fwd":
+        _core.conv2d_fwd(xs, ws, None, st, pads, dil, g, *code)
+    elif direction == "bwd_data":
+        _core.conv2d_bwd_data(dy, ws, x, st, pads, dil, g, *code)
+    else:
+        _core.conv2d_bwd_weight(xs, dy, w, st, pads, dil, g, *code)
+    sys.stderr.flush()
+"""
+
+
+def _logged_runs(calls, level="1"):
+    env = dict(os.environ, PYCONV_VERBOSE=level)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(calls)], capture_output=True, text=True, env=env,
+                          cwd=tempfile.gettempdir(), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    runs, plan = [], None
+    for line in proc.stderr.splitlines():
+        if line.startswith("@@ "):
+            plan = json.loads(line[3:])
+            runs.append((plan, []))
+        elif line.startswith("pyconv: conv2d"):
+            runs[-1][1].append(line[len("pyconv: "):])
+    return runs
+
+
+def test_the_log_names_the_entry_that_ran():
+    calls = [list(layer) + [d, a, lim] for layer in LOGGED for d in DIRECTIONS for a in ("auto", "direct", "im2col",
+                                                                                         "winograd")
+             for lim in LIMITS]
+    seen = set()
+    for plan, lines in _logged_runs(calls):
+        ran = [ln for ln in lines if ln.startswith("conv2d -> ")]
+        assert len(ran) <= 1, lines
+        if not ran:  # logged once per distinct line: an earlier call printed it
+            assert any(s.startswith("conv2d -> " + plan["entry"]) for s in seen), (plan, seen)
+            continue
+        seen.add(ran[0])
+        assert ran[0].startswith("conv2d -> " + plan["entry"]), (plan, ran)
+        assert ("not applicable" in ran[0] or "declined" in ran[0]) == plan["fallback"], (plan, ran)
+
+
+def test_workspace_fallback_is_not_logged_as_winograd():
+    """Issue 13: with a 1 KiB workspace a forced Winograd 64@56 layer runs im2col, and says so."""
+    layer = list(LOGGED[0])
+    (plan, lines), = _logged_runs([layer + ["fwd", "winograd", 1024]])
+    assert plan["algo"] == "im2col" and plan["fallback"]
+    assert len(lines) == 1 and "winograd_f4x4" not in lines[0], lines
+    assert lines[0].startswith("conv2d -> conv2d_fwd_im2col_") and "(winograd declined: " in lines[0], lines
+
+
+def test_verbose_2_lists_the_skipped_entries():
+    layer = list(LOGGED[0])
+    (plan, lines), = _logged_runs([layer + ["fwd", "winograd", 1024]], level="2")
+    skipped = [ln for ln in lines if ln.startswith("conv2d: skipped ")]
+    assert len(skipped) == len(plan["skipped"]) >= 2, lines
+    for (entry, why), ln in zip(plan["skipped"], skipped):
+        assert ln == f"conv2d: skipped {entry}: {why}"
+    assert "workspace" in plan["skipped"][0][1]
 
 
 if __name__ == "__main__":
