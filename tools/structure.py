@@ -221,7 +221,7 @@ def repeat_figures(root, top=15):
 # Logic known to have been written more than once (issue 13, problem 5): files spelling each.
 PATTERNS = {
     "vector-width expression (64/32/16 bytes by ISA)": r"avx512 \? 64 : [^;]*avx2 \? 32",
-    "REQUIRE/fail helper definitions": r"#define REQUIRE\(|\[\[noreturn\]\] void fail\(",
+    "REQUIRE/fail helper definitions": r"\[\[noreturn\]\][^;{]*\bfail\(",
     "'same'-padding split (total t -> t / 2 before, t - t / 2 after)": r"(\w+) //? 2, \1 - \1 //? 2",
     "if-chains choosing an algorithm (functions)": r"ConvAlgo conv2d_choose_algo\([^;]*\{|bool winograd_preferred\([^;]*\{|def _runs_winograd\(",
 }
