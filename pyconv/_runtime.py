@@ -4,7 +4,7 @@ import numbers
 
 from . import _core
 
-ISAS = ("scalar", "avx2", "avx512")
+ISAS = tuple(_core.isas())
 
 
 def _positive_int(name, value):
@@ -75,7 +75,7 @@ def set_max_isa(isa):
 
 def kernels():
     """Names of every compiled kernel, ``<family>_<isa>`` (GEMM micro-kernels carry their tile)."""
-    return list(_core.kernels())
+    return [k["name"] for k in _core.kernels()]
 
 
 def get_workspace_limit():

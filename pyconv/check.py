@@ -127,14 +127,11 @@ def _tol(dtype, k, winograd=False):
     return _reference.tolerances(dtype, k, algo="winograd" if winograd else None)
 
 
-def _runs_winograd(case, algo, direction):
-    """True when conv2d with `algo` computes `direction` of this case by Winograd."""
-    n, c, h, w, k, cg, r, s, sh, sw, dh, dw, pads, oh, ow = _conv_geom(case)
-    if algo == "auto":
-        return _core.conv2d_choose_algo(case.input_shape, case.weight_shape, (sh, sw), pads, (dh, dw), case.groups,
-                                        F._MODE_CODE[case.mode], DIRECTIONS.index(direction)) == "winograd"
-    return (algo == "winograd" and (r, s, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1) and
-            (direction == "fwd" or (direction == "bwd_data" and case.mode == "zeros")))
+def _runs_winograd(case, algo, direction, dtype=np.float32):
+    """True when conv2d with `algo` computes `direction` of this case by Winograd (the C++ plan)."""
+    pads = _conv_geom(case)[12]
+    return _core.conv2d_plan(case.input_shape, case.weight_shape, _pair(case.stride), pads, _pair(case.dilation),
+                             case.groups, case.mode, direction, algo, np.dtype(dtype).itemsize)["algo"] == "winograd"
 
 
 def available_isas():
@@ -191,10 +188,10 @@ def _conv_rows(isa, rows, refs):
                 base = ("conv2d",)
                 tail = (algo, isa, np.dtype(dtype).name, case.id)
                 _run_row(rows, base + ("fwd",) + tail, lambda: F.conv2d(xs, ws, bs, **kw, algo=algo),
-                         y_ref, dtype, red["fwd"], winograd=_runs_winograd(case, algo, "fwd"))
+                         y_ref, dtype, red["fwd"], winograd=_runs_winograd(case, algo, "fwd", dtype))
                 _run_row(rows, base + ("bwd_data",) + tail,
                          lambda: F.conv2d_grad_input(gys, ws, xs.shape, **kw, algo=algo), dx_ref, dtype,
-                         red["bwd_data"], winograd=_runs_winograd(case, algo, "bwd_data"))
+                         red["bwd_data"], winograd=_runs_winograd(case, algo, "bwd_data", dtype))
                 _run_row(rows, base + ("bwd_weight",) + tail,
                          lambda: F.conv2d_grad_weight(xs, gys, ws.shape, **kw, algo=algo), dw_ref, dtype,
                          red["bwd_weight"])

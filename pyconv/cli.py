@@ -281,7 +281,7 @@ def build_parser():
     _shown(p.add_argument("--threads", type=positive_int, default=None, help="threads for pyconv and torch"),
            "the current count")
     p.add_argument("--repeats", type=positive_int, default=7, help="timed repeats per case; the median is reported")
-    p.add_argument("--algo", nargs="+", default=["direct", "im2col"], choices=["auto", "direct", "im2col", "winograd"],
+    p.add_argument("--algo", nargs="+", default=["direct", "im2col"], choices=list(_core.algorithms()),
                    help="pyconv algorithms to time").shown_default = "direct im2col"
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="array type")
     p.add_argument("--no-torch", action="store_true", help="do not time torch even if importable")

@@ -24,10 +24,11 @@ import numpy as np
 
 from pyconv import _reference as ref
 from pyconv._reference import ConvCase  # noqa: F401  (the sweeps' case type)
+from pyconv import _core
 from pyconv._runtime import ISAS as ISA_ORDER
 from pyconv._utils import DIRECTIONS  # noqa: F401
 
-ALGOS = ("direct", "im2col", "winograd", "auto")
+ALGOS = tuple(a for a in _core.algorithms() if a != "auto") + ("auto",)  # the C++ registry's, auto last
 DTYPES = (np.float32, np.float64)
 MODES = ("zeros", "reflect", "replicate", "circular")
 

@@ -66,23 +66,12 @@ _DIR_CODE = {d: i for i, d in enumerate(cases.DIRECTIONS)}
 
 
 def conv_algo_run(algo, direction, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1, mode="zeros"):
-    """The algorithm pyconv runs for `algo=` (what "auto" picks; im2col where winograd does not apply)."""
+    """The algorithm pyconv runs for `algo=` (the C++ implementation lists' plan, float32)."""
     import pyconv
     F = pyconv.functional
     spec = F._ConvSpec("test", tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups, mode)
-    if algo == "auto":
-        return pyconv._core.conv2d_choose_algo(spec.input_shape, spec.weight_shape, spec.stride, spec.pads,
-                                               spec.dilation, groups, F._MODE_CODE[mode], _DIR_CODE[direction])
-    if algo == "winograd":
-        applies = (tuple(w_shape[2:]) == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1) and
-                   (_DIR_CODE[direction] != 1 or mode == "zeros"))
-        # strided or dilated: a stride-1 3x3 layer over the input's phases
-        strided = (spec.stride != (1, 1) and spec.dilation == (1, 1) and
-                   all(-(-k // s) == 3 for k, s in zip(w_shape[2:], spec.stride)))
-        dilated = spec.dilation != (1, 1) and spec.stride == (1, 1) and tuple(w_shape[2:]) == (3, 3)
-        phases = (strided or dilated) and groups == 1 and (_DIR_CODE[direction] != 1 or mode == "zeros")
-        return "winograd" if applies or phases else "im2col"
-    return algo
+    return pyconv._core.conv2d_plan(spec.input_shape, spec.weight_shape, spec.stride, spec.pads, spec.dilation, groups,
+                                    mode, pyconv._core.directions()[_DIR_CODE[direction]], algo)["algo"]
 
 
 def check_close(got, expected, *, dtype, k=1, scale=1.0, case="", algo=None):

@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <string>
 
 #include "pyconv/conv2d.h"
 #include "pyconv/isa.h"
@@ -141,7 +142,7 @@ using conv2d_pack_cols_t_fn = conv2d_pack_cols_fn<T>;
 // packed B (kc x NR, row-major panel). Rows of C past `rows` are not touched.
 template <class T>
 using gemm_ukernel_fn = void(int rows, int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
-// Winograd F(4x4, 3x3) (conv2d/winograd.cpp): 4x4 output tiles from 6x6 input tiles, 36
+// Winograd F(4x4, 3x3) (conv2d/winograd_units.cpp): 4x4 output tiles from 6x6 input tiles, 36
 // transform positions xi. A unit is a run of tiles (tile t = image * tiles_per_image + tile row *
 // tiles_w + tile column) cut into vectors of the kernel's lane count; a segment is the part of one
 // vector inside one tile row of one image.
@@ -250,8 +251,11 @@ struct KernelTable {
 template <class T>
 const KernelTable<T>& kernel_table();
 
-// PYCONV_VERBOSE=1: prints "pyconv: <what>" to stderr once per distinct message.
+// PYCONV_VERBOSE=1: prints "pyconv: <op> -> <what>" to stderr once per distinct message (the
+// implementation that ran); PYCONV_VERBOSE=2 also the ones skipped before it, with the reason.
 void log_choice(const char* op, const char* what);
-bool verbose();
+void log_line(const std::string& msg);  // the same, for any line
+int verbose_level();  // 0 when unset, "" or "0"; 2 for values >= 2; else 1
+inline bool verbose() { return verbose_level() > 0; }
 
 }  // namespace pyconv

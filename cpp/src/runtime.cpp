@@ -17,7 +17,14 @@ namespace pyconv {
 
 namespace {
 
-constexpr const char* kIsaNames[kNumIsa] = {"scalar", "avx2", "avx512"};
+using registry::kIsaNames;
+
+// 'scalar', 'avx2', 'avx512' (for messages).
+std::string isa_list(const char* sep) {
+  std::string s;
+  for (int i = 0; i < kNumIsa; ++i) s += std::string(i ? sep : "") + kIsaNames[i];
+  return s;
+}
 
 Isa detect() {
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -37,7 +44,7 @@ int initial_cap() {
   if (env == nullptr || *env == '\0') return kNumIsa - 1;
   for (int i = 0; i < kNumIsa; ++i)
     if (std::string(env) == kIsaNames[i]) return i;
-  std::fprintf(stderr, "pyconv: ignoring PYCONV_MAX_ISA=%s (expected scalar, avx2 or avx512)\n", env);
+  std::fprintf(stderr, "pyconv: ignoring PYCONV_MAX_ISA=%s (expected one of %s)\n", env, isa_list(", ").c_str());
   return kNumIsa - 1;
 }
 
@@ -45,12 +52,10 @@ std::atomic<int> g_cap{initial_cap()};
 
 }  // namespace
 
-const char* isa_name(Isa isa) { return kIsaNames[static_cast<int>(isa)]; }
-
 Isa isa_from_name(const std::string& name) {
   for (int i = 0; i < kNumIsa; ++i)
     if (name == kIsaNames[i]) return static_cast<Isa>(i);
-  throw std::invalid_argument("isa must be one of 'scalar', 'avx2', 'avx512', got '" + name + "'");
+  throw std::invalid_argument("isa must be one of '" + isa_list("', '") + "', got '" + name + "'");
 }
 
 Isa detected_isa() {
@@ -128,19 +133,21 @@ const KernelTable<T>& kernel_table() {
 template const KernelTable<float>& kernel_table<float>();
 template const KernelTable<double>& kernel_table<double>();
 
-bool verbose() {
-  static const bool v = [] {
+int verbose_level() {
+  static const int v = [] {
     const char* e = std::getenv("PYCONV_VERBOSE");
-    return e != nullptr && *e != '\0' && std::string(e) != "0";
+    if (e == nullptr || *e == '\0' || std::string(e) == "0") return 0;
+    return std::atoi(e) >= 2 ? 2 : 1;
   }();
   return v;
 }
 
-void log_choice(const char* op, const char* what) {
+void log_choice(const char* op, const char* what) { log_line(std::string(op) + " -> " + what); }
+
+void log_line(const std::string& msg) {
   if (!verbose()) return;
   static std::mutex mu;
   static std::set<std::string> seen;
-  std::string msg = std::string(op) + " -> " + what;
   std::lock_guard<std::mutex> lock(mu);
   if (seen.insert(msg).second) std::fprintf(stderr, "pyconv: %s\n", msg.c_str());
 }

@@ -4,7 +4,7 @@
 #pragma once
 
 constexpr Isa kIsa = Isa::PYCONV_ISA;
-constexpr int kVecBytes = kIsa == Isa::avx512 ? 64 : kIsa == Isa::avx2 ? 32 : 16;
+constexpr int kVecBytes = isa_vec_bytes(kIsa);
 
 // V<T>::vec: L lanes of T; ivec: integer lanes of the same size (what comparisons return);
 // lvec: L int64 lanes.

@@ -36,6 +36,16 @@ inline int64_t checked_numel(std::initializer_list<int64_t> dims, const char* wh
 
 inline std::string s(int64_t v) { return std::to_string(v); }  // for messages
 
+// Parameter validation of every operator: std::invalid_argument("<op>: <msg>") (ValueError in Python).
+[[noreturn]] inline void fail(const char* op, const std::string& msg) {
+  throw std::invalid_argument(std::string(op) + ": " + msg);
+}
+// The message is built only on failure: validation runs on every call, tiny ones included.
+#define PYCONV_REQUIRE(op, ok, msg)      \
+  do {                                   \
+    if (!(ok)) ::pyconv::fail(op, msg); \
+  } while (0)
+
 // Division rounding toward negative infinity (b > 0), as PyTorch's output-size formulas.
 inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 

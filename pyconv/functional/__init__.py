@@ -27,7 +27,7 @@ the tensor layer registers (``_args.register_tensor_layer``), not by importing i
 """
 from ._args import register_tensor_layer  # noqa: F401  (called by pyconv.autograd)
 from .activation import dropout, relu, relu_grad
-from .conv import (_MODE_CODE, CONV_ALGORITHMS, PADDING_MODES, _ConvSpec, conv2d, conv2d_grad_bias,  # noqa: F401
+from .conv import (_ALGO_CODE, _MODE_CODE, CONV_ALGORITHMS, PADDING_MODES, _ConvSpec, conv2d, conv2d_grad_bias,  # noqa: F401
                    conv2d_grad_input, conv2d_grad_weight, conv2d_output_shape)
 from .fully_connected import linear, linear_grad_bias, linear_grad_input, linear_grad_weight
 from .loss import cross_entropy

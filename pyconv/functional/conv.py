@@ -4,13 +4,13 @@ from .._utils import _pair, conv_out_size, same_pads
 from ._args import (_array, _batched, _check_alloc, _check_numel, _choice, _contig, _grad_output, _int, _ndim,
                     _same_dtype, _shape, _spec, _unbatch, recorder)
 
-#: Accepted values of ``algo=``; "auto" picks "direct", "im2col" or "winograd" per shape (see
-#: ``conv2d_choose_algo`` in cpp/src/conv2d/conv2d.cpp).
-CONV_ALGORITHMS = ("auto", "direct", "im2col", "winograd")
+#: Accepted values of ``algo=`` (the C++ registry, cpp/include/pyconv/registry.def); "auto" picks
+#: one per shape (cpp/src/conv2d/selection.cpp).
+CONV_ALGORITHMS = tuple(_core.algorithms())
 #: Accepted values of ``padding_mode=``: zero, mirror (reflect), extend (replicate), wrap (circular).
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PADDING_MODES = tuple(_core.padding_modes())
 
-_ALGO_CODE = {"auto": 0, "direct": 1, "im2col": 2, "winograd": 3}
+_ALGO_CODE = {a: i for i, a in enumerate(CONV_ALGORITHMS)}
 _MODE_CODE = {m: i for i, m in enumerate(PADDING_MODES)}
 
 

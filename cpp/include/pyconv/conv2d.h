@@ -8,13 +8,15 @@
 // Every entry point validates its parameters (std::invalid_argument), chooses an algorithm,
 // splits work over pyconv's worker threads and is safe to call from several threads at once.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pyconv/registry.h"  // PadMode, ConvAlgo, ConvDir
 
 namespace pyconv {
-
-enum class PadMode : int { zeros = 0, reflect = 1, replicate = 2, circular = 3 };
-enum class ConvAlgo : int { automatic = 0, direct = 1, im2col = 2, winograd = 3 };
-enum class ConvDir : int { fwd = 0, bwd_data = 1, bwd_weight = 2 };
 
 struct Conv2dParams {
   int64_t n = 0, c = 0, h = 0, w = 0;  // input
@@ -26,11 +28,28 @@ struct Conv2dParams {
   int64_t oh = 0, ow = 0;  // filled in by conv2d_validate
 };
 
-// Checks every field and fills in oh/ow; throws std::invalid_argument naming the field.
+// Checks every field and fills in oh/ow (the rule above); throws std::invalid_argument naming
+// the field.
 void conv2d_validate(Conv2dParams& p);
 
-// The "auto" heuristic: which algorithm runs for this shape and direction.
+// padding="same" (stride 1) in one dimension: dil*(k-1) in total, the extra pixel of an odd total
+// after (bottom/right). False when dil or k is below 1 or the total overflows.
+bool conv2d_same_pads(int64_t dil, int64_t k, int64_t& before, int64_t& after);
+
+// The "auto" rule (conv2d/selection.cpp): the algorithm whose entries auto tries first.
 ConvAlgo conv2d_choose_algo(const Conv2dParams& p, ConvDir dir);
+
+// Which implementation-list entry a call would run (conv2d/impl_list.cpp), for elements of
+// elem_size bytes at the current workspace limit and thread count: its name as PYCONV_VERBOSE
+// logs it, its algorithm, whether it is the explicit fallback, and each entry tried before it
+// with the reason it did not run.
+struct Conv2dPlan {
+  std::string entry;
+  ConvAlgo algo = ConvAlgo::automatic;
+  bool fallback = false;
+  std::vector<std::pair<std::string, std::string>> skipped;
+};
+Conv2dPlan conv2d_plan(const Conv2dParams& p, ConvDir dir, ConvAlgo algo, size_t elem_size);
 
 // Bytes of im2col column buffers one call allocates with `threads` threads. Only the input-
 // gradient pass has them (the forward and weight-gradient passes pack GEMM panels straight from

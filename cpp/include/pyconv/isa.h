@@ -4,12 +4,10 @@
 #include <string>
 #include <vector>
 
+#include "pyconv/registry.h"  // Isa, kNumIsa, isa_name, isa_vec_bytes
+
 namespace pyconv {
 
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
-constexpr int kNumIsa = 3;
-
-const char* isa_name(Isa isa);
 Isa isa_from_name(const std::string& name);  // throws std::invalid_argument
 Isa detected_isa();                          // best the CPU (and OS) supports
 Isa best_compiled_isa();

@@ -21,7 +21,7 @@ namespace pyconv {
 namespace PYCONV_ISA {
 namespace {
 
-constexpr int kVecBytes = gemm_vec_bytes(Isa::PYCONV_ISA);
+constexpr int kVecBytes = isa_vec_bytes(Isa::PYCONV_ISA);
 
 // dst[i] = src[i * sw] for i < n, where src[0, avail) is readable. Strides 2 and 4 (ResNet
 // downsampling, AlexNet's first layer) take every other element of two vectors, once or twice;

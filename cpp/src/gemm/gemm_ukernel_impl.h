@@ -16,7 +16,7 @@ namespace PYCONV_ISA {
 namespace {
 
 constexpr Isa kIsa = Isa::PYCONV_ISA;
-constexpr int kVecBytes = gemm_vec_bytes(kIsa);
+constexpr int kVecBytes = isa_vec_bytes(kIsa);
 
 // ROWS <= MR rows of the tile (the panel keeps its MR stride): an edge panel of M (64 filters
 // are 4 full panels and one of 8 rows) costs ROWS/MR of a full one instead of all of it.

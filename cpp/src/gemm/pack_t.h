@@ -13,8 +13,6 @@
 
 namespace pyconv {
 
-constexpr int gemm_vec_bytes(Isa isa) { return isa == Isa::avx512 ? 64 : isa == Isa::avx2 ? 32 : 16; }
-
 namespace pack_detail {
 
 template <class V, int VL, size_t... I>

@@ -13,13 +13,7 @@ namespace pyconv {
 
 namespace {
 
-[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument("pool2d: " + msg); }
-
-// The message is built only on failure: validation runs on every call, tiny ones included.
-#define REQUIRE(ok, msg) \
-  do {                   \
-    if (!(ok)) fail(msg); \
-  } while (0)
+#define REQUIRE(ok, msg) PYCONV_REQUIRE("pool2d", ok, msg)
 
 // Element visits of one pass: output size times window size.
 int pool_threads(const Pool2dParams& p) { return threads_for(p.n * p.c * p.oh * p.ow * p.kh * p.kw, num_threads()); }

@@ -1,0 +1,223 @@
+// conv2d bindings: the checked entry points (arrays and canonical codes from functional.py), the
+// fast ones (the user's arguments as given; None when not canonical), the algorithm queries.
+#include "bindings/marshal.h"
+#include "pyconv/parallel.h"
+
+namespace pyconv {
+namespace bind {
+
+namespace {
+
+double conv_work(const Conv2dParams& p) {
+  return static_cast<double>(p.n * p.k * p.oh * p.ow) * static_cast<double>(p.c / p.groups * p.r * p.s);
+}
+
+// The operators on validated parameters and arrays, shared by the checked and the fast path.
+template <class T>
+py::array run_conv2d_fwd(const Conv2dParams& p, const T* x, const T* w, const T* b, ConvAlgo a, bool unbatched) {
+  auto y = new_nchw<T>(unbatched, p.n, p.k, p.oh, p.ow);
+  T* yp = y.mutable_data();
+  {
+    NoGil nogil(conv_work(p));
+    conv2d_fwd<T>(p, x, w, b, yp, a);
+  }
+  return std::move(y);
+}
+
+template <class T>
+py::array run_conv2d_bwd_data(const Conv2dParams& p, const T* dy, const T* w, ConvAlgo a, bool unbatched) {
+  auto dx = new_nchw<T>(unbatched, p.n, p.c, p.h, p.w);
+  T* dxp = dx.mutable_data();
+  {
+    NoGil nogil(conv_work(p));
+    conv2d_bwd_data<T>(p, dy, w, dxp, a);
+  }
+  return std::move(dx);
+}
+
+template <class T>
+py::array run_conv2d_bwd_weight(const Conv2dParams& p, const T* x, const T* dy, ConvAlgo a) {
+  auto dw = new_nchw<T>(false, p.k, p.c / p.groups, p.r, p.s);
+  T* dwp = dw.mutable_data();
+  {
+    NoGil nogil(conv_work(p));
+    conv2d_bwd_weight<T>(p, x, dy, dwp, a);
+  }
+  return std::move(dw);
+}
+
+template <class T>
+py::array conv2d_fwd_t(const py::array& x, const py::array& w, const py::object& b, I2 stride, I4 pad, I2 dil,
+                       int64_t groups, int mode, int algo) {
+  const auto dt = py::dtype::of<T>();
+  check_array(x, "input", 4, dt);
+  check_array(w, "weight", 4, dt);
+  const ConvHyper h = conv_hyper(stride, pad, dil, groups, mode, algo);
+  const Conv2dParams p = conv_params(shape4(x), shape4(w), h);
+  const T* bp = nullptr;
+  py::array bias;
+  if (!b.is_none()) {
+    bias = py::array(b);
+    check_array(bias, "bias", 1, dt);
+    check_shape(bias, "bias", {p.k});
+    bp = data<T>(bias);
+  }
+  return run_conv2d_fwd<T>(p, data<T>(x), data<T>(w), bp, h.algo, false);
+}
+
+template <class T>
+py::array conv2d_bwd_data_t(const py::array& dy, const py::array& w, I4 in, I2 stride, I4 pad, I2 dil,
+                            int64_t groups, int mode, int algo) {
+  const auto dt = py::dtype::of<T>();
+  check_array(dy, "grad_output", 4, dt);
+  check_array(w, "weight", 4, dt);
+  const ConvHyper h = conv_hyper(stride, pad, dil, groups, mode, algo);
+  const Conv2dParams p = conv_params(in, shape4(w), h);
+  check_shape(dy, "grad_output", {p.n, p.k, p.oh, p.ow});
+  return run_conv2d_bwd_data<T>(p, data<T>(dy), data<T>(w), h.algo, false);
+}
+
+template <class T>
+py::array conv2d_bwd_weight_t(const py::array& x, const py::array& dy, I4 wshape, I2 stride, I4 pad, I2 dil,
+                              int64_t groups, int mode, int algo) {
+  const auto dt = py::dtype::of<T>();
+  check_array(x, "input", 4, dt);
+  check_array(dy, "grad_output", 4, dt);
+  const ConvHyper h = conv_hyper(stride, pad, dil, groups, mode, algo);
+  const Conv2dParams p = conv_params(shape4(x), wshape, h);
+  check_shape(dy, "grad_output", {p.n, p.k, p.oh, p.ow});
+  return run_conv2d_bwd_weight<T>(p, data<T>(x), data<T>(dy), h.algo);
+}
+
+}  // namespace
+
+// The fast entry points (marshal.h's readers; None for anything not canonical).
+namespace fast {
+
+using npy = py::detail::npy_api;
+
+py::object conv2d_fwd(py::handle x, py::handle w, py::handle b, py::handle stride, py::handle padding,
+                      py::handle dilation, py::handle groups, py::handle mode, py::handle algo) {
+  const int t = float_num(x);
+  I4 in, ws;
+  bool unbatched, u;
+  ConvHyper h;
+  Conv2dParams p;
+  if (t < 0 || array_num(w) != t || !(b.is_none() || array_num(b) == t) || !array_shape(x, true, in, unbatched) ||
+      !array_shape(w, false, ws, u) || !parse_conv_hyper(stride, padding, dilation, groups, mode, algo, ws, h) || !params(in, ws, h, p) ||
+      !(b.is_none() || is_vector(b, p.k)) || bytes(p.n, p.k, p.oh, p.ow, itemsize(t)) > kMaxBytes)
+    return py::none();
+  const ConvAlgo a = h.algo;
+  if (t == npy::NPY_FLOAT_)
+    return run_conv2d_fwd<float>(p, ptr<float>(x), ptr<float>(w), b.is_none() ? nullptr : ptr<float>(b), a, unbatched);
+  return run_conv2d_fwd<double>(p, ptr<double>(x), ptr<double>(w), b.is_none() ? nullptr : ptr<double>(b), a, unbatched);
+}
+
+py::object conv2d_bwd_data(py::handle dy, py::handle w, py::handle input_shape, py::handle stride, py::handle padding,
+                           py::handle dilation, py::handle groups, py::handle mode, py::handle algo) {
+  const int t = float_num(dy);
+  I4 in, ws;
+  bool unbatched, u;
+  ConvHyper h;
+  Conv2dParams p;
+  if (t < 0 || array_num(w) != t || !tuple_shape(input_shape, true, in, unbatched) || !array_shape(w, false, ws, u) ||
+      !parse_conv_hyper(stride, padding, dilation, groups, mode, algo, ws, h) || !params(in, ws, h, p) ||
+      !has_shape(dy, unbatched, p.n, p.k, p.oh, p.ow) || bytes(p.n, p.c, p.h, p.w, itemsize(t)) > kMaxBytes)
+    return py::none();
+  const ConvAlgo a = h.algo;
+  if (t == npy::NPY_FLOAT_) return run_conv2d_bwd_data<float>(p, ptr<float>(dy), ptr<float>(w), a, unbatched);
+  return run_conv2d_bwd_data<double>(p, ptr<double>(dy), ptr<double>(w), a, unbatched);
+}
+
+py::object conv2d_bwd_weight(py::handle x, py::handle dy, py::handle weight_shape, py::handle stride,
+                             py::handle padding, py::handle dilation, py::handle groups, py::handle mode,
+                             py::handle algo) {
+  const int t = float_num(x);
+  I4 in, ws;
+  bool unbatched, u;
+  ConvHyper h;
+  Conv2dParams p;
+  if (t < 0 || array_num(dy) != t || !array_shape(x, true, in, unbatched) || !tuple_shape(weight_shape, false, ws, u) ||
+      !parse_conv_hyper(stride, padding, dilation, groups, mode, algo, ws, h) || !params(in, ws, h, p) ||
+      !has_shape(dy, unbatched, p.n, p.k, p.oh, p.ow) || bytes(ws[0], ws[1], ws[2], ws[3], itemsize(t)) > kMaxBytes)
+    return py::none();
+  const ConvAlgo a = h.algo;
+  if (t == npy::NPY_FLOAT_) return run_conv2d_bwd_weight<float>(p, ptr<float>(x), ptr<float>(dy), a);
+  return run_conv2d_bwd_weight<double>(p, ptr<double>(x), ptr<double>(dy), a);
+}
+
+}  // namespace fast
+
+namespace {
+
+ConvDir direction_of(const std::string& name) {
+  const int d = registry_index(registry::kDirNames, kNumConvDir, name.c_str());
+  if (d < 0) throw std::invalid_argument("direction must be one of " + names_of(registry::kDirNames, kNumConvDir) + ", got '" + name + "'");
+  return static_cast<ConvDir>(d);
+}
+
+ConvAlgo algo_of(const std::string& name) {
+  const int a = registry_index(registry::kAlgoNames, kNumConvAlgo, name.c_str());
+  if (a < 0) throw std::invalid_argument("algo must be one of " + names_of(registry::kAlgoNames, kNumConvAlgo) + ", got '" + name + "'");
+  return static_cast<ConvAlgo>(a);
+}
+
+PadMode mode_of(const std::string& name) {
+  const int m = registry_index(registry::kPadModeNames, kNumPadMode, name.c_str());
+  if (m < 0) throw std::invalid_argument("padding_mode must be one of " + names_of(registry::kPadModeNames, kNumPadMode) + ", got '" + name + "'");
+  return static_cast<PadMode>(m);
+}
+
+}  // namespace
+
+void bind_conv2d(py::module_& m) {
+  m.def("conv2d_fwd", [](py::array x, py::array w, py::object b, I2 stride, I4 pad, I2 dil, int64_t groups, int mode,
+                         int algo) {
+    return by_dtype<py::array>(x, "input", [&] { return conv2d_fwd_t<float>(x, w, b, stride, pad, dil, groups, mode, algo); },
+                               [&] { return conv2d_fwd_t<double>(x, w, b, stride, pad, dil, groups, mode, algo); });
+  });
+  m.def("conv2d_bwd_data", [](py::array dy, py::array w, I4 in, I2 stride, I4 pad, I2 dil, int64_t groups, int mode,
+                              int algo) {
+    return by_dtype<py::array>(dy, "grad_output", [&] { return conv2d_bwd_data_t<float>(dy, w, in, stride, pad, dil, groups, mode, algo); },
+                               [&] { return conv2d_bwd_data_t<double>(dy, w, in, stride, pad, dil, groups, mode, algo); });
+  });
+  m.def("conv2d_bwd_weight", [](py::array x, py::array dy, I4 ws, I2 stride, I4 pad, I2 dil, int64_t groups, int mode,
+                                int algo) {
+    return by_dtype<py::array>(x, "input", [&] { return conv2d_bwd_weight_t<float>(x, dy, ws, stride, pad, dil, groups, mode, algo); },
+                               [&] { return conv2d_bwd_weight_t<double>(x, dy, ws, stride, pad, dil, groups, mode, algo); });
+  });
+  m.def("conv2d_fwd_fast", &fast::conv2d_fwd);
+  m.def("conv2d_bwd_data_fast", &fast::conv2d_bwd_data);
+  m.def("conv2d_bwd_weight_fast", &fast::conv2d_bwd_weight);
+
+  m.def("conv2d_choose_algo", [](I4 in, I4 ws, I2 stride, I4 pad, I2 dil, int64_t groups, int mode, int dir) {
+    const Conv2dParams p = conv_params(in, ws, stride, pad, dil, groups, mode);
+    const ConvDir d = static_cast<ConvDir>(registry_code(dir, kNumConvDir, "direction"));
+    return std::string(algo_name(conv2d_choose_algo(p, d)));
+  });
+  m.def(
+      "conv2d_plan",
+      [](I4 in, I4 ws, I2 stride, I4 pad, I2 dil, int64_t groups, const std::string& mode, const std::string& direction,
+         const std::string& algo, size_t itemsize) {
+        if (itemsize != 4 && itemsize != 8) throw std::invalid_argument("itemsize must be 4 or 8");
+        const Conv2dParams p = conv_params(in, ws, stride, pad, dil, groups, static_cast<int>(mode_of(mode)));
+        const Conv2dPlan plan = conv2d_plan(p, direction_of(direction), algo_of(algo), itemsize);
+        py::dict d;
+        d["entry"] = plan.entry;
+        d["algo"] = std::string(algo_name(plan.algo));
+        d["fallback"] = plan.fallback;
+        d["skipped"] = plan.skipped;
+        return d;
+      },
+      py::arg("input_shape"), py::arg("weight_shape"), py::arg("stride"), py::arg("pads"), py::arg("dilation"),
+      py::arg("groups"), py::arg("padding_mode"), py::arg("direction"), py::arg("algo") = "auto",
+      py::arg("itemsize") = 4,
+      "The implementation-list entry a call would run now (workspace limit, threads, ISA): entry (as PYCONV_VERBOSE "
+      "logs it), algo, fallback, and the entries skipped before it with their reasons.");
+  m.def("conv2d_column_bytes", [](I4 in, I4 ws, I2 stride, I4 pad, I2 dil, int64_t groups, int mode, size_t itemsize) {
+    return conv2d_column_bytes(conv_params(in, ws, stride, pad, dil, groups, mode), itemsize, num_threads());
+  });
+}
+
+}  // namespace bind
+}  // namespace pyconv

@@ -1,0 +1,338 @@
+// Driver of implicit im2col + GEMM (conv2d_im2col_impl.h, gemm/): the forward and the weight
+// gradient pack the GEMM's panels straight from the input, the input gradient goes through column
+// tiles bounded by the workspace limit; 1x1 stride-1 layers are a plain GEMM on the input.
+#include <algorithm>
+
+#include "conv2d/impl.h"
+#include "gemm/gemm_driver.h"
+#include "pyconv/gemm.h"
+#include "pyconv/parallel.h"
+#include "workspace.h"
+
+namespace pyconv {
+
+namespace {
+
+// im2col tiling: output pixels per tile (as many as the workspace budget allows, at least one)
+// and how many images may run at once, each with its own column buffer, within the budget.
+// The tile depends on the shape only, never on the thread count, so neither does the order in
+// which col2im or the weight gradient accumulate.
+struct TilePlan {
+  int64_t tile;
+  int image_threads;
+};
+
+TilePlan plan_tiles(const Conv2dParams& p, size_t elem_size, int nt) {
+  const int64_t rows = p.c / p.groups * p.r * p.s;
+  const int64_t ohw = p.oh * p.ow;
+  const int64_t budget = std::max<int64_t>(1, static_cast<int64_t>(workspace_limit() / elem_size));
+  // At most ~4 MiB of columns per tile (at least 256 pixels): the GEMM writes them and col2im
+  // reads them back while they are still in cache, instead of streaming a 64 MiB buffer.
+  constexpr int64_t kCacheTileBytes = int64_t{4} << 20;
+  const int64_t cached = std::max<int64_t>(256, kCacheTileBytes / static_cast<int64_t>(elem_size) / rows);
+  int64_t t = std::max<int64_t>(1, std::min(budget, cached * rows) / rows);
+  if (t >= 64) t = t / 64 * 64;
+  t = std::min(t, ohw);
+  const int64_t bufs = std::max<int64_t>(1, budget / (rows * t));
+  const int image_threads = static_cast<int>(std::min<int64_t>({nt, bufs, std::max<int64_t>(p.n, 1)}));
+  return {t, image_threads};
+}
+
+// Runs image(n, buf, tile, threads) for every image: whole images in parallel when the
+// workspace budget has room for a column buffer per thread, else one image at a time with the
+// threads inside im2col/GEMM. Both give identical results (the tile is the same).
+// own_buf >= 0: no column tiles; whole images always run in parallel, each thread with a buffer
+// of own_buf elements (pointwise: none; implicit im2col: a padded image).
+template <class T, class F>
+void for_each_image(const Conv2dParams& p, int nt, int64_t own_buf, F&& image) {
+  TilePlan plan = plan_tiles(p, sizeof(T), nt);
+  if (own_buf >= 0) plan.image_threads = static_cast<int>(std::min<int64_t>(nt, std::max<int64_t>(p.n, 1)));
+  const size_t buf_size = static_cast<size_t>(own_buf >= 0 ? own_buf : p.c / p.groups * p.r * p.s * plan.tile);
+  if (plan.image_threads > 1) {
+    parallel_for(p.n, plan.image_threads, [&](int64_t n0, int64_t n1) {
+      Buffer<T> buf(buf_size);
+      for (int64_t n = n0; n < n1; ++n) image(n, buf.get(), plan.tile, 1);
+    });
+  } else {
+    Buffer<T> buf(buf_size);
+    for (int64_t n = 0; n < p.n; ++n) image(n, buf.get(), plan.tile, nt);
+  }
+}
+
+// Implicit im2col gathers every tap of every output row from a copy of the image padded through
+// the maps, the geometry below (no padding, same output): each gather is then one run, strided
+// by the stride, with no edge cases, which matters when output rows are short. The copy is one
+// pass over the image; the gathers read it R*S times. Used when `threads` copies fit the
+// workspace budget.
+struct PaddedImage {
+  Conv2dParams p;
+  ConvMaps maps;
+  bool use;
+  static Conv2dParams padded(Conv2dParams q) {
+    q.h += q.pad_t + q.pad_b;
+    q.w += q.pad_l + q.pad_r;
+    q.pad_t = q.pad_b = q.pad_l = q.pad_r = 0;
+    q.mode = PadMode::zeros;
+    return q;
+  }
+  PaddedImage(const Conv2dParams& p0, size_t elem_size, int threads)
+      : p(padded(p0)),
+        maps(p),
+        use(static_cast<double>(p.c) * static_cast<double>(p.h) * static_cast<double>(p.w) * threads *
+                static_cast<double>(elem_size) <=
+            static_cast<double>(workspace_limit())) {}
+  int64_t size() const { return p.c * p.h * p.w; }
+  // xp = image x (p0's geometry) padded through p0's maps, channels split over `threads` (at
+  // batch 1 a serial copy would run before the parallel GEMM).
+  template <class T>
+  void fill(const Conv2dParams& p0, const ConvMaps& m0, const T* x, T* xp, int threads) const {
+    parallel_for(p0.c, threads, [&](int64_t c0, int64_t c1) { fill_channels(p0, m0, x, xp, c0, c1); });
+  }
+  template <class T>
+  void fill_channels(const Conv2dParams& p0, const ConvMaps& m0, const T* x, T* xp, int64_t c0, int64_t c1) const {
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int64_t u = 0; u < p.h; ++u) {
+        T* d = xp + (c * p.h + u) * p.w;
+        const int64_t ih = m0.row[static_cast<size_t>(u)];
+        if (ih < 0) {
+          std::fill(d, d + p.w, T(0));
+          continue;
+        }
+        const T* src = x + (c * p0.h + ih) * p0.w;
+        for (int64_t v = 0; v < p.w; ++v) {
+          if (v == p0.pad_l) {  // the interior maps to itself in every mode
+            std::copy(src, src + p0.w, d + v);
+            v += p0.w - 1;
+            continue;
+          }
+          const int64_t iw = m0.col[static_cast<size_t>(v)];
+          d[v] = iw < 0 ? T(0) : src[iw];
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+
+const char* pointwise_guard(const Conv2dParams& p, ConvDir) {
+  return is_pointwise(p) ? nullptr : "needs a 1x1 kernel, stride 1 and no padding";
+}
+
+int64_t conv2d_column_bytes(const Conv2dParams& p0, size_t elem_size, int threads) {
+  Conv2dParams p = p0;
+  conv2d_validate(p);
+  if (is_pointwise(p) || p.n == 0) return 0;
+  const TilePlan plan = plan_tiles(p, elem_size, threads_for(macs(p), threads));
+  const int64_t rows = p.c / p.groups * p.r * p.s;
+  return rows * plan.tile * static_cast<int64_t>(elem_size) * std::max(plan.image_threads, 1);
+}
+
+template <class T>
+bool im2col_fwd(ConvCall<T>& call) {
+  const Conv2dParams& p = call.p;
+  const ConvMaps& maps = call.maps;
+  const ConvArgs<T>& a = call.a;
+  const int nt = call.nt;
+  const KernelTable<T>& tbl = kernel_table<T>();
+  const int isa = static_cast<int>(active_isa());
+  const T* x = a.x;
+  const T* w = a.w;
+  const T* b = a.b;
+  T* y = a.y;
+  auto* pack = tbl.conv2d_pack_cols[isa];
+  const int nr = gemm_tile<T>(static_cast<Isa>(isa)).nr;
+  const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
+  const int64_t ohw = p.oh * p.ow, hw = p.h * p.w;
+  const bool pointwise = is_pointwise(p);
+  const PaddedImage pad(p, sizeof(T), static_cast<int>(std::min<int64_t>(nt, p.n)));
+  ConvArgs<T> ap = pad.maps.args<T>(pad.p);
+  // y[n][g*kg + i][q] = bias + sum_j w[g*kg + i][j] * cols[j][q]; the GEMM packs its B panels of
+  // cols straight from x or its padded copy (implicit im2col: no column buffer); 1x1
+  // convolutions use x as is.
+  auto image = [&](int64_t n, T* xp, int64_t, int gemm_threads) {
+    T* yn = y + n * p.k * ohw;
+    if (b != nullptr)
+      for (int64_t k = 0; k < p.k; ++k) std::fill(yn + k * ohw, yn + (k + 1) * ohw, b[k]);
+    ConvArgs<T> src = a;
+    int64_t sn = n;
+    if (!pointwise && pad.use) {
+      pad.fill(p, maps, x + n * p.c * hw, xp, gemm_threads);
+      src = ap;
+      src.x = xp;
+      sn = 0;
+    }
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const T* wg = w + g * kg * rows;
+      T* yg = yn + g * kg * ohw;
+      if (pointwise) {
+        gemm<T>(kg, ohw, rows, wg, rows, 1, x + (n * p.c + g * cg) * hw, hw, 1, yg, ohw, b != nullptr, gemm_threads);
+        continue;
+      }
+      auto pack_b = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) { pack(src, sn, g, pc, kb, jc, nb, nr, bp); };
+      gemm_custom_b<T>(static_cast<Isa>(isa), kg, ohw, rows, wg, rows, 1, pack_b, yg, ohw, b != nullptr, gemm_threads);
+    }
+  };
+  for_each_image<T>(p, nt, !pointwise && pad.use ? pad.size() : 0, image);
+  return true;
+}
+
+template <class T>
+bool im2col_bwd_data(ConvCall<T>& call) {
+  const Conv2dParams& p = call.p;
+  const ConvArgs<T>& a = call.a;
+  const int nt = call.nt;
+  const KernelTable<T>& tbl = kernel_table<T>();
+  const int isa = static_cast<int>(active_isa());
+  const T* dy = a.dy;
+  const T* w = a.w;
+  T* dx = a.dx;
+  auto* col2im = tbl.conv2d_col2im[isa];
+  const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
+  const int64_t ohw = p.oh * p.ow, hw = p.h * p.w;
+  const bool pointwise = is_pointwise(p);
+  // cols[j][q] = sum_i w[g*kg + i][j] * dy[n][g*kg + i][q], then col2im adds cols into dx.
+  auto image = [&](int64_t n, T* cols, int64_t tile, int threads) {
+    T* dxn = dx + n * p.c * hw;
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const T* wg = w + g * kg * rows;
+      const T* dyg = dy + (n * p.k + g * kg) * ohw;
+      if (pointwise) {
+        gemm<T>(rows, ohw, kg, wg, 1, rows, dyg, ohw, 1, dxn + g * cg * hw, hw, false, threads);
+        continue;
+      }
+      std::fill(dxn + g * cg * hw, dxn + (g + 1) * cg * hw, T(0));
+      for (int64_t q0 = 0; q0 < ohw; q0 += tile) {
+        const int64_t q1 = std::min(ohw, q0 + tile);
+        gemm<T>(rows, q1 - q0, kg, wg, 1, rows, dyg + q0, ohw, 1, cols, q1 - q0, false, threads);
+        parallel_for(cg, threads, [&](int64_t c0, int64_t c1) { col2im(a, n, g, q0, q1, c0, c1, cols); });
+      }
+    }
+  };
+  const TilePlan plan = plan_tiles(p, sizeof(T), nt);
+  if (pointwise || plan.image_threads > 1 || nt <= 1 || cg < 2) {
+    for_each_image<T>(p, nt, pointwise ? 0 : -1, image);
+    return true;
+  }
+  // Fewer images than threads: one parallel region in which each thread owns a range of input
+  // channels, i.e. its rows (cl, r, s) of the column matrix, for every image and tile: its own
+  // GEMM rows and its own col2im, instead of two parallel regions per tile. Same tile, same
+  // per-element sums as above, so the same bits.
+  const int64_t rs = p.r * p.s, tile = plan.tile;
+  parallel_for(cg, nt, [&](int64_t c0, int64_t c1) {
+    Buffer<T> cols(static_cast<size_t>((c1 - c0) * rs * tile));
+    for (int64_t n = 0; n < p.n; ++n) {
+      T* dxn = dx + n * p.c * hw;
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const T* wg = w + g * kg * rows + c0 * rs;  // columns [c0*rs, c1*rs) of the weight block
+        const T* dyg = dy + (n * p.k + g * kg) * ohw;
+        std::fill(dxn + (g * cg + c0) * hw, dxn + (g * cg + c1) * hw, T(0));
+        for (int64_t q0 = 0; q0 < ohw; q0 += tile) {
+          const int64_t q1 = std::min(ohw, q0 + tile), np = q1 - q0;
+          gemm<T>((c1 - c0) * rs, np, kg, wg, 1, rows, dyg + q0, ohw, 1, cols.get(), np, false, 1);
+          col2im(a, n, g, q0, q1, c0, c1, cols.get() - c0 * rs * np);  // col2im indexes rows from 0
+        }
+      }
+    }
+  });
+  return true;
+}
+
+template <class T>
+bool im2col_bwd_weight(ConvCall<T>& call) {
+  const Conv2dParams& p = call.p;
+  const ConvMaps& maps = call.maps;
+  const ConvArgs<T>& a = call.a;
+  const int nt = call.nt;
+  const KernelTable<T>& tbl = kernel_table<T>();
+  const int isa = static_cast<int>(active_isa());
+  const T* x = a.x;
+  const T* dy = a.dy;
+  T* dw = a.dw;
+  const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
+  auto* pack = tbl.conv2d_pack_cols_t[isa];
+  const int nr = gemm_tile<T>(static_cast<Isa>(isa)).nr;
+  const int64_t ohw = p.oh * p.ow, hw = p.h * p.w;
+  const bool pointwise = is_pointwise(p);
+  const PaddedImage pad(p, sizeof(T), static_cast<int>(std::min<int64_t>(nt, p.n)));
+  ConvArgs<T> ap = pad.maps.args<T>(pad.p);
+  // dw[g*kg + i][j] += sum_q dy[n][g*kg + i][q] * cols[j][q], images in order, q in the GEMM's
+  // fixed kc blocks; B (cols transposed) is packed straight from x or its padded copy (implicit
+  // im2col).
+  // 1x1 with fewer filters than channels: dw^T = x dy^T, so that the GEMM's M is the larger side
+  // (threads split its rows, each packing all of the small B; with M = filters they split the
+  // channels and scale poorly: benchmarks/RESULTS.md, section 5), then transposed.
+  const bool transposed = pointwise && kg < rows;
+  auto images = [&](int64_t n0, int64_t n1, T* dwc, int threads) {
+    std::fill(dwc, dwc + p.k * rows, T(0));
+    Buffer<T> dwt(transposed ? static_cast<size_t>(p.k * rows) : 0);  // per group: [channel][filter]
+    Buffer<T> xp(!pointwise && pad.use ? static_cast<size_t>(pad.size()) : 0);
+    ConvArgs<T> src = a;
+    for (int64_t n = n0; n < n1; ++n) {
+      int64_t sn = n;
+      if (xp.get() != nullptr) {
+        pad.fill(p, maps, x + n * p.c * hw, xp.get(), threads);
+        src = ap;
+        src.x = xp.get();
+        sn = 0;
+      }
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const T* dyg = dy + (n * p.k + g * kg) * ohw;
+        T* dwg = dwc + g * kg * rows;
+        if (transposed) {
+          gemm<T>(rows, kg, ohw, x + (n * p.c + g * cg) * hw, hw, 1, dyg, 1, ohw, dwt.get() + g * kg * rows, kg,
+                  n > n0, threads);
+          continue;
+        }
+        if (pointwise) {  // the input is the column matrix
+          gemm<T>(kg, rows, ohw, dyg, ohw, 1, x + (n * p.c + g * cg) * hw, 1, hw, dwg, rows, true, threads);
+          continue;
+        }
+        auto pack_b = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) {
+          pack(src, sn, g, pc, kb, jc, nb, nr, bp);
+        };
+        gemm_custom_b<T>(static_cast<Isa>(isa), kg, rows, ohw, dyg, ohw, 1, pack_b, dwg, rows, true, threads);
+      }
+    }
+    if (transposed && n1 > n0)
+      for (int64_t g = 0; g < p.groups; ++g)
+        for (int64_t j = 0; j < rows; ++j)
+          for (int64_t i = 0; i < kg; ++i) dwc[(g * kg + i) * rows + j] = dwt.get()[g * kg * rows + j * kg + i];
+  };
+  // Batches split into a fixed number of image chunks (from the shape, never the thread count)
+  // whose partial gradients are added in chunk order: one parallel region for the whole call
+  // instead of one per image, and serial GEMMs that are not too small to share. Used while the
+  // partial gradients stay small next to the workspace budget.
+  constexpr int64_t kMaxChunks = 8;
+  const int64_t wsize = p.k * rows;
+  const int64_t chunks = std::min<int64_t>(p.n, kMaxChunks);
+  const bool split = chunks > 1 && static_cast<size_t>((chunks - 1) * wsize) * sizeof(T) <= workspace_limit() / 4;
+  if (!split) {
+    images(0, p.n, dw, nt);
+    return true;
+  }
+  Buffer<T> partial(static_cast<size_t>((chunks - 1) * wsize));
+  parallel_for(chunks, nt, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      T* dwc = c == 0 ? dw : partial.get() + (c - 1) * wsize;
+      images(p.n * c / chunks, p.n * (c + 1) / chunks, dwc, 1);
+    }
+  });
+  parallel_for(wsize, nt, [&](int64_t i0, int64_t i1) {
+    for (int64_t c = 1; c < chunks; ++c) {
+      const T* src = partial.get() + (c - 1) * wsize;
+      for (int64_t i = i0; i < i1; ++i) dw[i] += src[i];
+    }
+  });
+  return true;
+}
+
+#define PYCONV_INSTANTIATE(T)                        \
+  template bool im2col_fwd<T>(ConvCall<T>&);        \
+  template bool im2col_bwd_data<T>(ConvCall<T>&);   \
+  template bool im2col_bwd_weight<T>(ConvCall<T>&);
+PYCONV_INSTANTIATE(float)
+PYCONV_INSTANTIATE(double)
+#undef PYCONV_INSTANTIATE
+
+}  // namespace pyconv
