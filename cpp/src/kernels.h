@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "pyconv/conv2d.h"
+#include "conv2d/depthwise_blocked.h"
 #include "pyconv/isa.h"
 #include "pyconv/pool2d.h"
 

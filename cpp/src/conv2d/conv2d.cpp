@@ -600,6 +600,9 @@ void conv2d_fwd(const Conv2dParams& p0, const T* x, const T* w, const T* b, T* y
   const int nt = threads_for(macs(p), num_threads());
   if (algo == ConvAlgo::winograd && conv2d_fwd_winograd(a, nt)) return;
   if (algo == ConvAlgo::direct) {
+    if (conv2d_dw_blocked_applies(p, ConvDir::fwd) &&
+        conv2d_dw_blocked<T>(p, a.row_map, a.col_map, ConvDir::fwd, x, w, b, nullptr, y, nullptr, nullptr, nt))
+      return;
     if (blocked_applies(p, ConvDir::fwd) && blocked_fwd(p, maps, x, w, b, y, nt)) return;
     auto* fn = tbl.conv2d_fwd_direct[isa];
     parallel_for(p.n * p.k, nt, [&](int64_t b0, int64_t b1) { fn(with_scratch(a, p), b0, b1); });
@@ -656,6 +659,9 @@ void conv2d_bwd_data(const Conv2dParams& p0, const T* dy, const T* w, T* dx, Con
   const int nt = threads_for(macs(p), num_threads());
   if (algo == ConvAlgo::winograd && conv2d_bwd_data_winograd(p, dy, w, dx, nt)) return;
   if (algo == ConvAlgo::direct) {
+    if (conv2d_dw_blocked_applies(p, ConvDir::bwd_data) &&
+        conv2d_dw_blocked<T>(p, a.row_map, a.col_map, ConvDir::bwd_data, nullptr, w, nullptr, dy, nullptr, dx, nullptr, nt))
+      return;
     if (blocked_applies(p, ConvDir::bwd_data) && blocked_bwd_data(p, dy, w, dx, nt)) return;
     if (depthwise_bwd_data_as_fwd(p, dy, w, dx, nt)) return;
     auto* fn = tbl.conv2d_bwd_data_direct[isa];
@@ -728,6 +734,9 @@ void conv2d_bwd_weight(const Conv2dParams& p0, const T* x, const T* dy, T* dw, C
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
   if (algo == ConvAlgo::winograd && conv2d_bwd_weight_winograd(a, dy, dw, nt)) return;
   if (algo == ConvAlgo::direct) {
+    if (conv2d_dw_blocked_applies(p, ConvDir::bwd_weight) &&
+        conv2d_dw_blocked<T>(p, a.row_map, a.col_map, ConvDir::bwd_weight, x, nullptr, nullptr, dy, nullptr, nullptr, dw, nt))
+      return;
     if (blocked_wgrad_applies(p) && blocked_bwd_weight(p, maps, x, dy, dw, nt)) return;
     auto* fn = tbl.conv2d_bwd_weight_direct[isa];
     parallel_for(p.k * cg, nt, [&](int64_t b0, int64_t b1) { fn(with_scratch(a, p), b0, b1); });
