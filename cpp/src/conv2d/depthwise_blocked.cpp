@@ -24,15 +24,16 @@ bool conv2d_dw_blocked(const Conv2dParams& p, const int64_t* row_map, const int6
   const int64_t band = std::clamp<int64_t>(1024 / std::max<int64_t>(cols, 1), 1, rows);
   const int64_t ws = dw_blocked_ws(p, dir, band, L);
   if (static_cast<size_t>(ws) * sizeof(T) > workspace_limit()) return false;
-  Buffer<T> wb(static_cast<size_t>(ncb * rs * L));
+  Buffer<T> wb(w != nullptr ? static_cast<size_t>(ncb * rs * L) : 0);  // no weights: bwd_weight
   Buffer<T> bb(b != nullptr ? static_cast<size_t>(ncb * L) : 0);
-  for (int64_t cb = 0; cb < ncb; ++cb)
-    for (int64_t t = 0; t < rs; ++t)
-      for (int64_t l = 0; l < L; ++l) {
-        const int64_t c = cb * L + l;
-        // bwd_data reads the taps as stored (its core matches each input pixel to its taps)
-        wb.get()[(cb * rs + t) * L + l] = c < p.c ? w[c * rs + t] : T(0);
-      }
+  if (w != nullptr)
+    for (int64_t cb = 0; cb < ncb; ++cb)
+      for (int64_t t = 0; t < rs; ++t)
+        for (int64_t l = 0; l < L; ++l) {
+          const int64_t c = cb * L + l;
+          // bwd_data reads the taps as stored (its core matches each input pixel to its taps)
+          wb.get()[(cb * rs + t) * L + l] = c < p.c ? w[c * rs + t] : T(0);
+        }
   if (b != nullptr)
     for (int64_t c = 0; c < ncb * L; ++c) bb.get()[c] = c < p.c ? b[c] : T(0);
   DwBlocked<T> d{};

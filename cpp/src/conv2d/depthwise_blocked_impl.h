@@ -5,7 +5,9 @@
 // one fixed-order sum (taps in (r, s) order; the weight gradient adds one partial sum per output
 // row, images and rows in order), so neither the bands nor the thread count change a result.
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels.h"
 #include "sizes.h"
@@ -21,6 +23,22 @@ constexpr int kTile = kIsa == Isa::avx512 ? 8 : 4;
 // Taps per weight-gradient pass: that many partial sums, a gradient and an input vector.
 constexpr int kTaps = kIsa == Isa::avx512 ? 13 : 12;
 
+// f(std::integral_constant<int, n>) for the last 0 < n < kTile pixels of a row: one tile with n
+// independent accumulators (a 7-pixel row is one 7-wide tile, not seven dependent chains).
+template <class F>
+inline void with_tile(int64_t n, F&& f) {
+  switch (n) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: if constexpr (kTile > 4) f(std::integral_constant<int, 4>{}); break;
+    case 5: if constexpr (kTile > 5) f(std::integral_constant<int, 5>{}); break;
+    case 6: if constexpr (kTile > 6) f(std::integral_constant<int, 6>{}); break;
+    case 7: if constexpr (kTile > 7) f(std::integral_constant<int, 7>{}); break;
+    default: break;
+  }
+}
+
 template <class T>
 T* align64(T* p) {
   return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
@@ -28,40 +46,119 @@ T* align64(T* p) {
 
 // ---- NCHW <-> blocked -------------------------------------------------------------------------
 
+// r[i][j] = r[j][i]: log2(L) stages of two-vector shuffles.
+template <class T>
+inline void transpose(typename V<T>::vec (&r)[V<T>::L]) {
+  using vec = typename V<T>::vec;
+  using ivec = typename V<T>::ivec;
+  constexpr int L = V<T>::L;
+  for (int d = L / 2; d >= 1; d /= 2) {
+    ivec lo, hi;
+    for (int j = 0; j < L; ++j) {
+      lo[j] = (j & d) == 0 ? j : L + j - d;
+      hi[j] = (j & d) == 0 ? j + d : L + j;
+    }
+    for (int i = 0; i < L; ++i)
+      if ((i & d) == 0) {
+        const vec a = r[i], b = r[i + d];
+        r[i] = __builtin_shuffle(a, b, lo);
+        r[i + d] = __builtin_shuffle(a, b, hi);
+      }
+  }
+}
+
+// put(j, v) for j in [0, count): v[l] = src[l*cs + j], channels l >= nc reading channel nc - 1
+// (those lanes are never written out). Whole L x L blocks through registers; with count >= L
+// the last block overlaps the one before (the same values put twice).
+template <class T, class Put>
+inline void load_transposed(const T* src, int64_t cs, int64_t nc, int64_t count, Put&& put) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L;
+  const T* ch[L];
+  for (int l = 0; l < L; ++l) ch[l] = src + std::min<int64_t>(l, nc - 1) * cs;
+  if (count < L) {
+    for (int64_t j = 0; j < count; ++j) {
+      vec v;
+      for (int l = 0; l < L; ++l) v[l] = ch[l][j];
+      put(j, v);
+    }
+    return;
+  }
+  for (int64_t j0 = 0; j0 < count; j0 += L) {
+    const int64_t j = std::min(j0, count - L);
+    vec r[L];
+    for (int l = 0; l < L; ++l) r[l] = loadu(ch[l] + j);
+    transpose<T>(r);
+    for (int v = 0; v < L; ++v) put(j + v, r[v]);
+  }
+}
+
+// dst[l*cs + j] = get(j)[l] for j in [0, count), l < nc: the inverse of load_transposed.
+template <class T, class Get>
+inline void store_transposed(T* dst, int64_t cs, int64_t nc, int64_t count, Get&& get) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L;
+  if (count < L) {
+    for (int64_t j = 0; j < count; ++j) {
+      const vec v = get(j);
+      for (int64_t l = 0; l < nc; ++l) dst[l * cs + j] = v[l];
+    }
+    return;
+  }
+  for (int64_t j0 = 0; j0 < count; j0 += L) {
+    const int64_t j = std::min(j0, count - L);
+    vec r[L];
+    for (int v = 0; v < L; ++v) r[v] = get(j + v);
+    transpose<T>(r);
+    for (int64_t l = 0; l < nc; ++l) storeu(dst + l * cs + j, r[l]);
+  }
+}
+
 // Padded rows [ph0, ph1) of channels [c0, c0 + nc) of image xn into xb[ph - ph0][q][l]
-// (wp columns), through the maps; lanes >= nc are zero.
+// (wp columns), through the maps. The interior rows are one flattened run of the planes (a
+// 7x7 plane is 49 pixels, whole vectors); border columns copy the interior vectors they map to.
 template <class T>
 void gather_padded(const DwBlocked<T>& d, const T* xn, int64_t c0, int64_t nc, int64_t ph0, int64_t ph1, T* xb) {
+  using vec = typename V<T>::vec;
   constexpr int L = V<T>::L;
   const Conv2dParams& p = *d.p;
   const int64_t wp = p.w + p.pad_l + p.pad_r, hw = p.h * p.w;
+  const T* xc = xn + c0 * hw;
+  const int64_t ia = std::max(ph0, p.pad_t), ib = std::min(ph1, p.pad_t + p.h);
   for (int64_t ph = ph0; ph < ph1; ++ph) {
+    if (ph >= ia && ph < ib) continue;
     T* o = xb + (ph - ph0) * wp * L;
     const int64_t ih = d.row_map[ph];
-    if (ih < 0 || nc < L) std::memset(o, 0, sizeof(T) * static_cast<size_t>(wp * L));
-    if (ih < 0) continue;
-    for (int64_t l = 0; l < nc; ++l) {
-      const T* xr = xn + (c0 + l) * hw + ih * p.w;
-      for (int64_t q = 0; q < p.pad_l; ++q)
-        if (d.col_map[q] >= 0) o[q * L + l] = xr[d.col_map[q]];
-      T* oi = o + p.pad_l * L + l;
-      for (int64_t iw = 0; iw < p.w; ++iw) oi[iw * L] = xr[iw];
-      for (int64_t q = p.pad_l + p.w; q < wp; ++q)
-        if (d.col_map[q] >= 0) o[q * L + l] = xr[d.col_map[q]];
+    if (ih < 0) {
+      std::memset(o, 0, sizeof(T) * static_cast<size_t>(wp * L));
+      continue;
+    }
+    load_transposed<T>(xc + ih * p.w, hw, nc, p.w, [&](int64_t j, vec v) { storeu(o + (p.pad_l + j) * L, v); });
+  }
+  if (ia < ib) {
+    T* o = xb + ((ia - ph0) * wp + p.pad_l) * L;
+    load_transposed<T>(xc + (ia - p.pad_t) * p.w, hw, nc, (ib - ia) * p.w,
+                       [&](int64_t j, vec v) { storeu(o + (j / p.w * wp + j % p.w) * L, v); });
+  }
+  if (p.pad_l + p.pad_r == 0) return;
+  for (int64_t ph = ph0; ph < ph1; ++ph) {
+    if (d.row_map[ph] < 0) continue;
+    T* o = xb + (ph - ph0) * wp * L;
+    for (int64_t q = 0; q < wp; ++q) {
+      if (q == p.pad_l) q += p.w;
+      if (q >= wp) break;
+      const int64_t m = d.col_map[q];
+      storeu(o + q * L, m >= 0 ? loadu(o + (p.pad_l + m) * L) : vec{});
     }
   }
 }
 
 // Blocked rows ob[i][j][l] (rows x cols) into planes yn[c0 + l][row0 + i][j] (pitch cols, plane
-// size plane), lanes < nc.
+// size plane), lanes < nc: rows * cols consecutive elements of each plane.
 template <class T>
 void scatter_rows(const T* ob, int64_t rows, int64_t cols, T* yn, int64_t plane, int64_t row0, int64_t c0, int64_t nc) {
   constexpr int L = V<T>::L;
-  for (int64_t l = 0; l < nc; ++l) {
-    T* yr = yn + (c0 + l) * plane + row0 * cols;
-    const T* src = ob + l;
-    for (int64_t q = 0; q < rows * cols; ++q) yr[q] = src[q * L];
-  }
+  store_transposed<T>(yn + c0 * plane + row0 * cols, plane, nc, rows * cols, [&](int64_t j) { return loadu(ob + j * L); });
 }
 
 // ---- cores on blocked rows --------------------------------------------------------------------
@@ -99,7 +196,7 @@ void fwd_rows(const Conv2dParams& p, const T* xb, int64_t xp, const T* wk, const
     T* orow = ob + i * op;
     int64_t ow = 0;
     for (; ow + kTile <= p.ow; ow += kTile) fwd_tile<T, kTile>(p, x0, xp, wk, b, orow, ow);
-    for (; ow < p.ow; ++ow) fwd_tile<T, 1>(p, x0, xp, wk, b, orow, ow);
+    with_tile(p.ow - ow, [&](auto np) { fwd_tile<T, decltype(np)::value>(p, x0, xp, wk, b, orow, ow); });
   }
 }
 
@@ -140,7 +237,7 @@ void bwd_rows(const Conv2dParams& p, int64_t ih0, int64_t rows, int64_t olo, con
       const int64_t cnt = (p.w - cls + sw - 1) / sw;
       int64_t j = 0;
       for (; j + kTile <= cnt; j += kTile) bwd_tile<T, kTile>(p, a, olo, u, up, fc, wk, cls, j, orow);
-      for (; j < cnt; ++j) bwd_tile<T, 1>(p, a, olo, u, up, fc, wk, cls, j, orow);
+      with_tile(cnt - j, [&](auto np) { bwd_tile<T, decltype(np)::value>(p, a, olo, u, up, fc, wk, cls, j, orow); });
     }
   }
 }
@@ -223,15 +320,12 @@ void bwd_data(const DwBlocked<T>& d, int64_t i0, int64_t i1, T* ws) {
     const int64_t olo = floor_div(ih0 + p.pad_t - eh, p.stride_h);
     const int64_t ohi = floor_div(ih0 + rows - 1 + p.pad_t, p.stride_h);
     const T* dyn = d.dy + n * p.c * ohw;
-    for (int64_t oh = olo; oh <= ohi; ++oh) {
-      T* o = u + (oh - olo) * up;
-      std::memset(o, 0, sizeof(T) * static_cast<size_t>(up));
-      if (oh < 0 || oh >= p.oh) continue;
-      for (int64_t l = 0; l < nc; ++l) {
-        const T* src = dyn + (c0 + l) * ohw + oh * p.ow;
-        T* dst = o + fc * L + l;
-        for (int64_t ow = 0; ow < p.ow; ++ow) dst[ow * L] = src[ow];
-      }
+    std::memset(u, 0, sizeof(T) * static_cast<size_t>((ohi - olo + 1) * up));
+    const int64_t oa = std::max<int64_t>(olo, 0), ob1 = std::min<int64_t>(ohi + 1, p.oh);
+    if (oa < ob1) {
+      T* o = u + (oa - olo) * up + fc * L;
+      load_transposed<T>(dyn + c0 * ohw + oa * p.ow, ohw, nc, (ob1 - oa) * p.ow,
+                         [&](int64_t j, typename V<T>::vec v) { storeu(o + j / p.ow * up + j % p.ow * L, v); });
     }
     bwd_rows(p, ih0, rows, olo, u, up, fc, d.wb + cb * rs * L, ob, p.w * L);
     scatter_rows(ob, rows, p.w, d.dx + n * p.c * p.h * p.w, p.h * p.w, ih0, c0, nc);
@@ -254,11 +348,8 @@ void bwd_weight(const DwBlocked<T>& d, int64_t i0, int64_t i1, T* ws) {
       for (int64_t bi = 0; bi < d.nband; ++bi) {
         const int64_t oh0 = bi * d.band, rows = std::min(d.band, p.oh - oh0);
         gather_padded(d, d.x + n * p.c * p.h * p.w, c0, nc, oh0 * p.stride_h, (oh0 + rows - 1) * p.stride_h + eh + 1, xb);
-        if (nc < L) std::memset(g, 0, sizeof(T) * static_cast<size_t>(rows * p.ow * L));
-        for (int64_t l = 0; l < nc; ++l) {
-          const T* src = d.dy + (n * p.c + c0 + l) * ohw + oh0 * p.ow;
-          for (int64_t q = 0; q < rows * p.ow; ++q) g[q * L + l] = src[q];
-        }
+        load_transposed<T>(d.dy + (n * p.c + c0) * ohw + oh0 * p.ow, ohw, nc, rows * p.ow,
+                           [&](int64_t j, typename V<T>::vec v) { storeu(g + j * L, v); });
         wgrad_rows(p, xb, wp * L, g, p.ow * L, rows, acc);
       }
     }
