@@ -9,8 +9,13 @@
 
 namespace pyconv {
 
+// Narrow outputs only: on wide rows the NCHW depthwise kernels (depthwise.h) fill their vectors
+// along the rows and need no reorder (benchmarks/RESULTS.md, "Real-model layers": the forward
+// and grad-input win up to 14-16 output columns, the weight gradient up to 28).
 bool conv2d_dw_blocked_applies(const Conv2dParams& p, ConvDir dir) {
-  return p.groups == p.c && p.k == p.c && (dir != ConvDir::bwd_data || p.mode == PadMode::zeros);
+  if (p.groups != p.c || p.k != p.c) return false;
+  if (dir == ConvDir::bwd_weight) return p.ow <= 28;
+  return p.ow <= 16 && (dir == ConvDir::fwd || p.mode == PadMode::zeros);
 }
 
 template <class T>

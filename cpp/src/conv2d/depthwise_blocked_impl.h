@@ -184,6 +184,39 @@ inline void fwd_tile(const Conv2dParams& p, const T* x0, int64_t xp, const T* wk
   for (int v = 0; v < NP; ++v) storeu(orow + (ow + v) * L, acc[v]);
 }
 
+// The same sums for stride 1, no column dilation and SS taps per row: the NP + SS - 1 input
+// vectors of a tap row are loaded once and slide under the SS weights.
+template <class T, int NP, int SS>
+inline void fwd_tile_s1(const Conv2dParams& p, const T* x0, int64_t xp, const T* wk, typename V<T>::vec bias,
+                        T* orow, int64_t ow) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L;
+  vec acc[NP];
+  for (int v = 0; v < NP; ++v) acc[v] = bias;
+  for (int64_t r = 0; r < p.r; ++r) {
+    const T* xr = x0 + r * p.dil_h * xp + ow * L;
+    vec xv[NP + SS - 1];
+    for (int i = 0; i < NP + SS - 1; ++i) xv[i] = loadu(xr + i * L);
+    for (int s = 0; s < SS; ++s) {
+      const vec wv = loadu(wk + (r * SS + s) * L);
+      for (int v = 0; v < NP; ++v) acc[v] += wv * xv[v + s];
+    }
+  }
+  for (int v = 0; v < NP; ++v) storeu(orow + (ow + v) * L, acc[v]);
+}
+
+template <class T, int SS>
+void fwd_rows_s1(const Conv2dParams& p, const T* xb, int64_t xp, const T* wk, typename V<T>::vec b, int64_t rows,
+                 T* ob, int64_t op) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* x0 = xb + i * p.stride_h * xp;
+    T* orow = ob + i * op;
+    int64_t ow = 0;
+    for (; ow + kTile <= p.ow; ow += kTile) fwd_tile_s1<T, kTile, SS>(p, x0, xp, wk, b, orow, ow);
+    with_tile(p.ow - ow, [&](auto np) { fwd_tile_s1<T, decltype(np)::value, SS>(p, x0, xp, wk, b, orow, ow); });
+  }
+}
+
 // Output rows [0, rows) of a band: output row i reads padded rows i*sh + r*dh of xb (pitch xp);
 // writes ob[i][ow][L] (pitch op elements per row). This is the blocked-layout forward.
 template <class T>
@@ -191,6 +224,14 @@ void fwd_rows(const Conv2dParams& p, const T* xb, int64_t xp, const T* wk, const
               int64_t op) {
   using vec = typename V<T>::vec;
   const vec b = bias ? loadu(bias) : vec{};
+  if (p.stride_w == 1 && p.dil_w == 1) {
+    switch (p.s) {
+      case 3: return fwd_rows_s1<T, 3>(p, xb, xp, wk, b, rows, ob, op);
+      case 5: return fwd_rows_s1<T, 5>(p, xb, xp, wk, b, rows, ob, op);
+      case 7: return fwd_rows_s1<T, 7>(p, xb, xp, wk, b, rows, ob, op);
+      default: break;
+    }
+  }
   for (int64_t i = 0; i < rows; ++i) {
     const T* x0 = xb + i * p.stride_h * xp;
     T* orow = ob + i * op;
