@@ -221,6 +221,9 @@ CONV_CASES = [
          dilation=(1, 1), groups=1, mode="replicate"),
     dict(id="n2c17h5w33-k9r1s1-pointwise", x=(2, 17, 5, 33), w=(9, 17, 1, 1), stride=(1, 1), padding=(0, 0),
          dilation=(1, 1), groups=1, mode="zeros"),
+    # depthwise on a narrow plane, channels past a vector block (direct: the channel-blocked kernels)
+    dict(id="n2c20h7w7-k20r5s5-s2p2-dw", x=(2, 20, 7, 7), w=(20, 1, 5, 5), stride=(2, 2), padding=(2, 2),
+         dilation=(1, 1), groups=20, mode="zeros"),
     # stride 1, more filters than a register tile holds (direct: the register-blocked kernels)
     dict(id="n2c6h6w21-k29r2s5-p1x2d1x2", x=(2, 6, 6, 21), w=(29, 6, 2, 5), stride=(1, 1), padding=(1, 2),
          dilation=(1, 2), groups=1, mode="zeros"),

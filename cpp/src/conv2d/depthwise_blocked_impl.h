@@ -67,31 +67,44 @@ inline void transpose(typename V<T>::vec (&r)[V<T>::L]) {
   }
 }
 
-// put(j, v) for j in [0, count): v[l] = src[l*cs + j], channels l >= nc reading channel nc - 1
-// (those lanes are never written out). Whole L x L blocks through registers; with count >= L
-// the last block overlaps the one before (the same values put twice).
+// put(j, r, m) for blocks of m pixel vectors from pixel j: r[v][l] = src[l*cs + j + v], channels
+// l >= nc reading channel nc - 1 (those lanes are never written out). Whole L x L blocks through
+// registers; with count >= L the last block overlaps the one before (the same values put twice).
 template <class T, class Put>
 inline void load_transposed(const T* src, int64_t cs, int64_t nc, int64_t count, Put&& put) {
   using vec = typename V<T>::vec;
   constexpr int L = V<T>::L;
-  const T* ch[L];
-  for (int l = 0; l < L; ++l) ch[l] = src + std::min<int64_t>(l, nc - 1) * cs;
+  vec r[L];
   if (count < L) {
-    for (int64_t j = 0; j < count; ++j) {
-      vec v;
-      for (int l = 0; l < L; ++l) v[l] = ch[l][j];
-      put(j, v);
-    }
+    for (int64_t j = 0; j < count; ++j)
+      for (int l = 0; l < L; ++l) r[j][l] = src[std::min<int64_t>(l, nc - 1) * cs + j];
+    put(int64_t{0}, r, static_cast<int>(count));
     return;
   }
   for (int64_t j0 = 0; j0 < count; j0 += L) {
     const int64_t j = std::min(j0, count - L);
-    vec r[L];
-    for (int l = 0; l < L; ++l) r[l] = loadu(ch[l] + j);
+    const T* q = src + j;
+    for (int l = 0; l < L; ++l, q += l < nc ? cs : 0) r[l] = loadu(q);
     transpose<T>(r);
-    for (int v = 0; v < L; ++v) put(j + v, r[v]);
+    put(j, r, L);
   }
 }
+
+// put for load_transposed: pixel j of a run of rows `cols` wide goes to dst + (j / cols * pitch +
+// j % cols) * L (one division per block).
+template <class T>
+struct PutRows {
+  T* dst;
+  int64_t cols, pitch;
+  inline void operator()(int64_t j, const typename V<T>::vec* r, int m) const {
+    constexpr int L = V<T>::L;
+    int64_t row = j / cols, col = j % cols;
+    for (int v = 0; v < m; ++v) {
+      storeu(dst + (row * pitch + col) * L, r[v]);
+      if (++col == cols) col = 0, ++row;
+    }
+  }
+};
 
 // dst[l*cs + j] = get(j)[l] for j in [0, count), l < nc: the inverse of load_transposed.
 template <class T, class Get>
@@ -110,7 +123,8 @@ inline void store_transposed(T* dst, int64_t cs, int64_t nc, int64_t count, Get&
     vec r[L];
     for (int v = 0; v < L; ++v) r[v] = get(j + v);
     transpose<T>(r);
-    for (int64_t l = 0; l < nc; ++l) storeu(dst + l * cs + j, r[l]);
+    T* q = dst + j;
+    for (int64_t l = 0; l < nc; ++l, q += cs) storeu(q, r[l]);
   }
 }
 
@@ -133,12 +147,11 @@ void gather_padded(const DwBlocked<T>& d, const T* xn, int64_t c0, int64_t nc, i
       std::memset(o, 0, sizeof(T) * static_cast<size_t>(wp * L));
       continue;
     }
-    load_transposed<T>(xc + ih * p.w, hw, nc, p.w, [&](int64_t j, vec v) { storeu(o + (p.pad_l + j) * L, v); });
+    load_transposed<T>(xc + ih * p.w, hw, nc, p.w, PutRows<T>{o + p.pad_l * L, p.w, p.w});
   }
   if (ia < ib) {
     T* o = xb + ((ia - ph0) * wp + p.pad_l) * L;
-    load_transposed<T>(xc + (ia - p.pad_t) * p.w, hw, nc, (ib - ia) * p.w,
-                       [&](int64_t j, vec v) { storeu(o + (j / p.w * wp + j % p.w) * L, v); });
+    load_transposed<T>(xc + (ia - p.pad_t) * p.w, hw, nc, (ib - ia) * p.w, PutRows<T>{o, p.w, wp});
   }
   if (p.pad_l + p.pad_r == 0) return;
   for (int64_t ph = ph0; ph < ph1; ++ph) {
@@ -365,8 +378,7 @@ void bwd_data(const DwBlocked<T>& d, int64_t i0, int64_t i1, T* ws) {
     const int64_t oa = std::max<int64_t>(olo, 0), ob1 = std::min<int64_t>(ohi + 1, p.oh);
     if (oa < ob1) {
       T* o = u + (oa - olo) * up + fc * L;
-      load_transposed<T>(dyn + c0 * ohw + oa * p.ow, ohw, nc, (ob1 - oa) * p.ow,
-                         [&](int64_t j, typename V<T>::vec v) { storeu(o + j / p.ow * up + j % p.ow * L, v); });
+      load_transposed<T>(dyn + c0 * ohw + oa * p.ow, ohw, nc, (ob1 - oa) * p.ow, PutRows<T>{o, p.ow, up / L});
     }
     bwd_rows(p, ih0, rows, olo, u, up, fc, d.wb + cb * rs * L, ob, p.w * L);
     scatter_rows(ob, rows, p.w, d.dx + n * p.c * p.h * p.w, p.h * p.w, ih0, c0, nc);
@@ -390,7 +402,7 @@ void bwd_weight(const DwBlocked<T>& d, int64_t i0, int64_t i1, T* ws) {
         const int64_t oh0 = bi * d.band, rows = std::min(d.band, p.oh - oh0);
         gather_padded(d, d.x + n * p.c * p.h * p.w, c0, nc, oh0 * p.stride_h, (oh0 + rows - 1) * p.stride_h + eh + 1, xb);
         load_transposed<T>(d.dy + (n * p.c + c0) * ohw + oh0 * p.ow, ohw, nc, rows * p.ow,
-                           [&](int64_t j, typename V<T>::vec v) { storeu(g + j * L, v); });
+                           PutRows<T>{g, rows * p.ow, 0});
         wgrad_rows(p, xb, wp * L, g, p.ow * L, rows, acc);
       }
     }
