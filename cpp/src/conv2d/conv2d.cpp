@@ -566,7 +566,11 @@ ConvAlgo conv2d_choose_algo(const Conv2dParams& p, ConvDir dir) {
   //   8x64x56x56,  3x3 pad 1:  kg 16  51 / 54   kg 20  55 / 67   kg 24  55 / 79
   //   64x16x16x16, 5x5 pad 2:  kg 20  85 / 60   kg 24  85 / 69   kg 32  84 / 75   kg 48  87 / 97
   //   16x32x32x32, 5x5 pad 2:  kg 32 106 / 87   kg 48  96 / 108
-  if (p.stride_h == 1 && p.stride_w == 1) {
+  // One image on a plane under 8x8 with > 64 channels in and out (ResNet's 512@7 at batch 1): the
+  // GEMM beats the register-blocked kernels in all three directions (benchmarks/RESULTS.md,
+  // "Real-model layers").
+  const bool small_plane_one_image = p.n == 1 && p.oh * p.ow < 64 && cg > 64 && kg > 64;
+  if (p.stride_h == 1 && p.stride_w == 1 && !small_plane_one_image) {
     if (dir == ConvDir::bwd_weight) {
       // By filter only for small batches: at batch 128 its per-chunk passes (two images fit L2)
       // lose to im2col (2 threads, quiet: CIFAR 32->64 23.2 vs 21.4 ms, 64->128 22.3 vs 18.6),
