@@ -1,5 +1,6 @@
 """The channel-blocked depthwise kernels (cpp/src/conv2d/depthwise_blocked_impl.h: groups == C
-== K, channels in blocks of one vector): kernel sizes 3-7, strides 1-3, dilation, asymmetric
+== K, channels in blocks of one vector; taken for outputs narrower than one vector, two for the
+weight gradient, so the narrowest geometries reach them on every ISA): kernel sizes 3-7, strides 1-3, dilation, asymmetric
 padding, every padding mode, channel counts around the block widths (ragged last blocks), narrow
 planes, against the float64 reference and torch; float32 and float64 on every ISA; NaN-poisoned
 outputs; results bitwise independent of the thread count."""
@@ -29,6 +30,12 @@ GEOMS = [
     (1, 1, 5, 30, 3, 3, 1, (2, 0), (1, 2)),
     (2, 20, 6, 6, 6, 6, 1, 0, 1),       # kernel == the padded input: one output pixel
     (1, 40, 1, 9, 1, 3, 1, (0, 1), 1),  # one row
+    # outputs narrower than the smallest vectors (the kernels run on every ISA and dtype here)
+    (2, 19, 9, 9, 3, 3, 3, 1, 1),
+    (1, 10, 7, 7, 5, 5, 2, 2, 1),
+    (2, 6, 8, 3, 3, 3, 1, 0, 1),
+    (1, 5, 6, 6, 3, 3, 2, (1, 0), (2, 1)),
+    (3, 4, 5, 5, 5, 5, 4, 2, 1),
 ]
 MODES = ["zeros", "reflect", "replicate", "circular"]
 

@@ -9,13 +9,8 @@
 
 namespace pyconv {
 
-// Narrow outputs only: on wide rows the NCHW depthwise kernels (depthwise.h) fill their vectors
-// along the rows and need no reorder (benchmarks/RESULTS.md, "Real-model layers": the forward
-// and grad-input win up to 14-16 output columns, the weight gradient up to 28).
 bool conv2d_dw_blocked_applies(const Conv2dParams& p, ConvDir dir) {
-  if (p.groups != p.c || p.k != p.c) return false;
-  if (dir == ConvDir::bwd_weight) return p.ow <= 28;
-  return p.ow <= 16 && (dir == ConvDir::fwd || p.mode == PadMode::zeros);
+  return p.groups == p.c && p.k == p.c && (dir != ConvDir::bwd_data || p.mode == PadMode::zeros);
 }
 
 template <class T>
@@ -23,6 +18,11 @@ bool conv2d_dw_blocked(const Conv2dParams& p, const int64_t* row_map, const int6
                        const T* x, const T* w, const T* b, const T* dy, T* y, T* dx, T* dw, int nt) {
   const Isa isa = active_isa();
   const int64_t L = (isa == Isa::avx512 ? 64 : isa == Isa::avx2 ? 32 : 16) / static_cast<int64_t>(sizeof(T));
+  // Narrow outputs only: rows of at least one vector (the forward and grad-input) or two (the
+  // weight gradient) fill the NCHW kernels' vectors (depthwise.h) with no reorder
+  // (benchmarks/RESULTS.md, "Real-model layers": AVX-512 float wins at 7 and 14 output columns,
+  // 28 for the weight gradient; AVX2 at 7, and 14 only for the weight gradient).
+  if (p.ow >= (dir == ConvDir::bwd_weight ? 2 * L : L)) return false;
   const int64_t rs = p.r * p.s, ncb = (p.c + L - 1) / L;
   // Bands of about 1024 pixels: a band's blocked rows stay in L2 between gather, core and scatter.
   const int64_t rows = dir == ConvDir::bwd_data ? p.h : p.oh, cols = dir == ConvDir::bwd_data ? p.w : p.ow;
