@@ -101,6 +101,8 @@ CONV_CASES = [
     ConvCase(2, 4, 7, 9, 4, 3, 3, padding="same", groups=4, mode="circular", name="n2c4h7w9-k4r3s3-same-dw-circular"),
     ConvCase(1, 3, 10, 17, 5, 5, 5, stride=2, padding=2, mode="replicate", name="n1c3h10w17-k5r5s5-s2p2-replicate"),
     ConvCase(2, 17, 5, 33, 9, 1, 1, name="n2c17h5w33-k9r1s1-pointwise"),
+    # depthwise on a narrow plane, channels past a vector block (direct: the channel-blocked kernels)
+    ConvCase(2, 20, 7, 7, 20, 5, 5, stride=2, padding=2, groups=20, name="n2c20h7w7-k20r5s5-s2p2-dw"),
     # stride 1, more filters than a register tile holds (direct: the register-blocked kernels)
     ConvCase(2, 6, 6, 21, 29, 2, 5, padding=(1, 2), dilation=(1, 2), name="n2c6h6w21-k29r2s5-p1x2d1x2"),
 ]

@@ -3,7 +3,8 @@
 The choice was recorded from the if-chain that preceded the selection table (issue 13) and must not
 change when the rule is restated: a change to the thresholds is a deliberate edit of RECORDED (run
 this file as a script to print the new value) together with the measurements in
-benchmarks/RESULTS.md. One character per (shape, direction): d(irect), i(m2col), w(inograd), or x
+benchmarks/RESULTS.md (re-recorded once since: issue 14's row for one image on a plane under
+64 pixels with > 64 channels in and out, which moved 4 choices from direct to im2col). One character per (shape, direction): d(irect), i(m2col), w(inograd), or x
 when the shape is invalid (the C++ validation raises).
 """
 import base64
@@ -115,17 +116,17 @@ RECORDED = (
     "dLdZ5urqpnom2TP3Pq6We8BFSfGhhHprhnNjPFp+PyT64GrUuu1T2OxdmCnMGKIsCcu/ulRMExH51jR1cZWdu0OoTl0iq17Z"
     "iUjSuWhs9IMUWWuZaQtFA1uAFtPvIv8TacoWBhf12tK4d6yidVYyBNKzD93HRMQcsLMUm65pCFdYRGTEi0kiGUpZ+8p0kub+"
     "zFpM8QOGKi9aqAnGQpMNYxqz8+kfpE47dmB9zHeqooNeF0hB+ZhOYcwMGChibdnZ4jwX0uNnkQVbRgJszQA1h4ZS6IapUq17"
-    "azLOUjtcoZy2veSgzeshCtc3LJl7g9yPKANL5ORyYx7cUUfWBp+rU0TrFUJAuVRN2TYvTjmDODH46g5SPaU3o+MQ7SfDLKc5"
-    "XIUljnmFlI/bqdF6ZyrAWhdatWyqQSpQQYPupBpVqnZgumOw7uESrPhJSP9QawuV1P1WiOXYwZCZZMVoUkTIPLyL7XE1dUvc"
-    "GIX21J/wUS+E9JI4ajFEYUWrdj+5uyYa5qZnb/RKLL0tWD+FhPoJkn6sQtmRF9rRZhti1xtvkHvSawvlzopB6rMXSftD8Ck0"
-    "OYdZIpn7tKAvToSyNEFqfO4PesUd4ad3SkTxS3v2uv+oLv9yikQJrszf0t9wWYjUvLHsZp93gJxBmyjdzhaJQUZrRQQ7UXuo"
-    "hSIcnzeBtG10aF5YxZBCsGSKrBQLqmFm9SF8PU/E+IQzl56ptLfnOJsgnWRrCS0qIIwTuBG6nnzKBi2VyRmCjLSPoXshyehy"
-    "uspOrs3u0roIv04s/g+oZtxYt2UmluPGmLz3KnnViNGHYdkjrGN4iUPIEQzGfj+PdZDuet1QE32saNYS9FRrWy0fynrNVj67"
-    "TDW7uRpdVUnvJIsQv6zcVp2Er7k10XhcS4J+mcjpEUkXmDp/7lzo2Y0Z9AjNfreJbd6UtFa2GDnjZM7pW/nZJXBvlPnwOqFv"
-    "QtPOsNjdhANgZatOAVwIQw4ysAF3zPYS8ueZ4pXzKRkJabndI2Yf0OGHBJYl9BlsMxZuTUmpnLkfrNs0tIxh/DAJWlyiovTL"
-    "JpIMcmpom9LEOIA/N7dib+0pmWgCaehUm0HyqPSTvH4O3boPfiy9gYfnjkw9lCEtQqKePBsmC575IPY+nV5S40NyDR2veIsc"
-    "ucaEcO53npjCW2xTBvN+cchnnj4FiqZHLLItVO34n1TElQ0w8UVSautSI1ZPseoDfTsYtXroJpDgryukkZiuN893e+9sDGzK"
-    "DKp8WS7GdrZ9ZOTWbESs3VLWivipycDkw01NtxJ9o80n+H8R85ea9NEC3SygxcyA5AUK6W3xwWRIcgfWRvgfhkUbrg=="
+    "azLOUjtcoZy2veSgzeshCtc3LJl7g9yPKANL5ORyWWtjAjknJ4ci2lp7CCGgXKqmbJsXp5xBnBh8dQepntKb0XGI9pNhltMc"
+    "rsISx7xCysft1Gi9MxVgrQu5QDbVIBWooEF3Uo0qVTsw3TFY93AJVvwkpH+otYVK6n4rxHLsYMhMssIupoiQeXgX2+Nq6pa4"
+    "MQrtqT/ho14I6SVx1GKIwopW7X5yd000zE3P3uiVWHpbsH4KCfUTJP1YhbIjL7SjzTbErjfeIPek1xbKnRWD1GcvkvaH4FNo"
+    "cg6zRDL3aUFfnAhlaYLU+Nwf9Io7wk/vlIjil/bsdf9RXf7lFIkSXJm/pb/hshCpeWPZzT7vADmDNlG6nS0Sg4zWigh2ovZQ"
+    "C0U4Pm8Cadvo0LywiiGFYMkUWSkWVMPM6kP4ep6I8QlnLj1TaW/PcTZBOsnWElpUQBgncCN0PfmUDVoqkzMEGWkfQ/dCktHl"
+    "dJWdXJvdpXURfp1Y/B9QzbixbstMLMeNMXnvVfKqEaMPw7JHWMfwEoeQIxiM/X4e6yDd9bqhJvpY0awl6KnWtlo+lPWarXx2"
+    "mWp2czW6qpLeSRYhflm5rToJX3NrovG4lgT9MpHTI5IuMHX+3LnQsxsz6BGa/W4T27wpaa1sMXLGyZzTt/KzS+DeKPPhdULf"
+    "hKadYbG7CQfAyladArgQhhxkYAPumO0l5M8zxSvnUzIS0nK7R8w+oMMPCSxL6DPYZizcmpJSOXM/WLdpaBnD+GEStLhERemX"
+    "TSQZ5NTQNqWJcQB/bm7F3tpTMtEE0tCpNoPkUeknef0cunUf/Fh6Aw/PHZl6KENahEQ9eTZMFjzzQex9Or2kxofkGjpe8RY5"
+    "co0J4dzvPDGFt9imDOb94pDPPH0KFE2PWGRbqNrxP6mIKxtg4ouk1NalRqyeYtUH+nYwavXQTSDBX1dIIzFdb57v9t7ZGNiU"
+    "GVT5sly8qpdHRm7NRsTaLWWtiJ+aDEw+3NR0K9E32nyC/xcxf6lJHy3QzQJazAxIXqCQ3hYfTIYkd2BthP8BPY0bwg=="
 )
 
 

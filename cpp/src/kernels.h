@@ -6,6 +6,7 @@
 #include <string>
 
 #include "pyconv/conv2d.h"
+#include "conv2d/depthwise_blocked.h"
 #include "pyconv/isa.h"
 #include "pyconv/pool2d.h"
 

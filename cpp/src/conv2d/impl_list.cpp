@@ -7,6 +7,7 @@
 // tried before it with the reason it did not run.
 #include <string>
 
+#include "conv2d/depthwise_blocked.h"
 #include "conv2d/impl.h"
 #include "conv2d/winograd.h"
 #include "gemm/gemm_driver.h"
@@ -40,11 +41,37 @@ bool wino_bwd_data(ConvCall<T>& c) { return conv2d_bwd_data_winograd(c.p, c.a.dy
 template <class T>
 bool wino_bwd_weight(ConvCall<T>& c) { return conv2d_bwd_weight_winograd(c.a, c.a.dy, c.a.dw, c.nt); }
 
+// Channel-blocked depthwise kernels (depthwise_blocked.cpp): taken for outputs narrower than the
+// NCHW kernels' vectors fill.
+const char* dw_blocked_guard(const Conv2dParams& p, ConvDir dir) {
+  return conv2d_dw_blocked_applies(p, dir) ? nullptr
+                                           : "not depthwise, or outputs wide enough for the NCHW kernels";
+}
+template <class T>
+bool dw_blocked_fwd(ConvCall<T>& c) {
+  const ConvArgs<T>& a = c.a;
+  return conv2d_dw_blocked<T>(c.p, a.row_map, a.col_map, ConvDir::fwd, a.x, a.w, a.b, nullptr, a.y, nullptr, nullptr,
+                              c.nt);
+}
+template <class T>
+bool dw_blocked_bwd_data(ConvCall<T>& c) {
+  const ConvArgs<T>& a = c.a;
+  return conv2d_dw_blocked<T>(c.p, a.row_map, a.col_map, ConvDir::bwd_data, nullptr, a.w, nullptr, a.dy, nullptr, a.dx,
+                              nullptr, c.nt);
+}
+template <class T>
+bool dw_blocked_bwd_weight(ConvCall<T>& c) {
+  const ConvArgs<T>& a = c.a;
+  return conv2d_dw_blocked<T>(c.p, a.row_map, a.col_map, ConvDir::bwd_weight, a.x, nullptr, nullptr, a.dy, nullptr,
+                              nullptr, a.dw, c.nt);
+}
+
 #define PYCONV_RUN(fn) fn<float>, fn<double>
 
 const ConvImpl kFwd[] = {
     {ConvAlgo::winograd, "", winograd_guard, winograd_fit, PYCONV_RUN(wino_fwd)},
     {ConvAlgo::winograd, " (phases)", winograd_phases_guard, winograd_fit, PYCONV_RUN(wino_fwd)},
+    {ConvAlgo::direct, " (channel-blocked depthwise)", dw_blocked_guard, nullptr, PYCONV_RUN(dw_blocked_fwd)},
     {ConvAlgo::direct, " (register-blocked)", blocked_guard, blocked_fit, PYCONV_RUN(blocked_fwd)},
     {ConvAlgo::direct, "", nullptr, nullptr, PYCONV_RUN(direct_fwd)},
     {ConvAlgo::im2col, " (1x1: gemm only)", pointwise_guard, nullptr, PYCONV_RUN(im2col_fwd)},
@@ -53,6 +80,7 @@ const ConvImpl kFwd[] = {
 const ConvImpl kBwdData[] = {
     {ConvAlgo::winograd, "", winograd_guard, winograd_fit, PYCONV_RUN(wino_bwd_data)},
     {ConvAlgo::winograd, " (phases)", winograd_phases_guard, winograd_fit, PYCONV_RUN(wino_bwd_data)},
+    {ConvAlgo::direct, " (channel-blocked depthwise)", dw_blocked_guard, nullptr, PYCONV_RUN(dw_blocked_bwd_data)},
     {ConvAlgo::direct, " (register-blocked)", blocked_guard, blocked_fit, PYCONV_RUN(blocked_bwd_data)},
     {ConvAlgo::direct, " (depthwise as forward)", depthwise_as_fwd_guard, depthwise_as_fwd_fit,
      PYCONV_RUN(depthwise_bwd_data_as_fwd)},
@@ -63,6 +91,8 @@ const ConvImpl kBwdData[] = {
 const ConvImpl kBwdWeight[] = {
     {ConvAlgo::winograd, "", winograd_guard, winograd_fit, PYCONV_RUN(wino_bwd_weight)},
     {ConvAlgo::winograd, " (phases)", winograd_phases_guard, winograd_fit, PYCONV_RUN(wino_bwd_weight)},
+    {ConvAlgo::direct, " (channel-blocked depthwise)", dw_blocked_guard, nullptr,
+     PYCONV_RUN(dw_blocked_bwd_weight)},
     {ConvAlgo::direct, " (register-blocked)", blocked_guard, blocked_fit, PYCONV_RUN(blocked_bwd_weight)},
     {ConvAlgo::direct, "", nullptr, nullptr, PYCONV_RUN(direct_bwd_weight)},
     {ConvAlgo::im2col, " (1x1: gemm only)", pointwise_guard, nullptr, PYCONV_RUN(im2col_bwd_weight)},

@@ -33,6 +33,9 @@ struct Thresholds {
   // Stride 1, blocked forward / input gradient: the channels read <= 64 or their padded planes
   // within 256 KiB (float32).
   int64_t blocked_max_cin = 64, blocked_max_plane_bytes = int64_t{256} << 10;
+  // One image on a plane under 64 output pixels with > 64 channels in and out (ResNet's 512@7 at
+  // batch 1): im2col, not the stride-1 direct rows ("Real-model layers").
+  int64_t small_plane_pixels = 64, small_plane_channels = 64;
   // Otherwise im2col once a group has enough filters to fill the GEMM's rows.
   int64_t im2col_min_kg = 4;
 };
@@ -81,6 +84,11 @@ const Row kRows[] = {
      [](const Layer& l) {
        return l.dir == ConvDir::bwd_weight && l.p.groups == 1 && l.p.c <= kT.first_layer_c &&
               l.p.stride_w <= kT.first_layer_max_stride;
+     }},
+    {ConvAlgo::im2col,
+     [](const Layer& l) {
+       return l.p.n == 1 && l.p.oh * l.p.ow < kT.small_plane_pixels && l.cg > kT.small_plane_channels &&
+              l.kg > kT.small_plane_channels && l.kg >= kT.im2col_min_kg;
      }},
     {ConvAlgo::direct,
      [](const Layer& l) {
