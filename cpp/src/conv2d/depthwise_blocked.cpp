@@ -17,7 +17,7 @@ template <class T>
 bool conv2d_dw_blocked(const Conv2dParams& p, const int64_t* row_map, const int64_t* col_map, ConvDir dir,
                        const T* x, const T* w, const T* b, const T* dy, T* y, T* dx, T* dw, int nt) {
   const Isa isa = active_isa();
-  const int64_t L = (isa == Isa::avx512 ? 64 : isa == Isa::avx2 ? 32 : 16) / static_cast<int64_t>(sizeof(T));
+  const int64_t L = isa_vec_bytes(isa) / static_cast<int64_t>(sizeof(T));
   // Narrow outputs only: rows of at least one vector (the forward and grad-input) or two (the
   // weight gradient) fill the NCHW kernels' vectors (depthwise.h) with no reorder
   // (benchmarks/RESULTS.md, "Real-model layers": AVX-512 float wins at 7 and 14 output columns,
