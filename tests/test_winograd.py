@@ -329,7 +329,7 @@ def test_auto_uses_winograd_only_where_it_applies():
                                        direction) == "winograd"
     # the weight gradient's GEMM columns are input channels: few of them stay off Winograd
     assert core.conv2d_choose_algo((8, 8, 32, 32), (64, 8, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 0, 2) != "winograd"
-    # ... 32 of them from 64 tiles (small planes too), 16 from 192 tiles (winograd.cpp's table)
+    # ... 32 of them from 64 tiles (small planes too), 16 from 192 tiles (benchmarks/RESULTS.md, "Algorithm selection")
     wgrad = lambda x, w: core.conv2d_choose_algo(x, w, (1, 1), (1, 1, 1, 1), (1, 1), 1, 0, 2)  # noqa: E731
     assert wgrad((64, 32, 8, 8), (32, 32, 3, 3)) == "winograd"
     assert wgrad((8, 32, 7, 7), (32, 32, 3, 3)) != "winograd"      # 32 tiles

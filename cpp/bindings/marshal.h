@@ -2,7 +2,7 @@
 // path's readers of Python objects, and the canonicalisation of convolution and pooling
 // arguments (one place, used by the checked bindings and the fast entry points alike).
 // Bindings only marshal: validation of parameters is the operators' (std::invalid_argument ->
-// ValueError), argument checking for users is pyconv/functional.py's.
+// ValueError), argument checking for users is pyconv/functional/'s.
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>

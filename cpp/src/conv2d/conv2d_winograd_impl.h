@@ -1,7 +1,7 @@
 // conv2d_winograd_{filter,input,output}_<isa>: the transforms of Winograd F(4x4, 3x3)
 // (Lavin & Gray 2016, interpolation points 0, 1, -1, 2, -2, infinity):
 //   U = G g G^T (6x6 per filter),  V = B^T d B (6x6 per input tile),  y = A^T M A (4x4),
-// M[xi] = sum_c U[xi][k][c] V[xi][c][tile] being the GEMMs the operator (winograd.cpp) runs.
+// M[xi] = sum_c U[xi][k][c] V[xi][c][tile] being the GEMMs the operator (winograd_units.cpp) runs.
 // The input and output transforms are vectorised across tiles: lane t of a vector is tile t of a
 // run of the unit. Within one tile row the inputs of consecutive tiles start 4 columns apart, so a
 // row of 4L + 2 inputs is loaded as 5 vectors and de-interleaved by 4 with shuffles (and the

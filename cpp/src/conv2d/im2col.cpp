@@ -261,7 +261,7 @@ bool im2col_bwd_weight(ConvCall<T>& call) {
   // im2col).
   // 1x1 with fewer filters than channels: dw^T = x dy^T, so that the GEMM's M is the larger side
   // (threads split its rows, each packing all of the small B; with M = filters they split the
-  // channels and scale poorly: benchmarks/RESULTS.md, section 5), then transposed.
+  // channels and scale poorly: benchmarks/RESULTS.md, "Algorithm selection"), then transposed.
   const bool transposed = pointwise && kg < rows;
   auto images = [&](int64_t n0, int64_t n1, T* dwc, int threads) {
     std::fill(dwc, dwc + p.k * rows, T(0));

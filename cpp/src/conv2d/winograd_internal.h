@@ -12,7 +12,7 @@ namespace pyconv {
 namespace wino {
 
 constexpr int64_t kTiles = 36;  // 6x6 transform positions
-// V + M of one unit (benchmarks/RESULTS.md, section 5: best between 1 and 4 MiB).
+// V + M of one unit (benchmarks/RESULTS.md, "Algorithm selection": best between 1 and 4 MiB).
 constexpr int64_t kUnitBytes = int64_t{3} << 19;
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
