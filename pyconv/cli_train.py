@@ -178,14 +178,14 @@ def run(args):
 def _join_group(args):
     """The data-parallel group when torchrun started this process (WORLD_SIZE > 1), else None.
     Ranks other than 0 write nothing and print only errors."""
-    if not os.environ.get("WORLD_SIZE") or os.environ["WORLD_SIZE"] == "1":
+    from . import distributed  # torch is imported only when a group is joined
+
+    if distributed.world_size() <= 1:
         return None
     if getattr(args, "serve", False):
         raise ValueError("--serve cannot watch a data-parallel run (started by torchrun): the page pauses and changes "
                          "one process; run it without torchrun, or drop --serve")
-    from . import distributed
-
-    group = distributed.from_environment()
+    group = distributed.Group.join()
     if group is not None and group.rank != 0:
         args.quiet = True
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's life

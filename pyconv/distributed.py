@@ -20,15 +20,17 @@ class DistributedError(ValueError):
     """A data-parallel run that cannot start (reported in one line by the CLI)."""
 
 
-def from_environment():
-    """The process group torchrun describes (``WORLD_SIZE`` > 1), joined; else None."""
+def world_size():
+    """``WORLD_SIZE`` as torchrun sets it (1 without it)."""
     try:
-        world = int(os.environ.get("WORLD_SIZE") or 1)
+        return int(os.environ.get("WORLD_SIZE") or 1)
     except ValueError:
         raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer (torchrun sets it)") from None
-    if world <= 1:
-        return None
-    return Group.join()
+
+
+def from_environment():
+    """The process group torchrun describes (``WORLD_SIZE`` > 1), joined; else None."""
+    return Group.join() if world_size() > 1 else None
 
 
 class Group:

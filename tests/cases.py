@@ -33,6 +33,16 @@ DTYPES = (np.float32, np.float64)
 MODES = ("zeros", "reflect", "replicate", "circular")
 
 
+def seeded(*key):
+    """A generator seeded by the key's repr: the same numbers for the same test inputs, run to run."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def u(shape, *key):
+    """Uniform(-1, 1) float32-exact values as float64."""
+    return seeded(*key).uniform(-1, 1, shape).astype(np.float32).astype(np.float64)
+
+
 _CASE_DATA = {}
 
 

@@ -1,7 +1,5 @@
 """linear (+ gradients) against the reference and torch."""
 
-import zlib
-
 import numpy as np
 import pytest
 
@@ -13,15 +11,8 @@ pyconv = pytest.importorskip("pyconv")
 F = pyconv.functional
 
 DTYPES = cases.DTYPES
+seeded, u = cases.seeded, cases.u
 DT_IDS = ["f32", "f64"]
-
-
-def seeded(*key):
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
-
-
-def u(shape, *key):
-    return seeded(*key).uniform(-1, 1, shape).astype(np.float32).astype(np.float64)
 
 
 LINEAR_SHAPES = [  # (batch, in_features, out_features)

@@ -1,7 +1,5 @@
 """max_pool2d / avg_pool2d forward and backward against the reference (and torch)."""
 
-import zlib
-
 import numpy as np
 import pytest
 
@@ -14,13 +12,10 @@ pyconv = pytest.importorskip("pyconv")
 F = pyconv.functional
 
 DTYPES = cases.DTYPES
+seeded = cases.seeded
 DT_IDS = ["f32", "f64"]
 AVG_VARIANTS = [(True, None), (False, None), (True, 3), (False, 2)]   # (count_include_pad, divisor_override)
 BAD_SIZE = r"kernel_size|input|padding|dilation"
-
-
-def seeded(*key):
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def distinct(shape, key):
