@@ -1,6 +1,9 @@
 // conv2d bindings: the checked entry points (arrays and canonical codes from functional.py), the
 // fast ones (the user's arguments as given; None when not canonical), the algorithm queries.
+#include <cmath>
+
 #include "bindings/marshal.h"
+#include "pyconv/eltwise.h"
 #include "pyconv/parallel.h"
 
 namespace pyconv {
@@ -63,6 +66,44 @@ py::array conv2d_fwd_t(const py::array& x, const py::array& w, const py::object&
     bp = data<T>(bias);
   }
   return run_conv2d_fwd<T>(p, data<T>(x), data<T>(w), bp, h.algo, false);
+}
+
+// The inference conv: y = clamp(conv(x, w) + b + residual, lo, hi) in one call without the GIL
+// (the epilogue pass runs while y is still warm in cache, and no Python between).
+template <class T>
+py::array conv2d_fwd_fused_t(const py::array& x, const py::array& w, const py::object& b, I2 stride, I4 pad, I2 dil,
+                             int64_t groups, int algo, const py::object& residual, double lo, double hi) {
+  const auto dt = py::dtype::of<T>();
+  check_array(x, "input", 4, dt);
+  check_array(w, "weight", 4, dt);
+  const ConvHyper h = conv_hyper(stride, pad, dil, groups, 0, algo);
+  const Conv2dParams p = conv_params(shape4(x), shape4(w), h);
+  const T* bp = nullptr;
+  py::array bias, res;
+  if (!b.is_none()) {
+    bias = py::array(b);
+    check_array(bias, "bias", 1, dt);
+    check_shape(bias, "bias", {p.k});
+    bp = data<T>(bias);
+  }
+  const T* rp = nullptr;
+  if (!residual.is_none()) {
+    res = py::array(residual);
+    check_array(res, "residual", 4, dt);
+    check_shape(res, "residual", {p.n, p.k, p.oh, p.ow});
+    rp = data<T>(res);
+  }
+  if (std::isnan(lo) || std::isnan(hi) || lo > hi)
+    throw std::invalid_argument("conv2d_fwd_fused: need lo <= hi, got lo=" + std::to_string(lo) + ", hi=" + std::to_string(hi));
+  auto y = new_nchw<T>(false, p.n, p.k, p.oh, p.ow);
+  T* yp = y.mutable_data();
+  {
+    NoGil nogil(conv_work(p));
+    conv2d_fwd<T>(p, data<T>(x), data<T>(w), bp, yp, h.algo);
+    if (rp || lo > -std::numeric_limits<double>::infinity() || hi < std::numeric_limits<double>::infinity())
+      clamp_add<T>(yp, rp, static_cast<T>(lo), static_cast<T>(hi), p.n * p.k * p.oh * p.ow);
+  }
+  return std::move(y);
 }
 
 template <class T>
@@ -176,6 +217,13 @@ void bind_conv2d(py::module_& m) {
     return by_dtype<py::array>(x, "input", [&] { return conv2d_fwd_t<float>(x, w, b, stride, pad, dil, groups, mode, algo); },
                                [&] { return conv2d_fwd_t<double>(x, w, b, stride, pad, dil, groups, mode, algo); });
   });
+  m.def("conv2d_fwd_fused", [](py::array x, py::array w, py::object b, I2 stride, I4 pad, I2 dil, int64_t groups,
+                               int algo, py::object residual, double lo, double hi) {
+    return by_dtype<py::array>(x, "input", [&] { return conv2d_fwd_fused_t<float>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi); },
+                               [&] { return conv2d_fwd_fused_t<double>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi); });
+  }, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride"), py::arg("pad"), py::arg("dilation"),
+     py::arg("groups"), py::arg("algo"), py::arg("residual") = py::none(),
+     py::arg("lo") = -std::numeric_limits<double>::infinity(), py::arg("hi") = std::numeric_limits<double>::infinity());
   m.def("conv2d_bwd_data", [](py::array dy, py::array w, I4 in, I2 stride, I4 pad, I2 dil, int64_t groups, int mode,
                               int algo) {
     return by_dtype<py::array>(dy, "grad_output", [&] { return conv2d_bwd_data_t<float>(dy, w, in, stride, pad, dil, groups, mode, algo); },

@@ -213,6 +213,8 @@ using relu_fwd_fn = void(const T* x, T* y, int64_t i0, int64_t i1);
 template <class T>
 using relu_bwd_fn = void(const T* dy, const T* x, T* dx, int64_t i0, int64_t i1);
 template <class T>
+using clamp_add_fn = void(T* y, const T* r, T lo, T hi, int64_t i0, int64_t i1);
+template <class T>
 using bias_grad_fn = void(const T* dy, int64_t n, int64_t c, int64_t hw, T* db, int64_t c0, int64_t c1);
 
 #define PYCONV_KERNEL(fam, op, dir, algo) \

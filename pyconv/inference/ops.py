@@ -191,11 +191,30 @@ def conv_algorithm(node, ins):
     return _core.conv2d_choose_algo(ins[0].shape, ins[1].shape, strides, pads, dil, g, 0, 0)
 
 
+def _fused_clamp(node):
+    """(residual input index or None, lo, hi) when the epilogue is [Add]? then [Relu | Clip]?, the
+    form the C++ fused conv computes; None otherwise."""
+    ep, k, lo, hi = list(node.epilogue), None, -np.inf, np.inf
+    if ep and ep[0][0] == "add":
+        k = ep.pop(0)[1]
+    if ep and ep[0][0] == "Relu":
+        lo = 0.0
+        ep.pop(0)
+    elif ep and ep[0][0] == "Clip":
+        a, b = ep.pop(0)[1]
+        if any(v is not None and np.size(v) != 1 for v in (a, b)):
+            return None
+        lo = -np.inf if a is None else float(np.ravel(a)[0])
+        hi = np.inf if b is None else float(np.ravel(b)[0])
+    return None if ep or lo > hi else (k, lo, hi)
+
+
 def _build_conv(node, ins, inplace):
     strides, pads, dil, g = conv_core_args(node, ins)
     conv = _core.conv2d_fwd
     steps = _epilogue(node, ins)
     has_bias = len(node.inputs) > 2 and node.inputs[2] != ""
+    fused = _fused_clamp(node)
     if ins[1].const is None:  # a weight computed at run time (rare): made contiguous per call
         def run_w(x, w, b=None, *extra):
             return run(x, np.ascontiguousarray(w), b, *extra)
@@ -205,6 +224,14 @@ def _build_conv(node, ins, inplace):
                                         dil, g, 0, 0)
         return lambda x, w, *_: conv(x if x.flags.c_contiguous else np.ascontiguousarray(x), w, None, strides, pads,
                                      dil, g, 0, 0)
+    if fused is not None:
+        k, lo, hi = fused
+        fconv = _core.conv2d_fwd_fused
+        c = lambda a: a if a.flags.c_contiguous else np.ascontiguousarray(a)  # noqa: E731
+
+        def run(x, w, b=None, *extra):
+            return fconv(c(x), w, b, strides, pads, dil, g, 0, None if k is None else c(extra[k - 3]), lo, hi)
+        return run if ins[1].const is not None else run_w
 
     def run(x, w, b=None, *extra):
         y = conv(x if x.flags.c_contiguous else np.ascontiguousarray(x), w, b, strides, pads, dil, g, 0, 0)

@@ -38,6 +38,12 @@ void relu_bwd(const T* dy, const T* x, T* dx, int64_t n) {
 }
 
 template <class T>
+void clamp_add(T* y, const T* r, T lo, T hi, int64_t n) {
+  auto* fn = kernel_table<T>().clamp_add[isa_index()];
+  over_blocks(n, [&](int64_t i0, int64_t i1) { fn(y, r, lo, hi, i0, i1); });
+}
+
+template <class T>
 void bias_grad(const T* dy, int64_t n, int64_t c, int64_t hw, T* db) {
   auto* fn = kernel_table<T>().bias_grad[isa_index()];
   parallel_for(c, elt_threads(n * c * hw), [&](int64_t c0, int64_t c1) { fn(dy, n, c, hw, db, c0, c1); });
@@ -46,6 +52,7 @@ void bias_grad(const T* dy, int64_t n, int64_t c, int64_t hw, T* db) {
 #define PYCONV_INSTANTIATE(T)                                              \
   template void relu_fwd<T>(const T*, T*, int64_t);                       \
   template void relu_bwd<T>(const T*, const T*, T*, int64_t);             \
+  template void clamp_add<T>(T*, const T*, T, T, int64_t);              \
   template void bias_grad<T>(const T*, int64_t, int64_t, int64_t, T*);
 PYCONV_INSTANTIATE(float)
 PYCONV_INSTANTIATE(double)

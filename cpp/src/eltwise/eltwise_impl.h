@@ -2,6 +2,8 @@
 // channels [c0, c1)), vectorised with the GCC vector extensions of simd.h.
 //   relu: `x <= 0 ? 0 : v` is false for NaN, so NaN passes (forward: x; backward: dy), as torch's
 //   clamp_min / threshold_backward; the mask is the same for relu's input and its output.
+//   clamp_add: y = clamp(y + r, lo, hi) in place (r may be null: no add); the comparisons are
+//   false for NaN, so NaN passes as in torch.clamp. The conv epilogue (residual, ReLU, ReLU6, Clip).
 //   bias_grad: per channel, 4*L running sums in T over every image's plane in order, then the
 //   lanes (and the scalar tail's sum) added in double; one thread owns a channel.
 #include <cstdint>
@@ -51,6 +53,25 @@ void relu_bwd_k(const T* __restrict dy, const T* __restrict x, T* __restrict dx,
 }
 
 template <class T>
+void clamp_add_k(T* __restrict y, const T* __restrict r, T lo, T hi, int64_t i0, int64_t i1) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L;
+  const vec vlo = vec{} + lo, vhi = vec{} + hi;
+  int64_t i = i0;
+  for (; i + L <= i1; i += L) {
+    vec a = loadu(y + i);
+    if (r) a += loadu(r + i);
+    a = a < vlo ? vlo : a;
+    storeu(y + i, a > vhi ? vhi : a);
+  }
+  for (; i < i1; ++i) {
+    T a = r ? y[i] + r[i] : y[i];
+    a = a < lo ? lo : a;
+    y[i] = a > hi ? hi : a;
+  }
+}
+
+template <class T>
 void bias_grad_k(const T* dy, int64_t n, int64_t c, int64_t hw, T* db, int64_t c0, int64_t c1) {
   using vec = typename V<T>::vec;
   constexpr int L = V<T>::L;
@@ -82,6 +103,9 @@ void bias_grad_k(const T* dy, int64_t n, int64_t c, int64_t hw, T* db, int64_t c
   void PYCONV_CAT(relu_fwd, PYCONV_ISA)(const T* x, T* y, int64_t i0, int64_t i1) { relu_fwd_k<T>(x, y, i0, i1); } \
   void PYCONV_CAT(relu_bwd, PYCONV_ISA)(const T* dy, const T* x, T* dx, int64_t i0, int64_t i1) {          \
     relu_bwd_k<T>(dy, x, dx, i0, i1);                                                                        \
+  }                                                                                                          \
+  void PYCONV_CAT(clamp_add, PYCONV_ISA)(T* y, const T* r, T lo, T hi, int64_t i0, int64_t i1) {        \
+    clamp_add_k<T>(y, r, lo, hi, i0, i1);                                                                    \
   }                                                                                                          \
   void PYCONV_CAT(bias_grad, PYCONV_ISA)(const T* dy, int64_t n, int64_t c, int64_t hw, T* db, int64_t c0,  \
                                          int64_t c1) {                                                       \

@@ -1,0 +1,60 @@
+"""The inference conv of pyconv.inference: _core.conv2d_fwd_fused = clamp(conv + bias + residual),
+checked bitwise against the unfused conv followed by numpy's add and clip, for every algorithm."""
+import numpy as np
+import pytest
+
+from pyconv import _core
+
+ALGOS = {"auto": 0, "direct": 1, "im2col": 2, "winograd": 3}
+INF = float("inf")
+
+
+def _case(dt, n=2, c=6, k=5, h=9, w=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, c, h, w)).astype(dt), rng.standard_normal((k, c, 3, 3)).astype(dt),
+            rng.standard_normal(k).astype(dt), rng.standard_normal((n, k, h, w)).astype(dt))
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("algo", list(ALGOS))
+@pytest.mark.parametrize("lo,hi,with_res", [(-INF, INF, True), (0.0, INF, False), (0.0, INF, True),
+                                            (0.0, 6.0, True), (-0.5, 0.25, False)])
+def test_fused_equals_conv_then_add_clip(dt, algo, lo, hi, with_res):
+    x, w, b, r = _case(dt)
+    x0, r0 = x.copy(), r.copy()
+    a = ALGOS[algo]
+    y = _core.conv2d_fwd_fused(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1, a, r if with_res else None, lo, hi)
+    ref = _core.conv2d_fwd(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1, 0, a)
+    if with_res:
+        ref = ref + r
+    np.testing.assert_array_equal(y, np.clip(ref, lo, hi))
+    assert y.dtype == dt and np.array_equal(x, x0) and np.array_equal(r, r0)
+
+
+def test_fused_nan_propagates_through_clamp():
+    x, w, b, r = _case(np.float32)
+    r[0, 1, 2, 3] = np.nan
+    y = _core.conv2d_fwd_fused(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1, 0, r, 0.0, 6.0)
+    assert np.isnan(y[0, 1, 2, 3]) and np.isnan(y).sum() == 1
+
+
+def test_fused_grouped_strided_without_bias():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 8, 13, 11)).astype(np.float32)
+    w = rng.standard_normal((8, 1, 5, 5)).astype(np.float32)
+    y = _core.conv2d_fwd_fused(x, w, None, (2, 2), (2, 2, 2, 2), (1, 1), 8, 0, None, 0.0, INF)
+    ref = _core.conv2d_fwd(x, w, None, (2, 2), (2, 2, 2, 2), (1, 1), 8, 0, 0)
+    np.testing.assert_array_equal(y, np.maximum(ref, 0))
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(residual=np.zeros((2, 5, 9, 9), np.float32)), "residual"),
+    (dict(residual=np.zeros((2, 5, 9, 10), np.float64)), "residual"),
+    (dict(lo=1.0, hi=0.0), "lo <= hi"),
+    (dict(lo=float("nan")), "lo <= hi"),
+])
+def test_fused_bad_arguments_are_named(bad, match):
+    x, w, b, _ = _case(np.float32)
+    kw = dict(residual=None, lo=-INF, hi=INF) | bad
+    with pytest.raises((ValueError, TypeError), match=match):
+        _core.conv2d_fwd_fused(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1, 0, **kw)
