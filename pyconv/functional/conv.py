@@ -1,4 +1,6 @@
 """Convolution: the forward pass, both gradients and the output shape (validated by :class:`_ConvSpec`)."""
+import numpy as np
+
 from .. import _core
 from .._utils import _pair, conv_out_size, same_pads
 from ._args import (_array, _batched, _check_alloc, _check_numel, _choice, _contig, _grad_output, _int, _ndim,
@@ -12,6 +14,16 @@ PADDING_MODES = tuple(_core.padding_modes())
 
 _ALGO_CODE = {a: i for i, a in enumerate(CONV_ALGORITHMS)}
 _MODE_CODE = {m: i for i, m in enumerate(PADDING_MODES)}
+#: Accepted values of ``precision=`` of :func:`conv2d`.
+PRECISIONS = ("float32", "bfloat16")
+
+
+def _round_bf16(a):
+    """float32 `a` rounded to the nearest bfloat16 (ties to even), as float32 (a new array)."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    r = ((u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) & np.uint32(0xFFFF0000)).view(np.float32)
+    # A NaN whose payload sits in the dropped bits would otherwise round to infinity.
+    return np.where(np.isnan(a), np.float32(np.nan), r).astype(np.float32, copy=False)
 
 
 class _ConvSpec:
@@ -110,7 +122,8 @@ def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
     return _spec(_ConvSpec, fn, input_shape, weight_shape, stride, padding, dilation, groups).out_shape()
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros", algo="auto"):
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros", algo="auto",
+           precision="float32"):
     """2-D convolution (cross-correlation) of ``input`` with ``weight`` plus ``bias``.
 
     Args:
@@ -130,10 +143,17 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             stride 1, dilation 1, or dilated 3x3 and strided kernels spanning 3 strides each way,
             run over the input's phases; about 1e-5 * max|output| float32 error instead of 5e-7; other
             shapes silently run ``"im2col"``). Default: ``"auto"``.
+        precision: ``"float32"`` or ``"bfloat16"``: float32 input and weight rounded to bfloat16
+            (round to nearest even) before the convolution, products accumulated in float32, float32
+            output, bias added unrounded; about 2**-8 relative error against sum|w||x|. float64 inputs
+            raise ValueError with ``"bfloat16"``. Forward only: not for recorded (autograd) tensors.
+            Default: ``"float32"``.
 
     Returns:
         ``(N, out_channels, OH, OW)`` with ``OH = floor((H + 2*pH - dH*(kH-1) - 1) / sH) + 1``.
     """
+    if precision != "float32":
+        return _conv2d_bf16(input, weight, bias, stride, padding, dilation, groups, padding_mode, algo, precision)
     y = _core.conv2d_fwd_fast(input, weight, bias, stride, padding, dilation, groups, padding_mode, algo)
     if y is not None:
         return y
@@ -157,6 +177,20 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     y = _core.conv2d_fwd(xb, _contig(w), None if b is None else _contig(b), *args)
     return _unbatch(y, spec.unbatched)
 
+
+def _conv2d_bf16(input, weight, bias, stride, padding, dilation, groups, padding_mode, algo, precision):
+    # Portable step of bfloat16 compute: operands rounded in float32, then the float32 kernels,
+    # whose fp32 accumulation of the exact bf16 products gives the bf16-in/fp32-accumulate result.
+    fn = "conv2d"
+    _choice(fn, "precision", precision, PRECISIONS)
+    if recorder(input, weight, bias) is not None:
+        raise ValueError(f"{fn}: precision='bfloat16' is forward-only; pass arrays, not recorded Tensors")
+    x = _array(fn, "input", input)
+    w = _array(fn, "weight", weight)
+    if x.dtype != np.float32 or w.dtype != np.float32:
+        raise ValueError(f"{fn}: precision='bfloat16' needs float32 input and weight, got {x.dtype} and {w.dtype}")
+    return conv2d(_round_bf16(x), _round_bf16(w), bias, stride, padding, dilation, groups,
+                  padding_mode=padding_mode, algo=algo)
 
 
 def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dilation=1, groups=1, *,
