@@ -106,6 +106,56 @@ py::array conv2d_fwd_fused_t(const py::array& x, const py::array& w, const py::o
   return std::move(y);
 }
 
+// precision="bfloat16": float32 in and out, operands rounded to bfloat16, fp32 accumulation.
+// `w` is a float32 array (rounded and packed for this call) or a Bf16ConvWeights packed once.
+std::shared_ptr<Bf16ConvWeights> pack_bf16(const py::array& w, int64_t groups) {
+  check_array(w, "weight", 4, py::dtype::of<float>());
+  if (groups < 1) throw std::invalid_argument("groups must be >= 1, got " + std::to_string(groups));
+  if (w.shape(0) % groups)
+    throw std::invalid_argument("groups=" + std::to_string(groups) + " must divide out_channels=" + std::to_string(w.shape(0)));
+  const float* wp = data<float>(w);
+  const int64_t k = w.shape(0), cg = w.shape(1), r = w.shape(2), s = w.shape(3);
+  NoGil nogil(static_cast<double>(w.size()));
+  return std::make_shared<Bf16ConvWeights>(wp, k, cg, r, s, groups);
+}
+
+py::array conv2d_fwd_bf16_t(const py::array& x, const py::object& w, const py::object& b, I2 stride, I4 pad, I2 dil,
+                            int64_t groups, int mode, const py::object& residual, double lo, double hi) {
+  const auto dt = py::dtype::of<float>();
+  check_array(x, "input", 4, dt);
+  std::shared_ptr<Bf16ConvWeights> pw;
+  if (py::isinstance<Bf16ConvWeights>(w)) {
+    pw = w.cast<std::shared_ptr<Bf16ConvWeights>>();
+  } else {
+    pw = pack_bf16(py::array(w), groups);
+  }
+  const Conv2dParams p = conv_params(shape4(x), {pw->k, pw->cg, pw->r, pw->s}, conv_hyper(stride, pad, dil, groups, mode, 0));
+  const float* bp = nullptr;
+  py::array bias, res;
+  if (!b.is_none()) {
+    bias = py::array(b);
+    check_array(bias, "bias", 1, dt);
+    check_shape(bias, "bias", {p.k});
+    bp = data<float>(bias);
+  }
+  const float* rp = nullptr;
+  if (!residual.is_none()) {
+    res = py::array(residual);
+    check_array(res, "residual", 4, dt);
+    check_shape(res, "residual", {p.n, p.k, p.oh, p.ow});
+    rp = data<float>(res);
+  }
+  if (std::isnan(lo) || std::isnan(hi) || lo > hi)
+    throw std::invalid_argument("conv2d_fwd_bf16: need lo <= hi, got lo=" + std::to_string(lo) + ", hi=" + std::to_string(hi));
+  auto y = new_nchw<float>(false, p.n, p.k, p.oh, p.ow);
+  float* yp = y.mutable_data();
+  {
+    NoGil nogil(conv_work(p));
+    conv2d_fwd_bf16(p, data<float>(x), *pw, bp, yp, rp, static_cast<float>(lo), static_cast<float>(hi));
+  }
+  return std::move(y);
+}
+
 template <class T>
 py::array conv2d_bwd_data_t(const py::array& dy, const py::array& w, I4 in, I2 stride, I4 pad, I2 dil,
                             int64_t groups, int mode, int algo) {
@@ -224,6 +274,14 @@ void bind_conv2d(py::module_& m) {
   }, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride"), py::arg("pad"), py::arg("dilation"),
      py::arg("groups"), py::arg("algo"), py::arg("residual") = py::none(),
      py::arg("lo") = -std::numeric_limits<double>::infinity(), py::arg("hi") = std::numeric_limits<double>::infinity());
+  py::class_<Bf16ConvWeights, std::shared_ptr<Bf16ConvWeights>>(
+      m, "Bf16ConvWeights", "Convolution weights rounded to bfloat16 and packed once (precision='bfloat16').")
+      .def(py::init(&pack_bf16), py::arg("weight"), py::arg("groups") = 1)
+      .def_property_readonly("shape", [](const Bf16ConvWeights& w) { return py::make_tuple(w.k, w.cg, w.r, w.s); })
+      .def_readonly("groups", &Bf16ConvWeights::groups);
+  m.def("conv2d_fwd_bf16", &conv2d_fwd_bf16_t, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride"),
+        py::arg("pads"), py::arg("dilation"), py::arg("groups"), py::arg("mode"), py::arg("residual") = py::none(),
+        py::arg("lo") = -std::numeric_limits<double>::infinity(), py::arg("hi") = std::numeric_limits<double>::infinity());
   m.def("conv2d_bwd_data", [](py::array dy, py::array w, I4 in, I2 stride, I4 pad, I2 dil, int64_t groups, int mode,
                               int algo) {
     return by_dtype<py::array>(dy, "grad_output", [&] { return conv2d_bwd_data_t<float>(dy, w, in, stride, pad, dil, groups, mode, algo); },

@@ -53,6 +53,7 @@ py::list kernel_rows() {
   };
   for (Isa isa : compiled_isas()) {
     const std::string sfx = std::string("_") + isa_name(isa);
+    if (kernel_table<float>().gemm_ukernel[static_cast<int>(isa)] == nullptr) continue;  // amx: bf16 only
 #define PYCONV_KERNEL(fam, op, dir, algo)                                                              \
   if (std::string(#fam) == "gemm_ukernel") {                                                          \
     const GemmTile& ts = gemm_tile<float>(isa);                                                       \
@@ -65,6 +66,9 @@ py::list kernel_rows() {
 #include "kernels.def"
 #undef PYCONV_KERNEL
   }
+#if defined(PYCONV_HAVE_AMX)
+  row("conv2d_fwd_bf16_amx", "conv2d_fwd_bf16", "conv2d", "fwd", "im2col", Isa::amx);
+#endif
   return rows;
 }
 
@@ -94,7 +98,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("cpu_isa", [] { return std::string(isa_name(detected_isa())); });
   m.def("get_max_isa", [] { return std::string(isa_name(max_isa())); });
   m.def("set_max_isa", [](const std::string& name) { set_max_isa(isa_from_name(name)); });
-  m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
+  m.def("active_isa", [] { return std::string(isa_name(active_level())); }, "The capped level (amx included).");
+  m.def("kernel_isa", [] { return std::string(isa_name(active_isa())); }, "The level the float kernels run at.");
+  m.def("conv2d_bf16_kernel", [] { return std::string(conv2d_bf16_kernel()); },
+        "What precision='bfloat16' convolutions run on now: 'amx' or 'float32' (rounded operands).");
   m.def("cpu_features", &cpu_features);
   m.def("get_num_threads", &num_threads);
   m.def("set_num_threads", &pyconv::set_num_threads);

@@ -13,6 +13,15 @@
 #include "pyconv/isa.h"
 #include "sizes.h"
 
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#define PYCONV_X86_CPUID 1
+#endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace pyconv {
 
 namespace {
@@ -26,6 +35,30 @@ std::string isa_list(const char* sep) {
   return s;
 }
 
+#if defined(PYCONV_X86_CPUID)
+bool cpuid_bit(unsigned leaf, unsigned sub, int reg, int bit) {
+  unsigned r[4] = {};
+  if (!__get_cpuid_count(leaf, sub, &r[0], &r[1], &r[2], &r[3])) return false;
+  return (r[reg] >> bit) & 1u;
+}
+enum { EAX, EBX, ECX, EDX };
+#endif
+
+// AMX tiles with bf16: CPUID, the OS saving the tile state (XCR0 bits 17-18), and Linux's
+// per-process permission for the 8 KiB of tile data (arch_prctl ARCH_REQ_XCOMP_PERM).
+bool amx_usable() {
+#if defined(PYCONV_X86_CPUID) && defined(__linux__) && defined(PYCONV_HAVE_AMX)
+  if (!cpuid_bit(7, 0, EDX, 24) || !cpuid_bit(7, 0, EDX, 22) || !cpuid_bit(1, 0, ECX, 27)) return false;
+  unsigned lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & (3u << 17)) != (3u << 17)) return false;
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
 Isa detect() {
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
@@ -33,7 +66,7 @@ Isa detect() {
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
       __builtin_cpu_supports("fma"))
-    return Isa::avx512;
+    return amx_usable() ? Isa::amx : Isa::avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
 #endif
   return Isa::scalar;
@@ -71,6 +104,9 @@ std::vector<Isa> compiled_isas() {
 #if defined(PYCONV_HAVE_AVX512)
   v.push_back(Isa::avx512);
 #endif
+#if defined(PYCONV_HAVE_AMX)
+  v.push_back(Isa::amx);
+#endif
   return v;
 }
 
@@ -79,10 +115,16 @@ Isa best_compiled_isa() { return compiled_isas().back(); }
 Isa max_isa() { return static_cast<Isa>(g_cap.load()); }
 void set_max_isa(Isa isa) { g_cap.store(static_cast<int>(isa)); }
 
+Isa active_level() {
+  int a = std::min(static_cast<int>(detected_isa()), g_cap.load());
+  const std::vector<Isa> built = compiled_isas();
+  while (a > 0 && std::find(built.begin(), built.end(), static_cast<Isa>(a)) == built.end()) --a;
+  return static_cast<Isa>(a);
+}
+
 Isa active_isa() {
-  int a = static_cast<int>(detected_isa());
-  a = std::min(a, g_cap.load());
-  // Compiled ISAs are a prefix of scalar < avx2 < avx512 unless one was disabled in between.
+  int a = static_cast<int>(active_level());
+  // Float kernels exist for scalar < avx2 < avx512 (unless one was disabled in between).
   while (a > 0 && kernel_table<float>().gemm_ukernel[a] == nullptr) --a;
   return static_cast<Isa>(a);
 }
@@ -102,6 +144,11 @@ std::vector<std::string> cpu_features() {
   PYCONV_FEATURE("avx512bw")
   PYCONV_FEATURE("avx512dq")
 #undef PYCONV_FEATURE
+#endif
+#if defined(PYCONV_X86_CPUID)
+  if (cpuid_bit(7, 1, EAX, 5)) f.push_back("avx512_bf16");
+  if (cpuid_bit(7, 0, EDX, 24)) f.push_back("amx_tile");
+  if (cpuid_bit(7, 0, EDX, 22)) f.push_back("amx_bf16");
 #endif
   return f;
 }

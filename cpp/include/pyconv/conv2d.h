@@ -10,6 +10,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -62,5 +63,26 @@ template <class T>
 void conv2d_bwd_data(const Conv2dParams& p, const T* dy, const T* w, T* dx, ConvAlgo algo);
 template <class T>
 void conv2d_bwd_weight(const Conv2dParams& p, const T* x, const T* dy, T* dw, ConvAlgo algo);
+
+// precision="bfloat16" (conv2d/bf16.cpp): float32 in and out; x and w rounded to bfloat16 (ties
+// to even), their products summed in float32. On AMX tiles when the level is amx (subnormal
+// operands then count as zero, as the instructions define), else the rounded operands go through
+// the float32 kernels. Weights are rounded and packed once (Bf16ConvWeights, for inference).
+class Bf16ConvWeights {
+ public:
+  Bf16ConvWeights(const float* w, int64_t k, int64_t cg, int64_t r, int64_t s, int64_t groups);
+  ~Bf16ConvWeights();
+  Bf16ConvWeights(const Bf16ConvWeights&) = delete;
+  Bf16ConvWeights& operator=(const Bf16ConvWeights&) = delete;
+  const int64_t k, cg, r, s, groups;
+  struct Packed;
+  const Packed& packed() const { return *packed_; }
+
+ private:
+  std::unique_ptr<Packed> packed_;
+};
+// y = min(max(conv(x, w) + b + residual, lo), hi); b and residual may be null.
+void conv2d_fwd_bf16(const Conv2dParams& p, const float* x, const Bf16ConvWeights& w, const float* b, float* y,
+                     const float* residual, float lo, float hi);
 
 }  // namespace pyconv

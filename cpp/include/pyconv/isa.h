@@ -1,5 +1,7 @@
 // Instruction-set selection: the kernels compiled for each ISA and the one in use.
-// active = min(detected CPU, PYCONV_MAX_ISA environment variable, set_max_isa(), best compiled).
+// level = min(detected CPU, PYCONV_MAX_ISA environment variable, set_max_isa(), best compiled);
+// the float kernels run at active_isa(), the best level at or below it that has them (avx512 at
+// level amx).
 #pragma once
 #include <string>
 #include <vector>
@@ -14,7 +16,12 @@ Isa best_compiled_isa();
 std::vector<Isa> compiled_isas();
 Isa max_isa();                               // the current cap
 void set_max_isa(Isa isa);
-Isa active_isa();                            // what kernels run with now
+Isa active_level();                          // the capped level (amx included)
+Isa active_isa();                            // what the float32/float64 kernels run with now
 std::vector<std::string> cpu_features();     // for `pyconv info`
+
+// The kernel precision="bfloat16" convolutions run at the current level: "amx" or "float32"
+// (the operands rounded, then the float32 kernels).
+const char* conv2d_bf16_kernel();
 
 }  // namespace pyconv
