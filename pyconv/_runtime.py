@@ -5,6 +5,8 @@ import numbers
 from . import _core
 
 ISAS = tuple(_core.isas())
+#: The levels with float32/float64 kernels: "amx" is avx512 plus AMX tiles for precision="bfloat16".
+FLOAT_ISAS = tuple(i for i in ISAS if i != "amx")
 
 
 def _positive_int(name, value):
@@ -45,7 +47,8 @@ def get_num_threads():
 
 
 def cpu_isa():
-    """Best instruction set this CPU supports among 'scalar', 'avx2' (AVX2+FMA), 'avx512'."""
+    """Best instruction set this CPU supports among 'scalar', 'avx2' (AVX2+FMA), 'avx512' and 'amx'
+    (AVX-512 plus AMX bfloat16 tiles the OS lets this process use)."""
     return _core.cpu_isa()
 
 
@@ -71,6 +74,43 @@ def set_max_isa(isa):
     old = _core.get_max_isa()
     _core.set_max_isa(isa)
     return old
+
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+def _precision(value):
+    if not isinstance(value, str):
+        raise TypeError(f"precision must be a str, one of {PRECISIONS}, got {type(value).__name__} {value!r}")
+    if value not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
+    return value
+
+
+def set_float32_precision(precision):
+    """Process default of ``conv2d``'s ``precision=`` for float32 arrays: ``"float32"`` (the
+    start) or ``"bfloat16"`` (operands rounded to bfloat16, float32 accumulation; AMX tiles where
+    the CPU has them). Recorded autograd tensors and float64 keep their own precision. Returns the
+    old default; ``float32_precision(p)`` sets it for a block."""
+    old = _core.get_float32_precision()
+    _core.set_float32_precision(_precision(precision))
+    return old
+
+
+def get_float32_precision():
+    """The process default of ``conv2d``'s ``precision=`` for float32 arrays."""
+    return _core.get_float32_precision()
+
+
+@contextlib.contextmanager
+def float32_precision(precision):
+    """``with pyconv.float32_precision("bfloat16"): ...`` sets the process default for a block and
+    restores the previous one afterwards, also when the block raises."""
+    old = set_float32_precision(precision)
+    try:
+        yield precision
+    finally:
+        _core.set_float32_precision(old)
 
 
 def kernels():

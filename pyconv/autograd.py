@@ -23,7 +23,7 @@ class Conv2d(Function):
         self.x, self.w, self.has_b = x, w, b is not None
         self.kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                        padding_mode=padding_mode, algo=algo)
-        return F.conv2d(x, w, b, **self.kw)
+        return F.conv2d(x, w, b, precision="float32", **self.kw)  # training stays float32
 
     def backward(self, g):
         gx = F.conv2d_grad_input(g, self.w, self.x.shape, **self.kw) if self.needs_input_grad[0] else None

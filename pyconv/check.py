@@ -18,7 +18,7 @@ import numpy as np
 from . import _core, _reference
 from . import functional as F
 from ._reference import ConvCase
-from ._runtime import ISAS
+from ._runtime import FLOAT_ISAS, ISAS
 from ._utils import DIRECTIONS, _pair
 
 
@@ -137,11 +137,11 @@ def _runs_winograd(case, algo, direction, dtype=np.float32):
 
 
 def available_isas():
-    """Compiled ISAs this CPU can run, lowest first."""
+    """Compiled ISAs with float kernels this CPU can run, lowest first."""
     best = _core.cpu_isa()
     compiled = list(_core.compiled_isas())
     top = ISAS.index(best) if best in ISAS else 0
-    return [i for i in ISAS if i in compiled and ISAS.index(i) <= top]
+    return [i for i in FLOAT_ISAS if i in compiled and ISAS.index(i) <= top]
 
 
 def _compare(got, expected, dtype, k, exact_ints=None, winograd=False):

@@ -25,7 +25,7 @@ import numpy as np
 from pyconv import _reference as ref
 from pyconv._reference import ConvCase  # noqa: F401  (the sweeps' case type)
 from pyconv import _core
-from pyconv._runtime import ISAS as ISA_ORDER
+from pyconv._runtime import FLOAT_ISAS, ISAS as ISA_ORDER
 from pyconv._utils import DIRECTIONS  # noqa: F401
 
 ALGOS = tuple(a for a in _core.algorithms() if a != "auto") + ("auto",)  # the C++ registry's, auto last
@@ -63,7 +63,7 @@ def conv_case_data(case):
 
 
 def available_isas():
-    """ISAs compiled into pyconv and supported by this CPU, lowest first.
+    """ISAs with float kernels compiled into pyconv and supported by this CPU, lowest first.
 
     Without pyconv (not built yet) a single placeholder so collection works.
     """
@@ -75,7 +75,7 @@ def available_isas():
     compiled = list(pyconv.compiled_isas())
     if best not in ISA_ORDER:
         return [i for i in ISA_ORDER if i in compiled][:1] or ["scalar"]
-    return [i for i in ISA_ORDER
+    return [i for i in FLOAT_ISAS
             if i in compiled and ISA_ORDER.index(i) <= ISA_ORDER.index(best)]
 
 

@@ -18,6 +18,7 @@ check = importlib.import_module("pyconv.check")  # pyconv.check is also the func
 
 ALGOS = [a for a in _core.algorithms() if a != "auto"]
 DIRECTIONS = _core.directions()
+FLOAT_COMPILED = [i for i in _core.compiled_isas() if i in pyconv._runtime.FLOAT_ISAS]
 # A layer every algorithm applies to in every direction (3x3, stride 1, enough channels and tiles).
 LAYER = dict(input_shape=(2, 16, 16, 16), weight_shape=(16, 16, 3, 3), stride=(1, 1), pads=(1, 1, 1, 1),
              dilation=(1, 1), groups=1, padding_mode="zeros")
@@ -53,15 +54,23 @@ def test_kernel_rows_read_every_column():
             assert r["direction"] in DIRECTIONS + ["any", "bwd_bias"], r
 
 
+def test_float_isas_and_the_amx_level():
+    assert pyconv._runtime.FLOAT_ISAS == tuple(i for i in _core.isas() if i != "amx")
+    rows = _core.kernels()
+    assert {r["isa"] for r in rows} == set(_core.compiled_isas())
+    if "amx" in _core.compiled_isas():  # the tiles serve precision="bfloat16" only
+        assert [r["name"] for r in rows if r["isa"] == "amx"] == ["conv2d_fwd_bf16_amx"]
+
+
 @pytest.mark.parametrize("algo", ALGOS)
 def test_every_algorithm_has_kernels_on_every_isa(algo):
-    for isa in _core.compiled_isas():
+    for isa in FLOAT_COMPILED:
         assert any(r["op"] == "conv2d" and r["algo"] == algo and r["isa"] == isa for r in _core.kernels()), isa
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_every_direction_has_kernels(direction):
-    for isa in _core.compiled_isas():
+    for isa in FLOAT_COMPILED:
         assert any(r["op"] == "conv2d" and r["direction"] == direction and r["isa"] == isa for r in _core.kernels())
 
 

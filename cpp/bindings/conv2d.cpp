@@ -194,7 +194,7 @@ py::object conv2d_fwd(py::handle x, py::handle w, py::handle b, py::handle strid
   bool unbatched, u;
   ConvHyper h;
   Conv2dParams p;
-  if (t < 0 || array_num(w) != t || !(b.is_none() || array_num(b) == t) || !array_shape(x, true, in, unbatched) ||
+  if (t < 0 || (t == npy::NPY_FLOAT_ && g_bf16_default.load(std::memory_order_relaxed)) || array_num(w) != t || !(b.is_none() || array_num(b) == t) || !array_shape(x, true, in, unbatched) ||
       !array_shape(w, false, ws, u) || !parse_conv_hyper(stride, padding, dilation, groups, mode, algo, ws, h) || !params(in, ws, h, p) ||
       !(b.is_none() || is_vector(b, p.k)) || bytes(p.n, p.k, p.oh, p.ow, itemsize(t)) > kMaxBytes)
     return py::none();

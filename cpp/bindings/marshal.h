@@ -31,6 +31,10 @@ using I4 = std::array<int64_t, 4>;
 // set_poison(True): every new output array is filled with NaN before a kernel writes it (tests).
 inline std::atomic<bool> g_poison{false};
 
+// set_float32_precision("bfloat16"): float32 conv2d forward calls on arrays default to bfloat16
+// (the fast entry point then hands them to Python's precision handling).
+inline std::atomic<bool> g_bf16_default{false};
+
 inline std::string shape_str(const py::array& a) {
   std::string s = "(";
   for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));

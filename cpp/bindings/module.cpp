@@ -110,6 +110,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_spin_us", &set_spin_us);
   m.def("get_workspace_limit", &workspace_limit);
   m.def("set_workspace_limit", &set_workspace_limit);
+  m.def("set_float32_precision", [](const std::string& name) {
+    if (name != "float32" && name != "bfloat16")
+      throw std::invalid_argument("precision must be 'float32' or 'bfloat16', got '" + name + "'");
+    bind::g_bf16_default.store(name == "bfloat16");
+  });
+  m.def("get_float32_precision", [] { return std::string(bind::g_bf16_default.load() ? "bfloat16" : "float32"); });
   m.def("set_poison", [](bool on) { bind::g_poison.store(on); }, "Fill every output with NaN before kernels write it (tests).");
   m.def("build_info", [] {
     py::dict d;

@@ -123,7 +123,7 @@ def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros", algo="auto",
-           precision="float32"):
+           precision=None):
     """2-D convolution (cross-correlation) of ``input`` with ``weight`` plus ``bias``.
 
     Args:
@@ -145,14 +145,18 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             shapes silently run ``"im2col"``). Default: ``"auto"``.
         precision: ``"float32"`` or ``"bfloat16"``: float32 input and weight rounded to bfloat16
             (round to nearest even) before the convolution, products accumulated in float32, float32
-            output, bias added unrounded; about 2**-8 relative error against sum|w||x|. float64 inputs
-            raise ValueError with ``"bfloat16"``. Forward only: not for recorded (autograd) tensors.
-            Default: ``"float32"``.
+            output, bias added unrounded; about 2**-8 relative error against sum|w||x|. Runs on AMX
+            tiles where the CPU has them (``pyconv.get_max_isa() == "amx"``; subnormal operands
+            count as zero there), else through the float32 kernels on the rounded operands, as
+            does any ``algo`` other than ``"auto"``. float64 inputs raise ValueError with
+            ``"bfloat16"``. Forward only: not for recorded (autograd) tensors. Default (None): the
+            process default, :func:`pyconv.set_float32_precision`, for float32 arrays (recorded
+            tensors and float64 always run in their own precision).
 
     Returns:
         ``(N, out_channels, OH, OW)`` with ``OH = floor((H + 2*pH - dH*(kH-1) - 1) / sH) + 1``.
     """
-    if precision != "float32":
+    if precision is not None and precision != "float32":
         return _conv2d_bf16(input, weight, bias, stride, padding, dilation, groups, padding_mode, algo, precision)
     y = _core.conv2d_fwd_fast(input, weight, bias, stride, padding, dilation, groups, padding_mode, algo)
     if y is not None:
@@ -172,6 +176,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     if b is not None and b.shape != (spec.weight_shape[0],):
         raise ValueError(f"{fn}: bias must have shape ({spec.weight_shape[0]},) (out_channels), got {b.shape}")
     args = spec.core_args(algo)
+    if precision is None and x.dtype == np.float32 and _core.get_float32_precision() == "bfloat16":
+        return _conv2d_bf16(x, w, b, stride, padding, dilation, groups, padding_mode, algo, "bfloat16")
     _check_alloc(fn, "output", spec.output_shape, x.dtype)
     xb = _contig(x.reshape(spec.input_shape))
     y = _core.conv2d_fwd(xb, _contig(w), None if b is None else _contig(b), *args)
@@ -179,18 +185,30 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 
 
 def _conv2d_bf16(input, weight, bias, stride, padding, dilation, groups, padding_mode, algo, precision):
-    # Portable step of bfloat16 compute: operands rounded in float32, then the float32 kernels,
-    # whose fp32 accumulation of the exact bf16 products gives the bf16-in/fp32-accumulate result.
     fn = "conv2d"
     _choice(fn, "precision", precision, PRECISIONS)
     if recorder(input, weight, bias) is not None:
         raise ValueError(f"{fn}: precision='bfloat16' is forward-only; pass arrays, not recorded Tensors")
     x = _array(fn, "input", input)
     w = _array(fn, "weight", weight)
+    b = None if bias is None else _array(fn, "bias", bias)
     if x.dtype != np.float32 or w.dtype != np.float32:
         raise ValueError(f"{fn}: precision='bfloat16' needs float32 input and weight, got {x.dtype} and {w.dtype}")
-    return conv2d(_round_bf16(x), _round_bf16(w), bias, stride, padding, dilation, groups,
-                  padding_mode=padding_mode, algo=algo)
+    _same_dtype(fn, "input", x, ("weight", w), ("bias", b))
+    _ndim(fn, "input", x, (3, 4))
+    _ndim(fn, "weight", w, (4,))
+    spec = _spec(_ConvSpec, fn, x.shape, w.shape, stride, padding, dilation, groups, padding_mode)
+    if b is not None and b.shape != (spec.weight_shape[0],):
+        raise ValueError(f"{fn}: bias must have shape ({spec.weight_shape[0]},) (out_channels), got {b.shape}")
+    stride, pads, dil, g, mode, algo_code = spec.core_args(algo)
+    _check_alloc(fn, "output", spec.output_shape, x.dtype)
+    xb = _contig(x.reshape(spec.input_shape))
+    if algo_code != _ALGO_CODE["auto"]:  # that algorithm's float32 kernels on the rounded operands
+        y = _core.conv2d_fwd(_round_bf16(xb), _round_bf16(w), None if b is None else _contig(b), stride, pads, dil, g,
+                             mode, algo_code)
+    else:
+        y = _core.conv2d_fwd_bf16(xb, _contig(w), None if b is None else _contig(b), stride, pads, dil, g, mode)
+    return _unbatch(y, spec.unbatched)
 
 
 def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dilation=1, groups=1, *,

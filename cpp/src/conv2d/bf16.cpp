@@ -37,6 +37,10 @@ Conv2dParams weight_params(int64_t k, int64_t cg, int64_t r, int64_t s, int64_t 
   return p;
 }
 
+// Tiles of 32 output channels x 32 k: too empty for depthwise and thin grouped layers, whose
+// own float32 kernels run on the rounded operands instead.
+bool amx_applies(const Conv2dParams& p) { return p.k / p.groups >= 16 && p.r * p.s * (p.c / p.groups) >= 16; }
+
 }  // namespace
 
 struct Bf16ConvWeights::Packed {
@@ -53,7 +57,7 @@ Bf16ConvWeights::Bf16ConvWeights(const float* w, int64_t k_, int64_t cg_, int64_
   packed_->rounded = Buffer<float>(static_cast<size_t>(n));
   round_bf16(w, packed_->rounded.get(), n, threads);
 #if defined(PYCONV_HAVE_AMX)
-  if (detected_isa() == Isa::amx) {
+  if (detected_isa() == Isa::amx && amx_applies(weight_params(k, cg, r, s, groups))) {
     const amx::WeightLayout l = amx::weight_layout(k, cg, r, s, groups);
     packed_->tiles = Buffer<uint16_t>(static_cast<size_t>(l.elems));
     amx::pack_weights(weight_params(k, cg, r, s, groups), w, packed_->tiles.get(), threads);
@@ -82,6 +86,7 @@ void conv2d_fwd_bf16(const Conv2dParams& params, const float* x, const Bf16ConvW
     return;
   }
 #endif
+  log_choice("conv2d", "conv2d_fwd_bf16: float32 kernels on rounded operands");
   const int64_t nx = p.n * p.c * p.h * p.w;
   Buffer<float> xr(static_cast<size_t>(nx));
   round_bf16(x, xr.get(), nx, threads);

@@ -1,0 +1,211 @@
+"""The bfloat16 convolution kernels (AMX tiles, and the float32 path under an ISA cap): against the
+bf16-rounded float64 reference, packed weights, the fused epilogue, the process default."""
+import contextlib
+import threading
+
+import numpy as np
+import pytest
+
+import pyconv
+from pyconv import _core
+from pyconv.functional import conv2d
+from pyconv.functional.conv import _round_bf16
+from pyconv._reference import conv2d as conv2d_reference
+
+HAVE_AMX = _core.cpu_isa() == "amx" and "amx" in _core.compiled_isas()
+# The levels to run: the tiles where this CPU has them, and the float32 path (capped at avx512,
+# or whatever float ISA the CPU tops out at).
+LEVELS = (["amx"] if HAVE_AMX else []) + ["float"]
+
+
+@contextlib.contextmanager
+def level(name):
+    old = _core.get_max_isa()
+    pyconv.set_max_isa("amx" if name == "amx" else "avx512")
+    try:
+        assert _core.conv2d_bf16_kernel() == ("amx" if name == "amx" else "float32")
+        yield
+    finally:
+        pyconv.set_max_isa(old)
+
+
+def _f64(a):
+    return a.astype(np.float64)
+
+
+CASES = [  # (x shape, w shape, stride, padding, dilation, groups, padding_mode)
+    ((1, 3, 8, 8), (4, 3, 3, 3), 1, 1, 1, 1, "zeros"),          # few channels: k = 18 of 32
+    ((2, 16, 14, 14), (32, 16, 3, 3), 1, 1, 1, 1, "reflect"),
+    ((2, 33, 9, 11), (45, 33, 3, 3), 2, 1, 1, 1, "zeros"),       # odd channels, ragged tiles
+    ((1, 32, 7, 7), (48, 32, 1, 1), 1, 0, 1, 1, "zeros"),        # 1x1, 49 pixels
+    ((3, 8, 10, 10), (24, 8, 5, 5), 2, 2, 2, 1, "replicate"),   # dilation with stride
+    ((1, 32, 12, 12), (64, 8, 3, 3), 1, 1, 1, 4, "circular"),   # grouped
+    ((2, 20, 15, 13), (40, 20, 3, 3), 3, 0, 1, 1, "zeros"),      # stride 3 (the gathered pack)
+    ((1, 16, 9, 9), (17, 16, 2, 4), (1, 2), (1, 2), 1, 1, "zeros"),  # non-square everything
+    ((1, 64, 20, 20), (64, 64, 3, 3), 1, 1, 1, 1, "zeros"),
+    ((2, 3, 33, 33), (16, 3, 7, 7), 2, 3, 1, 1, "zeros"),        # a stem layer
+    ((1, 24, 9, 9), (24, 1, 3, 3), 1, 1, 1, 24, "zeros"),        # depthwise: the float32 kernels
+    ((1, 48, 1, 1), (16, 48, 1, 1), 1, 0, 1, 1, "zeros"),        # one pixel
+]
+
+
+def _check(y, x, w, b, st, pd, dl, g, mode):
+    ref = conv2d_reference(_f64(_round_bf16(x)), _f64(_round_bf16(w)), None if b is None else _f64(b),
+                           st, pd, dl, g, mode)
+    scale = conv2d_reference(np.abs(_f64(x)), np.abs(_f64(w)), None, st, pd, dl, g, mode)
+    # float32 accumulation of exact products: a few ulps of the sum of magnitudes
+    k = w.shape[1] * w.shape[2] * w.shape[3]
+    tol = 4 * k * 2.0**-24 * (scale + (0 if b is None else np.abs(_f64(b))[:, None, None])) + 1e-30
+    assert y.shape == ref.shape and y.dtype == np.float32
+    assert np.all(np.abs(y - ref) <= tol), float(np.max(np.abs(y - ref) / tol))
+
+
+@pytest.mark.parametrize("lv", LEVELS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}-s{c[2]}-g{c[5]}-{c[6]}")
+def test_against_the_rounded_reference(lv, case):
+    xs, ws, st, pd, dl, g, mode = case
+    rng = np.random.default_rng(abs(hash(str(case))) % 2**32)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    x0, w0 = x.copy(), w.copy()
+    with level(lv):
+        y = conv2d(x, w, b, st, pd, dl, g, padding_mode=mode, precision="bfloat16")
+        y_nobias = conv2d(x, w, None, st, pd, dl, g, padding_mode=mode, precision="bfloat16")
+    assert np.array_equal(x, x0) and np.array_equal(w, w0)
+    _check(y, x, w, b, st, pd, dl, g, mode)
+    _check(y_nobias, x, w, None, st, pd, dl, g, mode)
+
+
+@pytest.mark.skipif(not HAVE_AMX, reason="no AMX tiles on this CPU")
+def test_tiles_and_float_path_agree_and_threads_do_not_matter():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 40, 17, 17)).astype(np.float32)
+    w = rng.standard_normal((70, 40, 3, 3)).astype(np.float32)
+    with level("amx"):
+        with pyconv.threads(1):
+            y1 = conv2d(x, w, padding=1, precision="bfloat16")
+        with pyconv.threads(2):
+            y2 = conv2d(x, w, padding=1, precision="bfloat16")
+    with level("float"):
+        yf = conv2d(x, w, padding=1, precision="bfloat16")
+    assert np.array_equal(y1, y2)
+    scale = float(np.max(np.abs(yf)))
+    assert np.max(np.abs(y1 - yf)) <= 1e-5 * scale
+    assert not np.array_equal(y1, conv2d(x, w, padding=1))  # not the float32 result
+
+
+@pytest.mark.parametrize("lv", LEVELS)
+def test_packed_weights_and_the_fused_epilogue(lv):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 24, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((40, 24, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    res = rng.standard_normal((2, 40, 10, 10)).astype(np.float32)
+    res[0, 3, 2, 2] = np.nan
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), 1, 0)
+    with level(lv):
+        packed = _core.Bf16ConvWeights(w, 1)
+        assert packed.shape == (40, 24, 3, 3) and packed.groups == 1
+        y = _core.conv2d_fwd_bf16(x, w, b, *args)
+        assert np.array_equal(y, _core.conv2d_fwd_bf16(x, packed, b, *args))
+        fused = _core.conv2d_fwd_bf16(x, packed, b, *args, residual=res, lo=0.0, hi=6.0)
+        assert np.array_equal(fused, np.minimum(np.maximum(y + res, 0.0), 6.0), equal_nan=True)
+        assert np.isnan(fused[0, 3, 2, 2])
+        only_res = _core.conv2d_fwd_bf16(x, packed, None, *args, residual=res)
+        assert np.array_equal(only_res, _core.conv2d_fwd_bf16(x, packed, None, *args) + res, equal_nan=True)
+        with pytest.raises(ValueError, match="channels"):
+            _core.conv2d_fwd_bf16(np.ascontiguousarray(x[:, :12]), packed, b, *args)
+        with pytest.raises(ValueError, match="residual has shape"):
+            _core.conv2d_fwd_bf16(x, packed, b, *args, residual=res[:1])
+        with pytest.raises(ValueError, match="lo <= hi"):
+            _core.conv2d_fwd_bf16(x, packed, b, *args, lo=1.0, hi=0.0)
+    with pytest.raises(ValueError, match="groups"):
+        _core.Bf16ConvWeights(w, 3)
+    with pytest.raises(ValueError, match="dtype"):
+        _core.Bf16ConvWeights(w.astype(np.float64), 1)
+
+
+@pytest.mark.parametrize("lv", LEVELS)
+def test_nan_and_inf_propagate_and_every_output_is_written(lv):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 32, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((33, 32, 3, 3)).astype(np.float32)
+    x[0, 5, 4, 4] = np.nan
+    x[0, 6, 0, 0] = np.inf
+    _core.set_poison(True)
+    try:
+        with level(lv):
+            y = conv2d(x, w, padding=1, precision="bfloat16")
+    finally:
+        _core.set_poison(False)
+    assert np.isnan(y[:, :, 3:6, 3:6]).all()
+    touched = np.zeros((9, 9), bool)
+    touched[3:6, 3:6] = True
+    touched[0:2, 0:2] = True  # the infinity (NaN where +inf meets -inf weights)
+    assert np.isfinite(y[:, :, ~touched]).all()
+
+
+@pytest.mark.skipif(not HAVE_AMX, reason="no AMX tiles on this CPU")
+def test_calls_from_several_threads():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 32, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
+    want = conv2d(x, w, padding=1, precision="bfloat16")
+    got, errors = [], []
+
+    def work():
+        try:
+            for _ in range(20):
+                got.append(conv2d(x, w, padding=1, precision="bfloat16"))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+    ts = [threading.Thread(target=work) for _ in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors and len(got) == 60
+    assert all(np.array_equal(g, want) for g in got)
+
+
+def test_process_default_precision():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 8, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    f32 = conv2d(x, w, padding=1)
+    bf = conv2d(x, w, padding=1, precision="bfloat16")
+    assert pyconv.get_float32_precision() == "float32"
+    with pyconv.float32_precision("bfloat16"):
+        assert pyconv.get_float32_precision() == "bfloat16"
+        assert np.array_equal(conv2d(x, w, padding=1), bf)
+        assert np.array_equal(conv2d(x, w, padding=1, precision="float32"), f32)
+        x64, w64 = x.astype(np.float64), w.astype(np.float64)
+        assert np.array_equal(conv2d(x64, w64, padding=1), conv2d(x64, w64, padding=1, precision="float32"))
+        # recorded tensors (training) keep float32
+        t = pyconv.tensor(x, requires_grad=True)
+        assert np.array_equal(conv2d(t, pyconv.tensor(w), padding=1).numpy(), f32)
+    assert pyconv.get_float32_precision() == "float32"
+    with pytest.raises(RuntimeError):
+        with pyconv.float32_precision("bfloat16"):
+            raise RuntimeError("boom")
+    assert pyconv.get_float32_precision() == "float32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        pyconv.set_float32_precision("fp16")
+    with pytest.raises(TypeError, match="precision must be a str"):
+        pyconv.set_float32_precision(16)
+    assert pyconv.set_float32_precision("float32") == "float32"
+
+
+def test_bf16_argument_errors():
+    x = np.ones((1, 4, 6, 6), np.float32)
+    w = np.ones((8, 4, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        conv2d(x, w, np.ones(3, np.float32), precision="bfloat16")
+    with pytest.raises(TypeError, match="bias has dtype float64"):
+        conv2d(x, w, np.ones(8, np.float64), precision="bfloat16")
+    with pytest.raises(ValueError, match="channels"):
+        conv2d(x[:, :3], w, precision="bfloat16")
+    with pytest.raises(ValueError, match="algo"):
+        conv2d(x, w, precision="bfloat16", algo="fft")
+    assert conv2d(x[0], w, precision="bfloat16").shape == (8, 4, 4)  # unbatched
