@@ -18,6 +18,9 @@ from . import _runtime
 from .cli_args import Parser
 
 ENGINES = ("pyconv", "onnxruntime", "openvino")
+PRECISIONS = ("float32", "bfloat16")
+_PRECISION_HELP = ("float32 (default) or bfloat16: convolutions on bfloat16 operands, float32 accumulation (AMX "
+                   "tiles where the CPU has them)")
 
 
 def _floats(text):
@@ -55,10 +58,12 @@ def _parser():
     p.add_argument("--std", type=_floats, default=None, help="per-channel divisor after the mean, e.g. "
                                                              "0.229,0.224,0.225")
     p.add_argument("--top", type=_positive, default=5, help="how many classes to list")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32", help=_PRECISION_HELP)
     p.set_defaults(func=_predict)
     p = sub.add_parser("summary", help="per op: output volume, parameters, FLOPs, the algorithm pyconv runs")
     p.add_argument("model", help="an .onnx file")
     p.add_argument("--batch", type=_positive, default=None, help="batch size (default: the model's, or 1)")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32", help=_PRECISION_HELP)
     p.set_defaults(func=_summary)
     p = sub.add_parser("bench", help="time pyconv against onnxruntime (and OpenVINO) on an ONNX model")
     p.add_argument("model", help="an .onnx file")
@@ -68,6 +73,9 @@ def _parser():
     p.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
                    help="engines to time (those not installed are skipped)")
     p.add_argument("--profile", action="store_true", help="also print pyconv's time per op (the costliest ones)")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="float32 (default) or bfloat16: pyconv's convolutions on bfloat16 operands and OpenVINO's "
+                        "bf16 inference precision hint (onnxruntime's CPU provider has float32 only)")
     p.set_defaults(func=_bench)
     return parser
 
@@ -107,7 +115,7 @@ def _per_channel(name, vals, c):
 
 
 def _predict(args):
-    model = _load(args.model)
+    model = _load(args.model, precision=args.precision)
     if len(model.inputs) != 1 or len(model.inputs[0][1]) != 4:
         raise ValueError(f"pyconv predict needs a model with one (N, C, H, W) input; this one takes "
                          f"{', '.join(f'{k} {s}' for k, s in model.inputs)}")
@@ -139,7 +147,7 @@ def _predict(args):
 
 def _summary(args):
     t = time.perf_counter()
-    model = _load(args.model)
+    model = _load(args.model, precision=args.precision)
     load_s = time.perf_counter() - t
     s = model.summary(args.batch)
     ins = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in model.inputs)
@@ -154,14 +162,14 @@ def _inputs(model, batch):
     return [rng.standard_normal((batch,) + tuple(s[1:])).astype(np.float32) for _, s in model.inputs]
 
 
-def _time_engine(engine, path, batch, repeats, threads):
+def _time_engine(engine, path, batch, repeats, threads, precision="float32"):
     """Median milliseconds of one run (after warm-up), in this process."""
     import pyconv.onnx  # noqa: F401  (the import is not load time)
 
     t0 = time.perf_counter()
     if engine == "pyconv":
         _runtime.set_num_threads(threads)
-        model = _load(path)
+        model = _load(path, precision=precision)
         xs = _inputs(model, batch)
 
         def run():
@@ -186,7 +194,8 @@ def _time_engine(engine, path, batch, repeats, threads):
         core = ov.Core()
         ovm = core.read_model(path)
         ovm.reshape({i.get_any_name(): list(x.shape) for i, x in zip(ovm.inputs, xs)})
-        compiled = core.compile_model(ovm, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
+        hint = "bf16" if precision == "bfloat16" else "f32"
+        compiled = core.compile_model(ovm, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint,
                                                    "PERFORMANCE_HINT": "LATENCY"})
         req = compiled.create_infer_request()
 
@@ -201,7 +210,7 @@ def _time_engine(engine, path, batch, repeats, threads):
         run()
         times.append(time.perf_counter() - t)
     return {"engine": engine, "batch": batch, "ms": 1e3 * float(np.median(times)), "min_ms": 1e3 * min(times),
-            "load_s": load_s}
+            "load_s": load_s, "precision": precision}
 
 
 def _available(engine):
@@ -210,10 +219,10 @@ def _available(engine):
     return engine == "pyconv" or importlib.util.find_spec(engine) is not None
 
 
-def time_in_subprocess(engine, path, batch, repeats, threads):
+def time_in_subprocess(engine, path, batch, repeats, threads, precision="float32"):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYCONV_NUM_THREADS=str(threads))
     out = subprocess.run([sys.executable, "-m", "pyconv.cli_onnx", "--time", engine, os.path.abspath(path),
-                          str(batch), str(repeats), str(threads)], capture_output=True, text=True, env=env,
+                          str(batch), str(repeats), str(threads), precision], capture_output=True, text=True, env=env,
                          cwd=tempfile.gettempdir())  # outside a source tree, which would shadow the install
     if out.returncode != 0:
         lines = out.stderr.strip().splitlines()
@@ -226,14 +235,15 @@ def _bench(args):
         raise ValueError(f"no ONNX model at {args.model!r}")
     engines = [e for e in args.engines if _available(e)]
     skipped = [e for e in args.engines if e not in engines]
-    print(f"pyconv bench {args.model}: threads={args.threads} repeats={args.repeats}, each engine in its own process"
+    print(f"pyconv bench {args.model}: threads={args.threads} repeats={args.repeats} precision={args.precision}, "
+          "each engine in its own process"
           + (f" ({', '.join(skipped)} not installed)" if skipped else ""), flush=True)
     rows = []
     for batch in args.batch:
         res = {}
         for e in engines:
             try:
-                res[e] = time_in_subprocess(e, args.model, batch, args.repeats, args.threads)
+                res[e] = time_in_subprocess(e, args.model, batch, args.repeats, args.threads, args.precision)
             except RuntimeError as exc:
                 print(f"  batch {batch}: {exc}", file=sys.stderr)
         rows.append((batch, res))
@@ -247,13 +257,13 @@ def _bench(args):
     if "pyconv" in engines and rows and "pyconv" in rows[0][1]:
         print(f"pyconv load + optimise: {rows[0][1]['pyconv']['load_s']:.2f} s")
     if args.profile:
-        _profile(args.model, args.batch[-1], args.threads)
+        _profile(args.model, args.batch[-1], args.threads, args.precision)
     return 0
 
 
-def _profile(path, batch, threads, top=12):
+def _profile(path, batch, threads, precision="float32", top=12):
     _runtime.set_num_threads(threads)
-    model = _load(path)
+    model = _load(path, precision=precision)
     plan = model.plan(batch)
     secs = plan.profile(_inputs(model, batch))
     rows = plan.rows()
@@ -274,7 +284,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     if argv[:1] == ["--time"]:
         engine, path, batch, repeats, threads = argv[1], argv[2], int(argv[3]), int(argv[4]), int(argv[5])
-        print(json.dumps(_time_engine(engine, path, batch, repeats, threads)))
+        precision = argv[6] if len(argv) > 6 else "float32"
+        print(json.dumps(_time_engine(engine, path, batch, repeats, threads, precision)))
         return 0
     args = _parser().parse_args(argv)
     try:

@@ -102,6 +102,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("kernel_isa", [] { return std::string(isa_name(active_isa())); }, "The level the float kernels run at.");
   m.def("conv2d_bf16_kernel", [] { return std::string(conv2d_bf16_kernel()); },
         "What precision='bfloat16' convolutions run on now: 'amx' or 'float32' (rounded operands).");
+  m.def("conv2d_bf16_tiles", &conv2d_bf16_tiles, "Whether weights (k, c/groups, r, s) in `groups` groups run on AMX tiles now.");
   m.def("cpu_features", &cpu_features);
   m.def("get_num_threads", &num_threads);
   m.def("set_num_threads", &pyconv::set_num_threads);

@@ -7,15 +7,16 @@ liveness and a short loop of pyconv/numpy calls).
 The epilogue is recorded on the Conv node (``node.epilogue``) so that a fused C++ kernel can take
 it whole; until that exists the executor applies it in place right after pyconv's conv call.
 """
-from .executor import CompiledGraph, Plan
+from .executor import PRECISIONS, CompiledGraph, Plan
 from .graph import Graph, GraphError, Node, UnsupportedError
 from .ops import OPS
 from .passes import prepare, specialize
 
-__all__ = ["Graph", "Node", "GraphError", "UnsupportedError", "OPS", "CompiledGraph", "Plan", "prepare",
+__all__ = ["PRECISIONS", "Graph", "Node", "GraphError", "UnsupportedError", "OPS", "CompiledGraph", "Plan", "prepare",
            "specialize", "compile"]
 
 
-def compile(graph, input_shapes, fuse=True):
-    """A callable running ``graph`` (optimised once; specialised per batch size on first use)."""
-    return CompiledGraph(prepare(graph), input_shapes, fuse=fuse)
+def compile(graph, input_shapes, fuse=True, precision="float32"):
+    """A callable running ``graph`` (optimised once; specialised per batch size on first use);
+    ``precision="bfloat16"`` runs its convolutions on bfloat16 operands (``conv2d``'s precision)."""
+    return CompiledGraph(prepare(graph), input_shapes, fuse=fuse, precision=precision)

@@ -10,8 +10,12 @@ import time
 
 import numpy as np
 
+from .. import _core
 from .graph import GraphError
-from .ops import INPLACE, OPS, VIEWS, conv_algorithm
+from .ops import BF16_BUILDERS, INPLACE, OPS, VIEWS, conv_algorithm
+
+#: Accepted values of ``precision=`` (CompiledGraph, pyconv.onnx.load, pyconv.torch.optimize).
+PRECISIONS = ("float32", "bfloat16")
 
 __all__ = ["Plan", "CompiledGraph"]
 
@@ -21,8 +25,8 @@ def _nbytes(info):
 
 
 class Plan:
-    def __init__(self, graph, infos):
-        self.graph, self.infos = graph, infos
+    def __init__(self, graph, infos, precision="float32"):
+        self.graph, self.infos, self.precision = graph, infos, precision
         slot = {"": 0}  # absent optional inputs read slot 0, which stays None
         for name in list(graph.inputs) + list(graph.initializers):
             slot.setdefault(name, len(slot))
@@ -61,7 +65,8 @@ class Plan:
             can = (n.op in INPLACE and b0 is not None and b0 not in external and b0 not in kept
                    and buf_last[b0] <= step and infos[n.outputs[0]].shape == infos[src].shape
                    and infos[n.outputs[0]].dtype == infos[src].dtype and n.inputs.count(src) == 1)
-            fn = OPS[n.op][1](n, ins, can)
+            build = (BF16_BUILDERS.get(n.op) if precision == "bfloat16" else None) or OPS[n.op][1]
+            fn = build(n, ins, can)
             self.inplace.append(can)
             for o in n.outputs:
                 if not o:
@@ -142,6 +147,10 @@ class Plan:
             flops, algo = _flops(n, ins, out), ""
             if n.op == "Conv":
                 algo = conv_algorithm(n, ins)
+                if self.precision == "bfloat16":
+                    k, cg, r, s_ = ins[1].shape
+                    g = int(n.attrs.get("group", 1))
+                    algo = "bfloat16 amx tiles" if _core.conv2d_bf16_tiles(k, cg, r, s_, g) else algo
             elif n.op == "ConvTranspose":
                 algo = "conv input-gradient"
             ep = [e[0] if e[0] != "add" else "add " + n.inputs[e[1]] for e in n.epilogue]
@@ -171,8 +180,10 @@ def _flops(n, ins, out):
 class CompiledGraph:
     """A prepared graph, specialised (and planned) per distinct batch size on first use."""
 
-    def __init__(self, graph, input_shapes, fuse=True):
-        self.graph, self.fuse = graph, fuse
+    def __init__(self, graph, input_shapes, fuse=True, precision="float32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.graph, self.fuse, self.precision = graph, fuse, precision
         self.input_names = list(graph.inputs)
         self.input_shapes = {k: tuple(v) for k, v in input_shapes.items()}
         self._plans = {}
@@ -184,7 +195,7 @@ class CompiledGraph:
             from .passes import specialize
 
             g, infos = specialize(self.graph, dict(zip(self.input_names, shapes)), fuse=self.fuse)
-            plan = Plan(g, infos)
+            plan = Plan(g, infos, self.precision)
             if len(self._plans) > 16:
                 self._plans.clear()
             self._plans[shapes] = plan

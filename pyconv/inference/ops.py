@@ -244,6 +244,43 @@ def _build_conv(node, ins, inplace):
     return run if ins[1].const is not None else run_w
 
 
+def _build_conv_bf16(node, ins, inplace):
+    """The conv at precision="bfloat16": weights rounded and packed once, epilogue as above. A
+    conv that would not run on AMX tiles (depthwise, thin groups, no AMX) stays float32: the
+    bfloat16 result would cost a rounding pass more and be less accurate."""
+    strides, pads, dil, g = conv_core_args(node, ins)
+    k, cg, r, s = ins[1].shape
+    if not _core.conv2d_bf16_tiles(k, cg, r, s, g):
+        return _build_conv(node, ins, inplace)
+    conv = _core.conv2d_fwd_bf16
+    w_const = ins[1].const
+    packed = None if w_const is None else _core.Bf16ConvWeights(np.ascontiguousarray(w_const, np.float32), g)
+    c = lambda a: a if a.flags.c_contiguous else np.ascontiguousarray(a)  # noqa: E731
+    fused = _fused_clamp(node)
+    if fused is not None:
+        k, lo, hi = fused
+
+        def run(x, w, b=None, *extra):
+            return conv(c(x), c(w) if packed is None else packed, b, strides, pads, dil, g, 0,
+                        None if k is None else c(extra[k - 3]), lo, hi)
+        return run
+    steps = _epilogue(node, ins)
+
+    def run_steps(x, w, b=None, *extra):
+        y = conv(c(x), c(w) if packed is None else packed, b, strides, pads, dil, g, 0)
+        for fn, k, params in steps:
+            if fn is None:
+                np.add(y, extra[k - 3], out=y)
+            else:
+                fn(y, *params)
+        return y
+    return run_steps
+
+
+#: Builders that replace OPS' at precision="bfloat16" (inference.CompiledGraph).
+BF16_BUILDERS = {"Conv": _build_conv_bf16}
+
+
 def _convt_geometry(node, ins):
     x, w = ins[0].shape, ins[1].shape
     a = node.attrs

@@ -2,12 +2,13 @@
 import time
 
 from ..inference import CompiledGraph, prepare
+from ..inference.executor import PRECISIONS
 from ._load import read_model, to_graph
 
 __all__ = ["Model", "load"]
 
 
-def load(source, input_shapes=None, *, fuse=True):
+def load(source, input_shapes=None, *, fuse=True, precision="float32"):
     """Read, check and optimise an ONNX model.
 
     Args:
@@ -17,6 +18,10 @@ def load(source, input_shapes=None, *, fuse=True):
             runs later).
         fuse: fuse bias, residual Add and activations into the conv epilogues (BatchNorm is
             folded either way). ``fuse=False`` keeps them as separate nodes (the tests compare).
+        precision: ``"float32"`` or ``"bfloat16"``: the convolutions that run on AMX tiles take
+            bfloat16-rounded inputs and weights with float32 accumulation (weights packed here,
+            once; see ``pyconv.functional.conv2d``); depthwise and thin grouped convs, every conv
+            on a CPU without AMX, and all other ops stay float32.
 
     Raises:
         pyconv.onnx.UnsupportedError: unsupported operators, dtypes or attribute values, all of
@@ -24,11 +29,13 @@ def load(source, input_shapes=None, *, fuse=True):
         pyconv.onnx.GraphError: a malformed model, a missing initializer, external data outside
             the model's directory, or shapes that do not fit (naming the node and the shapes).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     t0 = time.perf_counter()
     proto, base = read_model(source)
     graph, shapes = to_graph(proto, base, input_shapes)
     t1 = time.perf_counter()
-    model = Model(CompiledGraph(prepare(graph), shapes, fuse=fuse), proto)
+    model = Model(CompiledGraph(prepare(graph), shapes, fuse=fuse, precision=precision), proto)
     model.load_seconds = (t1 - t0, time.perf_counter() - t1)
     return model
 

@@ -320,16 +320,17 @@ class OptimizedModule(nn.Module):
     gives per node the op, output shape, algorithm and what was fused, for ``x``'s shape.
     """
 
-    def __init__(self, graph, kept, source):
+    def __init__(self, graph, kept, source, precision="float32"):
         super().__init__()
-        self.graph, self.kept_in_torch, self.source = graph, tuple(kept), source
+        self.graph, self.kept_in_torch, self.source, self.precision = graph, tuple(kept), source, precision
         self._compiled = {}
 
     def _plan(self, arrays):
         key = tuple(a.shape[1:] for a in arrays)
         cg = self._compiled.get(key)
         if cg is None:
-            cg = inference.CompiledGraph(self.graph, {k: a.shape for k, a in zip(self.graph.inputs, arrays)})
+            cg = inference.CompiledGraph(self.graph, {k: a.shape for k, a in zip(self.graph.inputs, arrays)},
+                                         precision=self.precision)
             self._compiled[key] = cg
         return cg
 
@@ -359,11 +360,17 @@ class OptimizedModule(nn.Module):
 
     def extra_repr(self):
         kept = f", {len(self.kept_in_torch)} node(s) left to torch" if self.kept_in_torch else ""
-        return f"{self.source}: {len(self.graph.nodes)} nodes{kept}"
+        prec = f", precision={self.precision}" if self.precision != "float32" else ""
+        return f"{self.source}: {len(self.graph.nodes)} nodes{kept}{prec}"
 
 
-def optimize(model):
+def optimize(model, *, precision="float32"):
     """``model`` (an ``nn.Module`` in eval mode) as pyconv's fused inference graph.
+
+    ``precision="bfloat16"``: the convolutions that run on AMX tiles take bfloat16-rounded inputs
+    and weights with float32 accumulation (weights packed once per input shape; see
+    ``pyconv.functional.conv2d``); depthwise and thin grouped convs, every conv on a CPU without
+    AMX, and all other ops stay float32.
 
     Returns an :class:`OptimizedModule`: call it with CPU float32 tensors as the model. Raises
     ``ValueError`` for a model in training mode (BatchNorm folding and Dropout removal are
@@ -371,6 +378,8 @@ def optimize(model):
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if precision not in inference.PRECISIONS:
+        raise ValueError(f"precision must be one of {inference.PRECISIONS}, got {precision!r}")
     if model.training:
         raise ValueError("optimize is for inference: call model.eval() first (BatchNorm is folded with its running "
                          "statistics and Dropout removed)")
@@ -379,4 +388,4 @@ def optimize(model):
         graph = inference.prepare(graph)
     except GraphError as exc:
         raise ValueError(f"optimize: {exc}") from None
-    return OptimizedModule(graph, kept, type(model).__name__)
+    return OptimizedModule(graph, kept, type(model).__name__, precision)

@@ -3,6 +3,7 @@
 // the float kernels run at active_isa(), the best level at or below it that has them (avx512 at
 // level amx).
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,5 +24,8 @@ std::vector<std::string> cpu_features();     // for `pyconv info`
 // The kernel precision="bfloat16" convolutions run at the current level: "amx" or "float32"
 // (the operands rounded, then the float32 kernels).
 const char* conv2d_bf16_kernel();
+// Whether a layer with weights k x cg x r x s in `groups` groups runs on the tiles now (depthwise
+// and thin groups keep their float32 kernels on the rounded operands).
+bool conv2d_bf16_tiles(int64_t k, int64_t cg, int64_t r, int64_t s, int64_t groups);
 
 }  // namespace pyconv

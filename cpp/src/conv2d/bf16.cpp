@@ -69,6 +69,15 @@ Bf16ConvWeights::~Bf16ConvWeights() = default;
 
 const char* conv2d_bf16_kernel() { return active_level() == Isa::amx ? "amx" : "float32"; }
 
+bool conv2d_bf16_tiles(int64_t k, int64_t cg, int64_t r, int64_t s, int64_t groups) {
+#if defined(PYCONV_HAVE_AMX)
+  return active_level() == Isa::amx && groups >= 1 && amx_applies(weight_params(k, cg, r, s, groups));
+#else
+  (void)k, (void)cg, (void)r, (void)s, (void)groups;
+  return false;
+#endif
+}
+
 void conv2d_fwd_bf16(const Conv2dParams& params, const float* x, const Bf16ConvWeights& w, const float* b, float* y,
                      const float* residual, float lo, float hi) {
   Conv2dParams p = params;
