@@ -2,11 +2,14 @@
 //
 // As a GEMM per image and group: C[co][p] = sum_k A[co][k] B[k][p], k = (r, s, c) with c fastest.
 //   A: the weights, bf16, rows of Kp (K padded to 32), one tile = 16 rows x 32 k.
-//   B: im2col of a bf16 copy of x padded in space (the padding mode applied once) and to an even
-//      channel count, in AMX's pair layout: a tile row holds one channel pair (c, c+1) of one tap
-//      for 16 output pixels, so 16 rows = 32 k. Packed per thread for a block of pixels.
+//   B: AMX's pair layout: a tile row holds one channel pair (c, c+1) of one tap for 16 output
+//      pixels, so 16 rows = 32 k. x is first copied to bf16 pair planes xq[c / 2][hp][wp] (32-bit
+//      words, the padding mode applied once). Where output rows are wide, the stride is 1 and
+//      a tap's channels fill whole tiles, a B tile is read straight from xq (rows one plane
+//      apart: an implicit GEMM, nothing packed); otherwise a thread packs the im2col panel of
+//      its pixels (tiles may then span output rows).
 //   C: 2 x 2 tiles of 16 x 16 fp32 (32 output channels x 32 pixels), started from the bias and
-//      stored straight into NCHW y (an output row of 16 pixels is contiguous in y).
+//      stored straight into NCHW y (16 pixels of an output row are contiguous in y).
 // Denormal operands and results are flushed to zero (the instructions' own behaviour).
 #include <immintrin.h>
 
@@ -71,14 +74,17 @@ inline int64_t source_index(int64_t i, int64_t n, PadMode mode) {
 
 struct Geometry {
   int64_t cg, mg, ce;          // channels per group (input, output), input channels rounded to even
-  int64_t hp, wp, plane;       // padded input plane
+  int64_t hp, wp, plane;       // padded input plane (32-bit words: channel pairs)
   int64_t npix, kdim, kp;      // output pixels, k = r * s * ce, k padded to kKStep
   int64_t mp;                  // output channels per group padded to 32
+  bool implicit;               // B tiles straight from xq
+  int64_t cpairs;              // pair planes per image and group in xq
+  int64_t tiles_per_row;       // implicit: 16-pixel tiles per output row
 };
 
 Geometry geometry(const Conv2dParams& p) {
-  Geometry g;
   const WeightLayout l = weight_layout(p.k, p.c / p.groups, p.r, p.s, p.groups);
+  Geometry g;
   g.cg = p.c / p.groups;
   g.mg = l.mg;
   g.ce = l.ce;
@@ -89,6 +95,12 @@ Geometry geometry(const Conv2dParams& p) {
   g.kdim = p.r * p.s * g.ce;
   g.kp = l.kp;
   g.mp = l.mp;
+  // The weights' k runs tap by tap in steps of 32 channels only when the channels fill them (or
+  // there is one tap); rows narrower than 12 pixels would leave most of a tile empty.
+  const bool whole_steps = g.ce % kKStep == 0 || p.r * p.s == 1;
+  g.implicit = p.stride_w == 1 && whole_steps && (p.ow >= 12 || p.ow % kTile == 0);
+  g.cpairs = g.implicit ? g.kp / (p.r * p.s) / 2 : g.ce / 2;
+  g.tiles_per_row = (p.ow + kTile - 1) / kTile;
   return g;
 }
 
@@ -107,8 +119,8 @@ WeightLayout weight_layout(int64_t k, int64_t cg, int64_t r, int64_t s, int64_t 
 // A[g][co][k] for co < mp, k < kp; zeros outside the weights. One tap's channels at a time:
 // w[co][c][r][s] with stride r * s between channels, a gather.
 void pack_weights(const Conv2dParams& p, const float* w, uint16_t* a, int threads) {
-  const Geometry g = geometry(p);
-  const int64_t taps = p.r * p.s;
+  const WeightLayout g = weight_layout(p.k, p.c / p.groups, p.r, p.s, p.groups);
+  const int64_t taps = p.r * p.s, cg = p.c / p.groups;
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                          _mm512_set1_epi32(static_cast<int>(taps)));
   parallel_for(p.groups * g.mp, threads_for(p.groups * g.mp * g.kp, threads), [&](int64_t b, int64_t e) {
@@ -117,10 +129,10 @@ void pack_weights(const Conv2dParams& p, const float* w, uint16_t* a, int thread
       uint16_t* dst = a + row * g.kp;
       std::memset(dst, 0, static_cast<size_t>(g.kp) * 2);
       if (co >= g.mg) continue;
-      const float* src = w + (grp * g.mg + co) * g.cg * taps;
+      const float* src = w + (grp * g.mg + co) * cg * taps;
       for (int64_t t = 0; t < taps; ++t)
-        for (int64_t c = 0; c < g.cg; c += 16) {
-          const int len = static_cast<int>(std::min<int64_t>(16, g.cg - c));
+        for (int64_t c = 0; c < cg; c += 16) {
+          const int len = static_cast<int>(std::min<int64_t>(16, cg - c));
           const __mmask16 m = static_cast<__mmask16>((1u << len) - 1);
           const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + c * taps + t, 4);
           _mm256_mask_storeu_epi16(dst + t * g.ce + c, m, (__m256i)_mm512_cvtneps_pbh(v));
@@ -131,84 +143,88 @@ void pack_weights(const Conv2dParams& p, const float* w, uint16_t* a, int thread
 
 namespace {
 
-// xp[n][grp][ce][hp][wp]: x in bf16 with the padding applied (zero channel when cg is odd).
-void pack_input(const Conv2dParams& p, const Geometry& g, const float* x, uint16_t* xp, int threads) {
-  const int64_t planes = p.n * p.groups * g.ce;
-  parallel_for(planes, threads, [&](int64_t b, int64_t e) {
+inline uint32_t pair_scalar(const float* s0, const float* s1, int64_t i) {
+  return static_cast<uint32_t>(s0 ? bf16_scalar(s0[i]) : 0) | static_cast<uint32_t>(s1 ? bf16_scalar(s1[i]) : 0) << 16;
+}
+
+// xq[n][grp][cpairs][hp][wp]: channel pairs (2j, 2j + 1) of x as bf16 words with the padding
+// applied; channels past cg are zero.
+void pack_input(const Conv2dParams& p, const Geometry& g, const float* x, uint32_t* xq, int threads) {
+  const int64_t planes = p.n * p.groups * g.cpairs;
+  parallel_for(planes, threads_for(planes * g.plane, threads), [&](int64_t b, int64_t e) {
     std::vector<int64_t> col(static_cast<size_t>(g.wp));
     for (int64_t i = 0; i < g.wp; ++i) col[i] = source_index(i - p.pad_l, p.w, p.mode);
     for (int64_t pl = b; pl < e; ++pl) {
-      const int64_t c = pl % g.ce, ng = pl / g.ce;  // ng = n * groups + grp
-      uint16_t* dst = xp + pl * g.plane;
-      if (c >= g.cg) {
-        std::memset(dst, 0, static_cast<size_t>(g.plane) * 2);
+      const int64_t j = pl % g.cpairs, ng = pl / g.cpairs;  // ng = n * groups + grp
+      uint32_t* dst = xq + pl * g.plane;
+      if (2 * j >= g.cg) {
+        std::memset(dst, 0, static_cast<size_t>(g.plane) * 4);
         continue;
       }
-      const float* src = x + (ng * g.cg + c) * p.h * p.w;
+      const float* src0 = x + (ng * g.cg + 2 * j) * p.h * p.w;
+      const float* src1 = 2 * j + 1 < g.cg ? src0 + p.h * p.w : nullptr;
       for (int64_t ih = 0; ih < g.hp; ++ih) {
-        uint16_t* d = dst + ih * g.wp;
+        uint32_t* d = dst + ih * g.wp;
         const int64_t sh = source_index(ih - p.pad_t, p.h, p.mode);
         if (sh < 0) {
-          std::memset(d, 0, static_cast<size_t>(g.wp) * 2);
+          std::memset(d, 0, static_cast<size_t>(g.wp) * 4);
           continue;
         }
-        const float* s = src + sh * p.w;
-        for (int64_t i = 0; i < p.pad_l; ++i) d[i] = col[i] < 0 ? 0 : bf16_scalar(s[col[i]]);
-        uint16_t* di = d + p.pad_l;
-        int64_t i = 0;
-        for (; i + 16 <= p.w; i += 16)
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(di + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s + i)));
-        if (i < p.w) {
-          const __mmask16 m = static_cast<__mmask16>((1u << (p.w - i)) - 1);
-          _mm256_mask_storeu_epi16(di + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, s + i)));
+        const float* s0 = src0 + sh * p.w;
+        const float* s1 = src1 ? src1 + sh * p.w : nullptr;
+        for (int64_t i = 0; i < p.pad_l; ++i) d[i] = col[i] < 0 ? 0 : pair_scalar(s0, s1, col[i]);
+        uint32_t* di = d + p.pad_l;
+        for (int64_t i = 0; i < p.w; i += 16) {
+          const __mmask16 m = static_cast<__mmask16>(p.w - i >= 16 ? 0xFFFF : (1u << (p.w - i)) - 1);
+          const __m256i v0 = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, s0 + i));
+          const __m256i v1 = s1 ? (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, s1 + i)) : _mm256_setzero_si256();
+          _mm512_mask_storeu_epi32(di + i, m,
+                                   _mm512_or_si512(_mm512_cvtepu16_epi32(v0), _mm512_slli_epi32(_mm512_cvtepu16_epi32(v1), 16)));
         }
-        for (int64_t i2 = p.pad_l + p.w; i2 < g.wp; ++i2) d[i2] = col[i2] < 0 ? 0 : bf16_scalar(s[col[i2]]);
+        for (int64_t i = p.pad_l + p.w; i < g.wp; ++i) d[i] = col[i] < 0 ? 0 : pair_scalar(s0, s1, col[i]);
       }
     }
   });
 }
 
-// 16-bit elements v0[i], v1[i] -> 32-bit words (v1 << 16 | v0), the tile's pair layout.
-inline __m512i interleave(__m256i v0, __m256i v1) {
-  return _mm512_or_si512(_mm512_cvtepu16_epi32(v0), _mm512_slli_epi32(_mm512_cvtepu16_epi32(v1), 16));
-}
-
-// len (<= 16) elements src[0], src[stride], ... as 16-bit lanes.
-inline __m256i load_strided(const uint16_t* src, int len, int64_t stride) {
-  if (stride == 1) return _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << len) - 1), src);
-  if (stride == 2) {
-    const __mmask32 m = static_cast<__mmask32>((1u << (2 * len - 1)) - 1);  // never past the last element
-    return _mm512_cvtepi32_epi16(_mm512_maskz_loadu_epi16(m, src));  // the even elements
-  }
-  alignas(32) uint16_t tmp[16] = {};
-  for (int i = 0; i < len; ++i) tmp[i] = src[i * stride];
-  return _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp));
-}
-
-// B panel for output pixels [p0, p0 + 16 * tiles) of one image and group: tile t at
-// panel + t * (kp / 2) * kPairRow; pixels past npix and k rows past kdim are zero.
-void pack_panel(const Conv2dParams& p, const Geometry& g, const uint16_t* xg, int64_t p0, int tiles, uint16_t* panel) {
-  const int64_t rows = g.kp / 2, real_rows = g.kdim / 2, tile_elems = rows * kPairRow;
+// B panel for output pixels [p0, p0 + 16 * tiles) of one image and group, from its pair planes
+// xg: tile t at panel + t * (kp / 2) * 16 words; pixels past npix and k rows past kdim are zero.
+void pack_panel(const Conv2dParams& p, const Geometry& g, const uint32_t* xg, int64_t p0, int tiles, uint32_t* panel) {
+  const int64_t rows = g.kp / 2, real_rows = g.kdim / 2, tile_words = rows * kTile;
   const int64_t cpairs = g.ce / 2;
+  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i even = _mm512_slli_epi32(lanes, 1);
+  const __m512i gather = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(static_cast<int>(p.stride_w)));
   for (int t = 0; t < tiles; ++t) {
-    uint16_t* tile = panel + t * tile_elems;
+    uint32_t* tile = panel + t * tile_words;
     const int64_t tp0 = p0 + int64_t{t} * kTile;
     const int valid = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(kTile, g.npix - tp0)));
-    if (valid < kTile) std::memset(tile, 0, static_cast<size_t>(real_rows * kPairRow) * 2);
-    if (rows > real_rows) std::memset(tile + real_rows * kPairRow, 0, static_cast<size_t>((rows - real_rows) * kPairRow) * 2);
-    // Runs of pixels within one output row.
-    for (int q = 0; q < valid;) {
+    if (valid < kTile) std::memset(tile, 0, static_cast<size_t>(real_rows * kTile) * 4);
+    if (rows > real_rows) std::memset(tile + real_rows * kTile, 0, static_cast<size_t>((rows - real_rows) * kTile) * 4);
+    for (int q = 0; q < valid;) {  // runs of pixels within one output row
       const int64_t pix = tp0 + q, oh = pix / p.ow, ow = pix % p.ow;
       const int len = static_cast<int>(std::min<int64_t>(valid - q, p.ow - ow));
       const int64_t base = oh * p.stride_h * g.wp + ow * p.stride_w;
-      const __mmask16 store_mask = static_cast<__mmask16>((1u << len) - 1);
+      const __mmask16 m = static_cast<__mmask16>((1u << len) - 1);
+      // stride 2: words 0 .. 2 len - 2 in two loads, the even ones kept
+      const int span = 2 * len - 1;
+      const __mmask16 m_lo = static_cast<__mmask16>(span >= 16 ? 0xFFFF : (1u << span) - 1);
+      const __mmask16 m_hi = static_cast<__mmask16>(span > 16 ? (1u << (span - 16)) - 1 : 0);
       for (int64_t r = 0; r < p.r; ++r)
         for (int64_t s = 0; s < p.s; ++s) {
-          const uint16_t* src = xg + base + r * p.dil_h * g.wp + s * p.dil_w;
-          uint16_t* dst = tile + (r * p.s + s) * cpairs * kPairRow + 2 * q;
-          for (int64_t j = 0; j < cpairs; ++j, src += 2 * g.plane, dst += kPairRow) {
-            const __m512i words = interleave(load_strided(src, len, p.stride_w), load_strided(src + g.plane, len, p.stride_w));
-            _mm512_mask_storeu_epi32(dst, store_mask, words);
+          const uint32_t* src = xg + base + r * p.dil_h * g.wp + s * p.dil_w;
+          uint32_t* dst = tile + (r * p.s + s) * cpairs * kTile + q;
+          for (int64_t j = 0; j < cpairs; ++j, src += g.plane, dst += kTile) {
+            __m512i v;
+            if (p.stride_w == 1) {
+              v = _mm512_maskz_loadu_epi32(m, src);
+            } else if (p.stride_w == 2) {
+              v = _mm512_permutex2var_epi32(_mm512_maskz_loadu_epi32(m_lo, src), even,
+                                            _mm512_maskz_loadu_epi32(m_hi, src + 16));
+            } else {
+              v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, gather, src, 4);
+            }
+            _mm512_mask_storeu_epi32(dst, m, v);
           }
         }
       q += len;
@@ -218,25 +234,25 @@ void pack_panel(const Conv2dParams& p, const Geometry& g, const uint16_t* xg, in
 
 // One C tile of 16 output channels x 16 pixels to y (rows past mg / columns past npix dropped).
 // A macro: the tile intrinsics take the tile number as a literal.
-#define PYCONV_STORE_TILE(kC, y, npix, rows, cols, tmp)                                          \
+#define PYCONV_STORE_TILE(kC, y, ld, rows, cols, tmp)                                            \
   do {                                                                                           \
     if ((rows) > 0 && (cols) > 0) {                                                              \
       if ((rows) == kTile && (cols) == kTile) {                                                  \
-        _tile_stored(kC, (y), (npix) * 4);                                                       \
+        _tile_stored(kC, (y), (ld) * 4);                                                         \
       } else {                                                                                   \
         _tile_stored(kC, (tmp), 64);                                                             \
         for (int64_t i_ = 0; i_ < (rows); ++i_)                                                  \
-          std::memcpy((y) + i_ * (npix), (tmp) + i_ * kTile, static_cast<size_t>(cols) * 4);     \
+          std::memcpy((y) + i_ * (ld), (tmp) + i_ * kTile, static_cast<size_t>(cols) * 4);       \
       }                                                                                          \
     }                                                                                            \
   } while (0)
 
-// y = min(max(y + res, lo), hi) over rows x cols of y (row stride npix); NaN propagates.
-void epilogue(float* y, const float* res, int64_t npix, int64_t rows, int64_t cols, const Epilogue& ep) {
+// y = min(max(y + res, lo), hi) over rows x cols of y (row stride ld); NaN propagates.
+void epilogue(float* y, const float* res, int64_t ld, int64_t rows, int64_t cols, const Epilogue& ep) {
   const __m512 lo = _mm512_set1_ps(ep.lo), hi = _mm512_set1_ps(ep.hi);
   for (int64_t i = 0; i < rows; ++i) {
-    float* yr = y + i * npix;
-    const float* rr = res ? res + i * npix : nullptr;
+    float* yr = y + i * ld;
+    const float* rr = res ? res + i * ld : nullptr;
     for (int64_t j = 0; j < cols; j += 16) {
       const __mmask16 m = static_cast<__mmask16>(cols - j >= 16 ? 0xFFFF : (1u << (cols - j)) - 1);
       __m512 v = _mm512_maskz_loadu_ps(m, yr + j);
@@ -247,8 +263,7 @@ void epilogue(float* y, const float* res, int64_t npix, int64_t rows, int64_t co
   }
 }
 
-// C[co0 .. co0 + 32][pixel tiles t0, t0 + 1] over the whole k.
-void micro_kernel(const uint16_t* a, int64_t kp, const uint16_t* b0, const uint16_t* b1, const float* bias_tiles) {
+inline void init_accumulators(const float* bias_tiles) {
   if (bias_tiles) {
     _tile_loadd(0, bias_tiles, 64);
     _tile_loadd(1, bias_tiles, 64);
@@ -260,72 +275,106 @@ void micro_kernel(const uint16_t* a, int64_t kp, const uint16_t* b0, const uint1
     _tile_zero(2);
     _tile_zero(3);
   }
+}
+
+// The 4 accumulators += A (2 tiles at a, a1) x B (2 tiles at b0, b1, rows b_ld bytes apart).
+#define PYCONV_STEP(a, a1, a_ld, b0, b1, b_ld) \
+  do {                                         \
+    _tile_loadd(4, (a), (a_ld));               \
+    _tile_loadd(5, (a1), (a_ld));              \
+    _tile_loadd(6, (b0), (b_ld));              \
+    _tile_loadd(7, (b1), (b_ld));              \
+    _tile_dpbf16ps(0, 4, 6);                   \
+    _tile_dpbf16ps(1, 4, 7);                   \
+    _tile_dpbf16ps(2, 5, 6);                   \
+    _tile_dpbf16ps(3, 5, 7);                   \
+  } while (0)
+
+// C[co0 .. co0 + 32][two packed pixel tiles] over the whole k.
+void kernel_packed(const uint16_t* a, int64_t kp, const uint32_t* b0, const uint32_t* b1, const float* bias_tiles) {
+  init_accumulators(bias_tiles);
   const uint16_t* a1 = a + kTile * kp;
-  for (int64_t k = 0; k < kp; k += kKStep) {
-    _tile_loadd(4, a + k, kp * 2);
-    _tile_loadd(5, a1 + k, kp * 2);
-    _tile_loadd(6, b0 + k * kTile, 64);
-    _tile_loadd(7, b1 + k * kTile, 64);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
+  for (int64_t k = 0; k < kp; k += kKStep) PYCONV_STEP(a + k, a1 + k, kp * 2, b0 + k / 2 * kTile, b1 + k / 2 * kTile, 64);
+}
+
+// The same with B read from the pair planes: tap t's 16 pairs of a k step are 16 planes apart.
+void kernel_implicit(const uint16_t* a, const Conv2dParams& p, const Geometry& g, const uint32_t* b0,
+                     const uint32_t* b1, const float* bias_tiles) {
+  init_accumulators(bias_tiles);
+  const uint16_t* a1 = a + kTile * g.kp;
+  const int64_t steps_per_tap = g.cpairs / kTile, b_ld = g.plane * 4, a_ld = g.kp * 2;
+  const uint16_t* ak = a;
+  const uint16_t* ak1 = a1;
+  for (int64_t r = 0; r < p.r; ++r)
+    for (int64_t s = 0; s < p.s; ++s) {
+      const int64_t off = r * p.dil_h * g.wp + s * p.dil_w;
+      for (int64_t j = 0; j < steps_per_tap; ++j, ak += kKStep, ak1 += kKStep) {
+        const int64_t o = off + j * kTile * g.plane;
+        PYCONV_STEP(ak, ak1, a_ld, b0 + o, b1 + o, b_ld);
+      }
+    }
+}
+
+#undef PYCONV_STEP
+
+void fill_bias(const float* b, int64_t grp, int64_t mg, int64_t co0, float* bias_tiles) {
+  for (int i = 0; i < 32; ++i) {
+    const int64_t co = co0 + i;
+    _mm512_store_ps(bias_tiles + i * kTile, _mm512_set1_ps(co < mg ? b[grp * mg + co] : 0.0f));
   }
 }
 
-}  // namespace
+// Output channel blocks of 32 split into msplit chunks and pixel tiles into blocks of `block`
+// tiles (even): enough items for every thread.
+struct Split {
+  int64_t block, blocks, msplit, mper, items;
+};
 
-void conv2d_fwd_bf16(const Conv2dParams& p, const float* x, const uint16_t* a, const float* b, float* y, int threads,
-                     const Epilogue& ep) {
-  const Geometry g = geometry(p);
-  Buffer<uint16_t> xp(static_cast<size_t>(p.n * p.groups * g.ce * g.plane));
-  pack_input(p, g, x, xp.get(), threads);
+Split split(int64_t images, int64_t tiles, int64_t mblocks, int64_t block, int threads) {
+  Split s;
+  s.block = block;
+  while (s.block > 2 && images * ((tiles + s.block - 1) / s.block) < 2 * threads) s.block -= 2;
+  s.blocks = (tiles + s.block - 1) / s.block;
+  s.msplit = 1;
+  while (s.msplit < mblocks && images * s.blocks * s.msplit < 2 * threads) s.msplit *= 2;
+  s.msplit = std::min(s.msplit, mblocks);
+  s.mper = (mblocks + s.msplit - 1) / s.msplit;
+  s.items = images * s.blocks * s.msplit;
+  return s;
+}
 
-  // Pixel blocks: up to 8 tiles (128 pixels) while the panel stays within ~1 MiB of L2, fewer
-  // when that leaves a thread without work; output channels split too when pixels run out.
-  const int64_t tile_bytes = g.kp / 2 * kPairRow * 2;
+void run_packed(const Conv2dParams& p, const Geometry& g, const uint32_t* xq, const uint16_t* a, const float* b,
+                float* y, int threads, const Epilogue& ep) {
+  // Panels of up to 8 tiles (128 pixels) while they stay within ~1 MiB of L2.
+  const int64_t tile_words = g.kp / 2 * kTile;
   const int64_t ptiles = (g.npix + kTile - 1) / kTile;
-  int block_tiles = static_cast<int>(std::clamp<int64_t>((int64_t{1} << 20) / tile_bytes / 2 * 2, 2, 8));
-  while (block_tiles > 2 && p.n * p.groups * ((ptiles + block_tiles - 1) / block_tiles) < 2 * threads) block_tiles -= 2;
-  const int64_t pblocks = (ptiles + block_tiles - 1) / block_tiles;
-  const int64_t mblocks_all = g.mp / 32;
-  int64_t msplit = 1;
-  while (msplit < mblocks_all && p.n * p.groups * pblocks * msplit < 2 * threads) msplit *= 2;
-  msplit = std::min(msplit, mblocks_all);
-  const int64_t mper = (mblocks_all + msplit - 1) / msplit;
-  const int64_t items = p.n * p.groups * pblocks * msplit;
-
-  parallel_for(items, threads, [&](int64_t ib, int64_t ie) {
-    Buffer<uint16_t> panel(static_cast<size_t>(block_tiles) * (g.kp / 2) * kPairRow);
+  const int64_t block = std::clamp<int64_t>((int64_t{1} << 18) / tile_words / 2 * 2, 2, 8);
+  const Split sp = split(p.n * p.groups, ptiles, g.mp / 32, block, threads);
+  parallel_for(sp.items, threads, [&](int64_t ib, int64_t ie) {
+    uint32_t* panel = scratch<uint32_t>(3, static_cast<size_t>(sp.block * tile_words));
     alignas(64) float bias_tiles[2 * kTile * kTile];
     alignas(64) float tmp[kTile * kTile];
     load_tile_config();
     for (int64_t it = ib; it < ie; ++it) {
-      const int64_t ms = it % msplit, pb = (it / msplit) % pblocks, ng = it / msplit / pblocks;
+      const int64_t ms = it % sp.msplit, pb = (it / sp.msplit) % sp.blocks, ng = it / sp.msplit / sp.blocks;
       const int64_t grp = ng % p.groups, n = ng / p.groups;
-      const int64_t p0 = pb * block_tiles * kTile;
-      const int tiles = static_cast<int>(std::min<int64_t>(block_tiles, ptiles - pb * block_tiles));
+      const int64_t p0 = pb * sp.block * kTile;
+      const int tiles = static_cast<int>(std::min<int64_t>(sp.block, ptiles - pb * sp.block));
       const int tiles_even = (tiles + 1) / 2 * 2;
-      pack_panel(p, g, xp.get() + ng * g.ce * g.plane, p0, tiles_even, panel.get());
+      pack_panel(p, g, xq + ng * g.cpairs * g.plane, p0, tiles_even, panel);
       const uint16_t* ag = a + grp * g.mp * g.kp;
       float* yg = y + (n * p.k + grp * g.mg) * g.npix;
       const float* rg = ep.residual ? ep.residual + (n * p.k + grp * g.mg) * g.npix : nullptr;
-      const int64_t mb_end = std::min(mblocks_all, (ms + 1) * mper);
-      for (int64_t mb = ms * mper; mb < mb_end; ++mb) {
+      const int64_t mb_end = std::min(g.mp / 32, (ms + 1) * sp.mper);
+      for (int64_t mb = ms * sp.mper; mb < mb_end; ++mb) {
         const int64_t co0 = mb * 32;
-        if (b) {
-          for (int i = 0; i < 32; ++i) {
-            const int64_t co = co0 + i;
-            const float v = co < g.mg ? b[grp * g.mg + co] : 0.0f;
-            _mm512_store_ps(bias_tiles + i * kTile, _mm512_set1_ps(v));
-          }
-        }
+        if (b) fill_bias(b, grp, g.mg, co0, bias_tiles);
+        const int64_t rows0 = std::min<int64_t>(kTile, g.mg - co0), rows1 = std::min<int64_t>(kTile, g.mg - co0 - kTile);
         for (int t = 0; t < tiles_even; t += 2) {
-          const uint16_t* b0 = panel.get() + int64_t{t} * (g.kp / 2) * kPairRow;
-          micro_kernel(ag + co0 * g.kp, g.kp, b0, b0 + (g.kp / 2) * kPairRow, b ? bias_tiles : nullptr);
+          const uint32_t* b0 = panel + int64_t{t} * tile_words;
+          kernel_packed(ag + co0 * g.kp, g.kp, b0, b0 + tile_words, b ? bias_tiles : nullptr);
           const int64_t px = p0 + int64_t{t} * kTile;
           float* yt = yg + co0 * g.npix + px;
-          const int64_t rows0 = std::min<int64_t>(kTile, g.mg - co0), rows1 = std::min<int64_t>(kTile, g.mg - co0 - kTile);
           const int64_t cols0 = std::min<int64_t>(kTile, g.npix - px), cols1 = std::min<int64_t>(kTile, g.npix - px - kTile);
           PYCONV_STORE_TILE(0, yt, g.npix, rows0, cols0, tmp);
           PYCONV_STORE_TILE(1, yt + kTile, g.npix, rows0, cols1, tmp);
@@ -341,7 +390,76 @@ void conv2d_fwd_bf16(const Conv2dParams& p, const float* x, const uint16_t* a, c
   });
 }
 
+void run_implicit(const Conv2dParams& p, const Geometry& g, const uint32_t* xq, const uint16_t* a, const float* b,
+                  float* y, int threads, const Epilogue& ep) {
+  const int64_t tiles = p.oh * g.tiles_per_row;
+  const Split sp = split(p.n * p.groups, tiles, g.mp / 32, 8, threads);
+  parallel_for(sp.items, threads, [&](int64_t ib, int64_t ie) {
+    alignas(64) float bias_tiles[2 * kTile * kTile];
+    alignas(64) float tmp[kTile * kTile];
+    load_tile_config();
+    for (int64_t it = ib; it < ie; ++it) {
+      const int64_t ms = it % sp.msplit, pb = (it / sp.msplit) % sp.blocks, ng = it / sp.msplit / sp.blocks;
+      const int64_t grp = ng % p.groups, n = ng / p.groups;
+      const uint32_t* xg = xq + ng * g.cpairs * g.plane;
+      const uint16_t* ag = a + grp * g.mp * g.kp;
+      float* yg = y + (n * p.k + grp * g.mg) * g.npix;
+      const float* rg = ep.residual ? ep.residual + (n * p.k + grp * g.mg) * g.npix : nullptr;
+      const int64_t t_begin = pb * sp.block, t_end = std::min(tiles, t_begin + sp.block);
+      const int64_t mb_end = std::min(g.mp / 32, (ms + 1) * sp.mper);
+      for (int64_t mb = ms * sp.mper; mb < mb_end; ++mb) {
+        const int64_t co0 = mb * 32;
+        if (b) fill_bias(b, grp, g.mg, co0, bias_tiles);
+        const int64_t rows0 = std::min<int64_t>(kTile, g.mg - co0), rows1 = std::min<int64_t>(kTile, g.mg - co0 - kTile);
+        for (int64_t t = t_begin; t < t_end; t += 2) {
+          // Tiles t and t + 1 (a missing second tile computes tile t again and is not stored).
+          int64_t out[2], cols[2];
+          const uint32_t* src[2];
+          for (int i = 0; i < 2; ++i) {
+            const int64_t ti = t + i < t_end ? t + i : t;
+            const int64_t oh = ti / g.tiles_per_row, ow0 = ti % g.tiles_per_row * kTile;
+            out[i] = oh * p.ow + ow0;
+            cols[i] = t + i < t_end ? std::min<int64_t>(kTile, p.ow - ow0) : 0;
+            src[i] = xg + oh * p.stride_h * g.wp + ow0;
+          }
+          kernel_implicit(ag + co0 * g.kp, p, g, src[0], src[1], b ? bias_tiles : nullptr);
+          float* y0 = yg + co0 * g.npix + out[0];
+          float* y1 = yg + co0 * g.npix + out[1];
+          PYCONV_STORE_TILE(0, y0, g.npix, rows0, cols[0], tmp);
+          PYCONV_STORE_TILE(1, y1, g.npix, rows0, cols[1], tmp);
+          PYCONV_STORE_TILE(2, y0 + kTile * g.npix, g.npix, rows1, cols[0], tmp);
+          PYCONV_STORE_TILE(3, y1 + kTile * g.npix, g.npix, rows1, cols[1], tmp);
+          if (ep.active()) {
+            const int64_t rows = std::min<int64_t>(32, g.mg - co0);
+            for (int i = 0; i < 2; ++i)
+              if (cols[i] > 0)
+                epilogue(yg + co0 * g.npix + out[i], rg ? rg + co0 * g.npix + out[i] : nullptr, g.npix, rows, cols[i], ep);
+          }
+        }
+      }
+    }
+    _tile_release();
+  });
+}
+
 #undef PYCONV_STORE_TILE
+
+}  // namespace
+
+void conv2d_fwd_bf16(const Conv2dParams& p, const float* x, const uint16_t* a, const float* b, float* y, int threads,
+                     const Epilogue& ep) {
+  const Geometry g = geometry(p);
+  // Implicit tiles read up to 15 words past a plane's last row: slack after the last plane.
+  // Kept for the next call (a fresh allocation this size faults in every page).
+  const int64_t words = p.n * p.groups * g.cpairs * g.plane;
+  uint32_t* xq = call_buffer<uint32_t>(5, static_cast<size_t>(words + 2 * kTile));
+  std::memset(xq + words, 0, 2 * kTile * 4);
+  pack_input(p, g, x, xq, threads);
+  if (g.implicit)
+    run_implicit(p, g, xq, a, b, y, threads, ep);
+  else
+    run_packed(p, g, xq, a, b, y, threads, ep);
+}
 
 }  // namespace amx
 }  // namespace pyconv
