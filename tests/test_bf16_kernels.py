@@ -46,6 +46,12 @@ CASES = [  # (x shape, w shape, stride, padding, dilation, groups, padding_mode)
     ((2, 3, 33, 33), (16, 3, 7, 7), 2, 3, 1, 1, "zeros"),        # a stem layer
     ((1, 24, 9, 9), (24, 1, 3, 3), 1, 1, 1, 24, "zeros"),        # depthwise: the float32 kernels
     ((1, 48, 1, 1), (16, 48, 1, 1), 1, 0, 1, 1, "zeros"),        # one pixel
+    # B tiles read straight from the pair planes (stride-1 rows of 12+ pixels, whole k steps):
+    ((1, 64, 16, 32), (40, 64, 3, 3), (2, 1), 1, 1, 1, "reflect"),  # rows of 32, stride 2 down
+    ((2, 32, 13, 14), (33, 32, 3, 3), 1, 2, 2, 1, "zeros"),      # dilated, 14-pixel rows
+    ((1, 16, 12, 12), (24, 16, 1, 1), 1, 0, 1, 1, "zeros"),      # 1x1, half a k step of channels
+    ((1, 128, 15, 15), (64, 64, 3, 3), 1, 1, 1, 2, "replicate"),  # grouped
+    ((3, 32, 9, 40), (48, 32, 1, 3), 1, (0, 1), 1, 1, "circular"),
 ]
 
 

@@ -124,12 +124,17 @@ py::array conv2d_fwd_bf16_t(const py::array& x, const py::object& w, const py::o
   const auto dt = py::dtype::of<float>();
   check_array(x, "input", 4, dt);
   std::shared_ptr<Bf16ConvWeights> pw;
+  py::array wa;
+  I4 ws;
   if (py::isinstance<Bf16ConvWeights>(w)) {
     pw = w.cast<std::shared_ptr<Bf16ConvWeights>>();
+    ws = {pw->k, pw->cg, pw->r, pw->s};
   } else {
-    pw = pack_bf16(py::array(w), groups);
+    wa = py::array(w);
+    check_array(wa, "weight", 4, dt);
+    ws = shape4(wa);
   }
-  const Conv2dParams p = conv_params(shape4(x), {pw->k, pw->cg, pw->r, pw->s}, conv_hyper(stride, pad, dil, groups, mode, 0));
+  const Conv2dParams p = conv_params(shape4(x), ws, conv_hyper(stride, pad, dil, groups, mode, 0));
   const float* bp = nullptr;
   py::array bias, res;
   if (!b.is_none()) {
@@ -149,9 +154,14 @@ py::array conv2d_fwd_bf16_t(const py::array& x, const py::object& w, const py::o
     throw std::invalid_argument("conv2d_fwd_bf16: need lo <= hi, got lo=" + std::to_string(lo) + ", hi=" + std::to_string(hi));
   auto y = new_nchw<float>(false, p.n, p.k, p.oh, p.ow);
   float* yp = y.mutable_data();
+  const float* xp = data<float>(x);
+  const float* wp = pw ? nullptr : data<float>(wa);
   {
     NoGil nogil(conv_work(p));
-    conv2d_fwd_bf16(p, data<float>(x), *pw, bp, yp, rp, static_cast<float>(lo), static_cast<float>(hi));
+    if (pw)
+      conv2d_fwd_bf16(p, xp, *pw, bp, yp, rp, static_cast<float>(lo), static_cast<float>(hi));
+    else
+      conv2d_fwd_bf16(p, xp, wp, bp, yp, rp, static_cast<float>(lo), static_cast<float>(hi));
   }
   return std::move(y);
 }

@@ -65,10 +65,11 @@ T* scratch(int slot, size_t n) {
   return workspace_detail::grow<T>(slots[slot], n);
 }
 
-// The calling thread's call-level buffer `slot` (0 to 5), distinct from its scratch().
+// The calling thread's call-level buffer `slot`, distinct from its scratch(): 0-5 the float
+// kernels' (Winograd), 6-7 the bfloat16 convolution's, which may call the float kernels.
 template <class T>
 T* call_buffer(int slot, size_t n) {
-  thread_local workspace_detail::Slot slots[6];
+  thread_local workspace_detail::Slot slots[8];
   return workspace_detail::grow<T>(slots[slot], n);
 }
 

@@ -75,14 +75,18 @@ class Bf16ConvWeights {
   Bf16ConvWeights(const Bf16ConvWeights&) = delete;
   Bf16ConvWeights& operator=(const Bf16ConvWeights&) = delete;
   const int64_t k, cg, r, s, groups;
-  struct Packed;
-  const Packed& packed() const { return *packed_; }
+  const float* rounded() const;   // w rounded, float32 (the float32 path's)
+  const uint16_t* tiles() const;  // the AMX layout (null without AMX kernels)
 
  private:
+  struct Packed;
   std::unique_ptr<Packed> packed_;
 };
-// y = min(max(conv(x, w) + b + residual, lo), hi); b and residual may be null.
+// y = min(max(conv(x, w) + b + residual, lo), hi); b and residual may be null. w packed once, or
+// float32 w[k][c/groups][r][s] packed for this call.
 void conv2d_fwd_bf16(const Conv2dParams& p, const float* x, const Bf16ConvWeights& w, const float* b, float* y,
+                     const float* residual, float lo, float hi);
+void conv2d_fwd_bf16(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                      const float* residual, float lo, float hi);
 
 }  // namespace pyconv

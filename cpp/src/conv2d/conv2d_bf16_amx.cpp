@@ -452,7 +452,7 @@ void conv2d_fwd_bf16(const Conv2dParams& p, const float* x, const uint16_t* a, c
   // Implicit tiles read up to 15 words past a plane's last row: slack after the last plane.
   // Kept for the next call (a fresh allocation this size faults in every page).
   const int64_t words = p.n * p.groups * g.cpairs * g.plane;
-  uint32_t* xq = call_buffer<uint32_t>(5, static_cast<size_t>(words + 2 * kTile));
+  uint32_t* xq = call_buffer<uint32_t>(6, static_cast<size_t>(words + 2 * kTile));
   std::memset(xq + words, 0, 2 * kTile * 4);
   pack_input(p, g, x, xq, threads);
   if (g.implicit)
