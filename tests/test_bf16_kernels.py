@@ -8,9 +8,11 @@ import pytest
 
 import pyconv
 from pyconv import _core
-from pyconv.functional import conv2d
+from pyconv.functional import conv2d, conv2d_grad_input, conv2d_grad_weight
 from pyconv.functional.conv import _round_bf16
 from pyconv._reference import conv2d as conv2d_reference
+from pyconv._reference import conv2d_grad_input as grad_input_reference
+from pyconv._reference import conv2d_grad_weight as grad_weight_reference
 
 HAVE_AMX = _core.cpu_isa() == "amx" and "amx" in _core.compiled_isas()
 # The levels to run: the tiles where this CPU has them, and the float32 path (capped at avx512,
@@ -215,3 +217,57 @@ def test_bf16_argument_errors():
     with pytest.raises(ValueError, match="algo"):
         conv2d(x, w, precision="bfloat16", algo="fft")
     assert conv2d(x[0], w, precision="bfloat16").shape == (8, 4, 4)  # unbatched
+
+
+GRAD_CASES = [  # (x shape, w shape, stride, padding, dilation, groups, padding_mode)
+    ((2, 32, 14, 14), (48, 32, 3, 3), 1, 1, 1, 1, "zeros"),     # the input gradient on the tiles
+    ((1, 16, 9, 11), (40, 16, 5, 3), 1, (2, 0), 1, 1, "zeros"),  # flipped pads differ per side
+    ((1, 32, 12, 12), (64, 32, 1, 1), 1, 0, 1, 1, "zeros"),
+    ((2, 8, 11, 11), (16, 8, 3, 3), 2, 1, 1, 1, "zeros"),       # strided: the float32 kernels
+    ((1, 16, 10, 10), (32, 8, 3, 3), 1, 1, 1, 2, "reflect"),    # grouped, mirrored border
+    ((1, 32, 9, 9), (32, 32, 3, 3), 1, 2, 2, 1, "zeros"),       # dilated
+]
+
+
+def _bound(a, b, reference, k, *args):
+    mag = reference(np.abs(_f64(a)), np.abs(_f64(b)), *args)
+    return 4 * k * 2.0**-24 * mag + 1e-30
+
+
+@pytest.mark.parametrize("lv", LEVELS)
+@pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: f"{c[0]}-{c[1]}-s{c[2]}-g{c[5]}-{c[6]}")
+def test_gradients_against_the_rounded_reference(lv, case):
+    xs, ws, st, pd, dl, g, mode = case
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    gy = rng.standard_normal(conv2d(x, w, None, st, pd, dl, g, padding_mode=mode).shape).astype(np.float32)
+    gy0 = gy.copy()
+    with level(lv):
+        dx = conv2d_grad_input(gy, w, xs, st, pd, dl, g, padding_mode=mode, precision="bfloat16")
+        dw = conv2d_grad_weight(x, gy, ws, st, pd, dl, g, padding_mode=mode, precision="bfloat16")
+    assert np.array_equal(gy, gy0)
+    rgy, rw, rx = _round_bf16(gy), _round_bf16(w), _round_bf16(x)
+    want_dx = grad_input_reference(_f64(rgy), _f64(rw), xs, st, pd, dl, g, mode)
+    want_dw = grad_weight_reference(_f64(rx), _f64(rgy), ws, st, pd, dl, g, mode)
+    tol_dx = _bound(gy, w, lambda a, b, *r: grad_input_reference(a, b, xs, st, pd, dl, g, mode), ws[0] // g * ws[2] * ws[3])
+    tol_dw = _bound(x, gy, lambda a, b, *r: grad_weight_reference(a, b, ws, st, pd, dl, g, mode), gy[0, 0].size * xs[0])
+    assert dx.dtype == np.float32 and np.all(np.abs(dx - want_dx) <= tol_dx)
+    assert dw.dtype == np.float32 and np.all(np.abs(dw - want_dw) <= tol_dw)
+
+
+def test_gradient_precision_errors():
+    x = np.ones((1, 4, 6, 6), np.float32)
+    w = np.ones((8, 4, 3, 3), np.float32)
+    gy = np.ones((1, 8, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="precision"):
+        conv2d_grad_input(gy, w, x.shape, precision="half")
+    with pytest.raises(ValueError, match="float32 weight"):
+        conv2d_grad_input(gy.astype(np.float64), w.astype(np.float64), x.shape, precision="bfloat16")
+    with pytest.raises(ValueError, match="float32 input"):
+        conv2d_grad_weight(x.astype(np.float64), gy.astype(np.float64), w.shape, precision="bfloat16")
+    with pytest.raises(ValueError, match="grad_output must have the output shape"):
+        conv2d_grad_weight(x, gy[:, :, :3], w.shape, precision="bfloat16")
+    # the process default leaves the gradients (and so training) in float32
+    with pyconv.float32_precision("bfloat16"):
+        assert np.array_equal(conv2d_grad_input(gy, w, x.shape), conv2d_grad_input(gy, w, x.shape, precision="float32"))

@@ -212,15 +212,21 @@ def _conv2d_bf16(input, weight, bias, stride, padding, dilation, groups, padding
 
 
 def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dilation=1, groups=1, *,
-                      padding_mode="zeros", algo="auto"):
+                      padding_mode="zeros", algo="auto", precision="float32"):
     """Gradient of :func:`conv2d` with respect to its input, of shape ``input_shape``.
 
     ``input_shape`` disambiguates the input size when a stride > 1 maps several sizes to one
     output size. With a non-zero ``padding_mode`` the gradient of the padded border is folded back
     onto the input pixels it was copied from. ``algo="winograd"`` applies to zero-padded 3x3
     stride-1 layers, dilated 3x3 layers and strided kernels spanning 3 strides each way (groups 1;
-    over the input's phases), and runs ``"im2col"`` otherwise.
+    over the input's phases), and runs ``"im2col"`` otherwise. ``precision="bfloat16"`` rounds
+    float32 ``grad_output`` and ``weight`` to bfloat16 and accumulates in float32 (as
+    :func:`conv2d`'s; zero-padded stride-1 layers run on AMX tiles as the forward convolution of
+    ``grad_output`` with the flipped, transposed weight).
     """
+    if precision != "float32":
+        return _conv2d_grad_input_bf16(grad_output, weight, input_shape, stride, padding, dilation, groups,
+                                       padding_mode, algo, precision)
     dx = _core.conv2d_bwd_data_fast(grad_output, weight, input_shape, stride, padding, dilation, groups, padding_mode,
                                     algo)
     if dx is not None:
@@ -237,14 +243,18 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
 
 
 def conv2d_grad_weight(input, grad_output, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
-                       padding_mode="zeros", algo="auto"):
+                       padding_mode="zeros", algo="auto", precision="float32"):
     """Gradient of :func:`conv2d` with respect to its weight, of shape ``weight_shape``.
 
     ``algo="winograd"`` (3x3, stride 1, dilation 1; every padding mode) sums the products of
     transformed 4x4 tiles of ``grad_output`` and 6x6 tiles of ``input`` (F(3x3, 4x4)); dilated 3x3
     layers and strided layers whose kernel spans 3 strides each way run it over the input's phases;
-    elsewhere it runs ``"im2col"``.
+    elsewhere it runs ``"im2col"``. ``precision="bfloat16"`` rounds float32 ``input`` and
+    ``grad_output`` to bfloat16 and accumulates in float32 (through the float32 kernels).
     """
+    if precision != "float32":
+        return _conv2d_grad_weight_bf16(input, grad_output, weight_shape, stride, padding, dilation, groups,
+                                        padding_mode, algo, precision)
     dw = _core.conv2d_bwd_weight_fast(input, grad_output, weight_shape, stride, padding, dilation, groups, padding_mode,
                                       algo)
     if dw is not None:
@@ -257,6 +267,52 @@ def conv2d_grad_weight(input, grad_output, weight_shape, stride=1, padding=0, di
     g = _grad_output(fn, spec, grad_output, "input", x)
     _check_alloc(fn, "weight gradient", spec.weight_shape, x.dtype)
     return _core.conv2d_bwd_weight(_contig(x.reshape(spec.input_shape)), g, spec.weight_shape, *spec.core_args(algo))
+
+
+def _bf16_operands(fn, precision, *named):
+    _choice(fn, "precision", precision, PRECISIONS)
+    for name, a in named:
+        if a.dtype != np.float32:
+            raise ValueError(f"{fn}: precision='bfloat16' needs float32 {name}, got {a.dtype}")
+
+
+def _conv2d_grad_input_bf16(grad_output, weight, input_shape, stride, padding, dilation, groups, padding_mode, algo,
+                            precision):
+    fn = "conv2d_grad_input"
+    w = _array(fn, "weight", weight)
+    _bf16_operands(fn, precision, ("weight", w), ("grad_output", _array(fn, "grad_output", grad_output)))
+    _ndim(fn, "weight", w, (4,))
+    input_shape = _shape(fn, "input_shape", input_shape, (3, 4))
+    spec = _spec(_ConvSpec, fn, input_shape, w.shape, stride, padding, dilation, groups, padding_mode)
+    g = _grad_output(fn, spec, grad_output, "weight", w)
+    _check_alloc(fn, "input gradient", spec.input_shape, w.dtype)
+    stride, pads, dil, groups, mode, algo_code = spec.core_args(algo)
+    k, c, r, s = w.shape
+    flipped = (r - 1 - pads[0], r - 1 - pads[1], s - 1 - pads[2], s - 1 - pads[3])
+    if (algo_code == _ALGO_CODE["auto"] and stride == (1, 1) and dil == (1, 1) and groups == 1 and mode == 0
+            and min(flipped) >= 0 and _core.conv2d_bf16_tiles(c, k, r, s, 1)):
+        # stride 1: the input gradient is the convolution of grad_output with the weight flipped
+        # in space and transposed in channels, "full" padding less the forward's
+        wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        dx = _core.conv2d_fwd_bf16(g, wt, None, (1, 1), flipped, (1, 1), 1, 0)
+    else:
+        dx = _core.conv2d_bwd_data(_round_bf16(g), _round_bf16(w), spec.input_shape, stride, pads, dil, groups, mode,
+                                   algo_code)
+    return _unbatch(dx, spec.unbatched)
+
+
+def _conv2d_grad_weight_bf16(input, grad_output, weight_shape, stride, padding, dilation, groups, padding_mode, algo,
+                             precision):
+    fn = "conv2d_grad_weight"
+    x = _array(fn, "input", input)
+    _bf16_operands(fn, precision, ("input", x), ("grad_output", _array(fn, "grad_output", grad_output)))
+    _ndim(fn, "input", x, (3, 4))
+    weight_shape = _shape(fn, "weight_shape", weight_shape, (4,))
+    spec = _spec(_ConvSpec, fn, x.shape, weight_shape, stride, padding, dilation, groups, padding_mode)
+    g = _grad_output(fn, spec, grad_output, "input", x)
+    _check_alloc(fn, "weight gradient", spec.weight_shape, x.dtype)
+    return _core.conv2d_bwd_weight(_round_bf16(x.reshape(spec.input_shape)), _round_bf16(g), spec.weight_shape,
+                                   *spec.core_args(algo))
 
 
 def conv2d_grad_bias(grad_output):
