@@ -271,3 +271,58 @@ def test_gradient_precision_errors():
     # the process default leaves the gradients (and so training) in float32
     with pyconv.float32_precision("bfloat16"):
         assert np.array_equal(conv2d_grad_input(gy, w, x.shape), conv2d_grad_input(gy, w, x.shape, precision="float32"))
+
+
+def _small_torch_model():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+            self.a = nn.Conv2d(32, 32, 3, padding=1)
+            self.dw = nn.Conv2d(32, 32, 3, padding=1, groups=32)  # stays float32
+            self.b = nn.Conv2d(32, 64, 1)
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            y = self.stem(x)
+            y = torch.relu(self.a(y) + y)
+            y = torch.clamp(self.b(self.dw(y)), 0, 6)
+            return self.fc(y.mean((2, 3)))
+    torch.manual_seed(0)
+    return torch, Net().eval()
+
+
+def test_torch_optimize_and_onnx_load_at_bfloat16(tmp_path):
+    torch, model = _small_torch_model()
+    import pyconv.torch as pt
+
+    x = torch.randn(2, 3, 20, 20)
+    f32 = pt.optimize(model)
+    bf = pt.optimize(model, precision="bfloat16")
+    assert "precision=bfloat16" in repr(bf)
+    with torch.no_grad():
+        want = model(x)
+    y32, y16 = f32(x), bf(x)
+    scale = float(want.abs().max())
+    assert float((y32 - want).abs().max()) <= 1e-4 * scale
+    assert 0 < float((y16 - want).abs().max()) <= 3e-2 * scale
+    algos = {r["name"]: r["algorithm"] for r in bf.summary(x) if r["op"] == "Conv"}
+    tiles = [a for a in algos.values() if a == "bfloat16 amx tiles"]
+    assert len(tiles) == (3 if HAVE_AMX else 0)  # stem, a, b; never the depthwise one
+    with pytest.raises(ValueError, match="precision must be one of"):
+        pt.optimize(model, precision="int8")
+
+    pytest.importorskip("onnx")
+    import pyconv.onnx as pox
+
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(model, x, str(path), opset_version=17, dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "N"}})
+    m16 = pox.load(path, precision="bfloat16")
+    got = m16(x.numpy())
+    assert 0 < np.max(np.abs(got - want.numpy())) <= 3e-2 * scale
+    with pytest.raises(ValueError, match="precision must be one of"):
+        pox.load(path, precision="fp8")
