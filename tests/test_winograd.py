@@ -312,7 +312,7 @@ def test_verbose_names_what_ran():
 
 def test_kernels_listed():
     names = set(pyconv.kernels())
-    for isa in pyconv.compiled_isas():
+    for isa in [i for i in pyconv.compiled_isas() if i in pyconv._runtime.FLOAT_ISAS]:
         for fam in ("filter", "input", "dy", "output", "wout"):
             assert f"conv2d_winograd_{fam}_{isa}" in names
 

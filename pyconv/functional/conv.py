@@ -145,10 +145,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             shapes silently run ``"im2col"``). Default: ``"auto"``.
         precision: ``"float32"`` or ``"bfloat16"``: float32 input and weight rounded to bfloat16
             (round to nearest even) before the convolution, products accumulated in float32, float32
-            output, bias added unrounded; about 2**-8 relative error against sum|w||x|. Runs on AMX
-            tiles where the CPU has them (``pyconv.get_max_isa() == "amx"``; subnormal operands
-            count as zero there), else through the float32 kernels on the rounded operands, as
-            does any ``algo`` other than ``"auto"``. float64 inputs raise ValueError with
+            output, bias added unrounded; at most 2**-7 error relative to sum|w||x| (two
+            roundings of 2**-8). Runs on AMX tiles where the CPU has them
+            (``pyconv.get_max_isa() == "amx"``; subnormal operands count as zero there), else
+            through the float32 kernels on the rounded operands, as does any ``algo`` other than
+            ``"auto"``. float64 inputs raise ValueError with
             ``"bfloat16"``. Forward only: not for recorded (autograd) tensors. Default (None): the
             process default, :func:`pyconv.set_float32_precision`, for float32 arrays (recorded
             tensors and float64 always run in their own precision).
