@@ -68,6 +68,33 @@ py::array conv2d_fwd_t(const py::array& x, const py::array& w, const py::object&
   return run_conv2d_fwd<T>(p, data<T>(x), data<T>(w), bp, h.algo, false);
 }
 
+// The fused epilogue's operands: bias (k,), residual shaped as the output, lo <= hi.
+template <class T>
+struct EpilogueArrays {
+  py::array bias, res;
+  const T* b = nullptr;
+  const T* r = nullptr;
+  EpilogueArrays(const py::object& bo, const py::object& ro, const Conv2dParams& p, double lo, double hi,
+                 const char* fn) {
+    const auto dt = py::dtype::of<T>();
+    if (!bo.is_none()) {
+      bias = py::array(bo);
+      check_array(bias, "bias", 1, dt);
+      check_shape(bias, "bias", {p.k});
+      b = data<T>(bias);
+    }
+    if (!ro.is_none()) {
+      res = py::array(ro);
+      check_array(res, "residual", 4, dt);
+      check_shape(res, "residual", {p.n, p.k, p.oh, p.ow});
+      r = data<T>(res);
+    }
+    if (std::isnan(lo) || std::isnan(hi) || lo > hi)
+      throw std::invalid_argument(std::string(fn) + ": need lo <= hi, got lo=" + std::to_string(lo) + ", hi=" +
+                                  std::to_string(hi));
+  }
+};
+
 // The inference conv: y = clamp(conv(x, w) + b + residual, lo, hi) in one call without the GIL
 // (the epilogue pass runs while y is still warm in cache, and no Python between).
 template <class T>
@@ -78,23 +105,9 @@ py::array conv2d_fwd_fused_t(const py::array& x, const py::array& w, const py::o
   check_array(w, "weight", 4, dt);
   const ConvHyper h = conv_hyper(stride, pad, dil, groups, 0, algo);
   const Conv2dParams p = conv_params(shape4(x), shape4(w), h);
-  const T* bp = nullptr;
-  py::array bias, res;
-  if (!b.is_none()) {
-    bias = py::array(b);
-    check_array(bias, "bias", 1, dt);
-    check_shape(bias, "bias", {p.k});
-    bp = data<T>(bias);
-  }
-  const T* rp = nullptr;
-  if (!residual.is_none()) {
-    res = py::array(residual);
-    check_array(res, "residual", 4, dt);
-    check_shape(res, "residual", {p.n, p.k, p.oh, p.ow});
-    rp = data<T>(res);
-  }
-  if (std::isnan(lo) || std::isnan(hi) || lo > hi)
-    throw std::invalid_argument("conv2d_fwd_fused: need lo <= hi, got lo=" + std::to_string(lo) + ", hi=" + std::to_string(hi));
+  const EpilogueArrays<T> e(b, residual, p, lo, hi, "conv2d_fwd_fused");
+  const T* bp = e.b;
+  const T* rp = e.r;
   auto y = new_nchw<T>(false, p.n, p.k, p.oh, p.ow);
   T* yp = y.mutable_data();
   {
@@ -135,23 +148,9 @@ py::array conv2d_fwd_bf16_t(const py::array& x, const py::object& w, const py::o
     ws = shape4(wa);
   }
   const Conv2dParams p = conv_params(shape4(x), ws, conv_hyper(stride, pad, dil, groups, mode, 0));
-  const float* bp = nullptr;
-  py::array bias, res;
-  if (!b.is_none()) {
-    bias = py::array(b);
-    check_array(bias, "bias", 1, dt);
-    check_shape(bias, "bias", {p.k});
-    bp = data<float>(bias);
-  }
-  const float* rp = nullptr;
-  if (!residual.is_none()) {
-    res = py::array(residual);
-    check_array(res, "residual", 4, dt);
-    check_shape(res, "residual", {p.n, p.k, p.oh, p.ow});
-    rp = data<float>(res);
-  }
-  if (std::isnan(lo) || std::isnan(hi) || lo > hi)
-    throw std::invalid_argument("conv2d_fwd_bf16: need lo <= hi, got lo=" + std::to_string(lo) + ", hi=" + std::to_string(hi));
+  const EpilogueArrays<float> e(b, residual, p, lo, hi, "conv2d_fwd_bf16");
+  const float* bp = e.b;
+  const float* rp = e.r;
   auto y = new_nchw<float>(false, p.n, p.k, p.oh, p.ow);
   float* yp = y.mutable_data();
   const float* xp = data<float>(x);

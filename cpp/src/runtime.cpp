@@ -117,7 +117,7 @@ void set_max_isa(Isa isa) { g_cap.store(static_cast<int>(isa)); }
 
 Isa active_level() {
   int a = std::min(static_cast<int>(detected_isa()), g_cap.load());
-  const std::vector<Isa> built = compiled_isas();
+  static const std::vector<Isa> built = compiled_isas();
   while (a > 0 && std::find(built.begin(), built.end(), static_cast<Isa>(a)) == built.end()) --a;
   return static_cast<Isa>(a);
 }

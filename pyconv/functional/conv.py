@@ -167,15 +167,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         return ops.Conv2d.apply(input, weight, bias, stride=stride, padding=padding, dilation=dilation,
                                 groups=groups, padding_mode=padding_mode, algo=algo)
     fn = "conv2d"
-    x = _array(fn, "input", input)
-    w = _array(fn, "weight", weight)
-    b = None if bias is None else _array(fn, "bias", bias)
-    _same_dtype(fn, "input", x, ("weight", w), ("bias", b))
-    _ndim(fn, "input", x, (3, 4))
-    _ndim(fn, "weight", w, (4,))
-    spec = _spec(_ConvSpec, fn, x.shape, w.shape, stride, padding, dilation, groups, padding_mode)
-    if b is not None and b.shape != (spec.weight_shape[0],):
-        raise ValueError(f"{fn}: bias must have shape ({spec.weight_shape[0]},) (out_channels), got {b.shape}")
+    x, w, b, spec = _conv_operands(fn, input, weight, bias, stride, padding, dilation, groups, padding_mode)
     args = spec.core_args(algo)
     if precision is None and x.dtype == np.float32 and _core.get_float32_precision() == "bfloat16":
         return _conv2d_bf16(x, w, b, stride, padding, dilation, groups, padding_mode, algo, "bfloat16")
@@ -185,15 +177,12 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _unbatch(y, spec.unbatched)
 
 
-def _conv2d_bf16(input, weight, bias, stride, padding, dilation, groups, padding_mode, algo, precision):
-    fn = "conv2d"
-    _choice(fn, "precision", precision, PRECISIONS)
-    if recorder(input, weight, bias) is not None:
-        raise ValueError(f"{fn}: precision='bfloat16' is forward-only; pass arrays, not recorded Tensors")
+def _conv_operands(fn, input, weight, bias, stride, padding, dilation, groups, padding_mode, float32_only=False):
+    """(x, w, b, spec): conv2d's arrays checked against each other and the geometry."""
     x = _array(fn, "input", input)
     w = _array(fn, "weight", weight)
     b = None if bias is None else _array(fn, "bias", bias)
-    if x.dtype != np.float32 or w.dtype != np.float32:
+    if float32_only and (x.dtype != np.float32 or w.dtype != np.float32):
         raise ValueError(f"{fn}: precision='bfloat16' needs float32 input and weight, got {x.dtype} and {w.dtype}")
     _same_dtype(fn, "input", x, ("weight", w), ("bias", b))
     _ndim(fn, "input", x, (3, 4))
@@ -201,6 +190,16 @@ def _conv2d_bf16(input, weight, bias, stride, padding, dilation, groups, padding
     spec = _spec(_ConvSpec, fn, x.shape, w.shape, stride, padding, dilation, groups, padding_mode)
     if b is not None and b.shape != (spec.weight_shape[0],):
         raise ValueError(f"{fn}: bias must have shape ({spec.weight_shape[0]},) (out_channels), got {b.shape}")
+    return x, w, b, spec
+
+
+def _conv2d_bf16(input, weight, bias, stride, padding, dilation, groups, padding_mode, algo, precision):
+    fn = "conv2d"
+    _choice(fn, "precision", precision, PRECISIONS)
+    if recorder(input, weight, bias) is not None:
+        raise ValueError(f"{fn}: precision='bfloat16' is forward-only; pass arrays, not recorded Tensors")
+    x, w, b, spec = _conv_operands(fn, input, weight, bias, stride, padding, dilation, groups, padding_mode,
+                                   float32_only=True)
     stride, pads, dil, g, mode, algo_code = spec.core_args(algo)
     _check_alloc(fn, "output", spec.output_shape, x.dtype)
     xb = _contig(x.reshape(spec.input_shape))

@@ -235,13 +235,18 @@ def _build_conv(node, ins, inplace):
 
     def run(x, w, b=None, *extra):
         y = conv(x if x.flags.c_contiguous else np.ascontiguousarray(x), w, b, strides, pads, dil, g, 0, 0)
-        for fn, k, params in steps:
-            if fn is None:
-                np.add(y, extra[k - 3], out=y)
-            else:
-                fn(y, *params)
-        return y
+        return _apply_steps(y, steps, extra)
     return run if ins[1].const is not None else run_w
+
+
+def _apply_steps(y, steps, extra):
+    """The epilogue steps in place on the conv output y (extra: the node's inputs after the bias)."""
+    for fn, k, params in steps:
+        if fn is None:
+            np.add(y, extra[k - 3], out=y)
+        else:
+            fn(y, *params)
+    return y
 
 
 def _build_conv_bf16(node, ins, inplace):
@@ -267,13 +272,7 @@ def _build_conv_bf16(node, ins, inplace):
     steps = _epilogue(node, ins)
 
     def run_steps(x, w, b=None, *extra):
-        y = conv(c(x), c(w) if packed is None else packed, b, strides, pads, dil, g, 0)
-        for fn, k, params in steps:
-            if fn is None:
-                np.add(y, extra[k - 3], out=y)
-            else:
-                fn(y, *params)
-        return y
+        return _apply_steps(conv(c(x), c(w) if packed is None else packed, b, strides, pads, dil, g, 0), steps, extra)
     return run_steps
 
 
