@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _core, _reference
 from . import functional as F
+from .functional.conv import _round_bf16
 from ._reference import ConvCase
 from ._runtime import FLOAT_ISAS, ISAS
 from ._utils import DIRECTIONS, _pair
@@ -178,7 +179,7 @@ def _run_row(rows, fields, thunk, expected, dtype, k, ints=None, winograd=False)
 
 def _conv_rows(isa, rows, refs):
     for case in CONV_CASES:
-        x, wt, b, gy, (y_ref, dx_ref, dw_ref) = refs[case.id]
+        x, wt, b, gy, (y_ref, dx_ref, dw_ref) = refs[case.id][:5]
         t, bt, lf, rt = case.pads
         fold = 1 if case.mode == "zeros" else (1 + t + bt) * (1 + lf + rt)  # border pixels fold back
         kw = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups,
@@ -236,15 +237,31 @@ def _eltwise_rows(isa, rows):
                  x.size // x.shape[1])
 
 
+def _bf16_rows(isa, rows, refs):
+    """precision="bfloat16" forward (the AMX tiles at level amx, the float32 path below) against
+    the float64 convolution of the bfloat16-rounded operands."""
+    for case in CONV_CASES:
+        x, wt, b = refs[case.id][:3]
+        kw = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups,
+                  padding_mode=case.mode)
+        xs, ws, bs = (a.astype(np.float32) for a in (x, wt, b))
+        rounded = refs[case.id][5]
+        _run_row(rows, ("conv2d", "fwd", "bfloat16", isa, "float32", case.id),
+                 lambda: F.conv2d(xs, ws, bs, precision="bfloat16", **kw), rounded, np.float32,
+                 case.reduction_length("fwd"))
+
+
 def _references():
     conv, pool = {}, {}
     for i, case in enumerate(CONV_CASES):
         x, wt = _data(case.input_shape, 10 * i), _data(case.weight_shape, 10 * i + 1)
         b, gy = _data((case.k,), 10 * i + 2), _data(case.output_shape, 10 * i + 3)
         geo = case.args + (case.mode,)
+        xr, wr = (_round_bf16(a.astype(np.float32)).astype(np.float64) for a in (x, wt))
         conv[case.id] = (x, wt, b, gy, (_reference.conv2d(x, wt, b, *geo),
                                         _reference.conv2d_grad_input(gy, wt, x.shape, *geo),
-                                        _reference.conv2d_grad_weight(x, gy, wt.shape, *geo)))
+                                        _reference.conv2d_grad_weight(x, gy, wt.shape, *geo)),
+                         _reference.conv2d(xr, wr, b.astype(np.float32).astype(np.float64), *geo))
     for i, case in enumerate(POOL_CASES):
         x = _data(case["x"], 100 + i)
         geo = (case["k"], case["s"], case["p"])
@@ -270,11 +287,13 @@ def check(verbose=True, isas=None):
         :class:`CheckResult` with ``.ok`` (all passed), ``.rows`` and ``.failures``.
     """
     run = available_isas()
+    tiles = ["amx"] if _core.cpu_isa() == "amx" and "amx" in _core.compiled_isas() else []  # bfloat16 only
     if isas is not None:
-        unknown = [i for i in isas if i not in run]
+        unknown = [i for i in isas if i not in run + tiles]
         if unknown:
-            raise ValueError(f"check: isas {unknown} are not runnable here; available: {run}")
+            raise ValueError(f"check: isas {unknown} are not runnable here; available: {run + tiles}")
         run = [i for i in run if i in isas]
+        tiles = [i for i in tiles if i in isas]
     conv_refs, pool_refs = _references()
     rows = []
     old_cap = _core.get_max_isa()
@@ -288,9 +307,13 @@ def check(verbose=True, isas=None):
             _conv_rows(isa, rows, conv_refs)
             _pool_rows(isa, rows, pool_refs)
             _eltwise_rows(isa, rows)
+            _bf16_rows(isa, rows, conv_refs)
+        for isa in tiles:
+            _core.set_max_isa(isa)
+            _bf16_rows(isa, rows, conv_refs)
     finally:
         _core.set_max_isa(old_cap)
-    result = CheckResult(rows, run)
+    result = CheckResult(rows, run + tiles)
     if verbose:
         print(result.table())
         print(result.summary())

@@ -28,8 +28,11 @@ def test_all_kernel_paths_pass_on_this_machine(result):
 
 def test_rows_cover_every_isa_algo_direction_dtype(result):
     isas = cases.available_isas()
-    assert result.isas == isas
+    tiles = ["amx"] if pyconv.cpu_isa() == "amx" and "amx" in pyconv.compiled_isas() else []
+    assert result.isas == isas + tiles
     got = {(r.op, r.direction, r.algo, r.isa, r.dtype) for r in result.rows}
+    for isa in isas + tiles:  # precision="bfloat16" on every level, the tiles included
+        assert ("conv2d", "fwd", "bfloat16", isa, "float32") in got
     for isa in isas:
         for dtype in ("float32", "float64"):
             for algo in F.CONV_ALGORITHMS:
