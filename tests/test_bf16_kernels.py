@@ -284,7 +284,7 @@ def _small_torch_model():
             self.a = nn.Conv2d(32, 32, 3, padding=1)
             self.dw = nn.Conv2d(32, 32, 3, padding=1, groups=32)  # stays float32
             self.b = nn.Conv2d(32, 64, 1)
-            self.fc = nn.Linear(64, 10)
+            self.fc = nn.Linear(64, 24)  # on the tiles too (24 outputs fill them)
 
         def forward(self, x):
             y = self.stem(x)

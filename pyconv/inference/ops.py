@@ -276,8 +276,28 @@ def _build_conv_bf16(node, ins, inplace):
     return run_steps
 
 
+def _build_gemm_bf16(node, ins, inplace):
+    """A fully-connected layer (x @ W.T + c, W constant) at precision="bfloat16": the 1x1 conv of
+    the (features, batch) transpose of x with W packed once for the tiles; other Gemms as float32."""
+    a = node.attrs
+    o, i = ins[1].shape if len(ins[1].shape) == 2 else (0, 0)
+    has_c = len(ins) > 2 and ins[2] is not None
+    linear = (a.get("transB", 0) and not a.get("transA", 0) and a.get("alpha", 1.0) == 1 and ins[1].const is not None
+              and (not has_c or (a.get("beta", 1.0) == 1 and ins[2].shape == (o,))))
+    if not linear or not _core.conv2d_bf16_tiles(o, i, 1, 1, 1):
+        return _build_gemm(node, ins, inplace)
+    packed = _core.Bf16ConvWeights(np.ascontiguousarray(ins[1].const, np.float32).reshape(o, i, 1, 1), 1)
+    conv = _core.conv2d_fwd_bf16
+
+    def run(x, w, c=None):
+        n = x.shape[0]
+        y = conv(np.ascontiguousarray(x.T).reshape(1, i, 1, n), packed, c, (1, 1), (0, 0, 0, 0), (1, 1), 1, 0)
+        return np.ascontiguousarray(y.reshape(o, n).T)
+    return run
+
+
 #: Builders that replace OPS' at precision="bfloat16" (inference.CompiledGraph).
-BF16_BUILDERS = {"Conv": _build_conv_bf16}
+BF16_BUILDERS = {"Conv": _build_conv_bf16, "Gemm": _build_gemm_bf16}
 
 
 def _convt_geometry(node, ins):

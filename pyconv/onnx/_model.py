@@ -18,10 +18,11 @@ def load(source, input_shapes=None, *, fuse=True, precision="float32"):
             runs later).
         fuse: fuse bias, residual Add and activations into the conv epilogues (BatchNorm is
             folded either way). ``fuse=False`` keeps them as separate nodes (the tests compare).
-        precision: ``"float32"`` or ``"bfloat16"``: the convolutions that run on AMX tiles take
-            bfloat16-rounded inputs and weights with float32 accumulation (weights packed here,
-            once; see ``pyconv.functional.conv2d``); depthwise and thin grouped convs, every conv
-            on a CPU without AMX, and all other ops stay float32.
+        precision: ``"float32"`` or ``"bfloat16"``: the convolutions and fully-connected layers
+            (Gemm with a constant weight) that run on AMX tiles take bfloat16-rounded inputs and
+            weights with float32 accumulation (weights packed here, once; see
+            ``pyconv.functional.conv2d``); depthwise and thin grouped convs, every conv on a CPU
+            without AMX, and all other ops stay float32.
 
     Raises:
         pyconv.onnx.UnsupportedError: unsupported operators, dtypes or attribute values, all of

@@ -367,10 +367,10 @@ class OptimizedModule(nn.Module):
 def optimize(model, *, precision="float32"):
     """``model`` (an ``nn.Module`` in eval mode) as pyconv's fused inference graph.
 
-    ``precision="bfloat16"``: the convolutions that run on AMX tiles take bfloat16-rounded inputs
-    and weights with float32 accumulation (weights packed once per input shape; see
-    ``pyconv.functional.conv2d``); depthwise and thin grouped convs, every conv on a CPU without
-    AMX, and all other ops stay float32.
+    ``precision="bfloat16"``: the convolutions and fully-connected layers that run on AMX tiles
+    take bfloat16-rounded inputs and weights with float32 accumulation (weights packed once per
+    input shape; see ``pyconv.functional.conv2d``); depthwise and thin grouped convs, every conv
+    on a CPU without AMX, and all other ops stay float32.
 
     Returns an :class:`OptimizedModule`: call it with CPU float32 tensors as the model. Raises
     ``ValueError`` for a model in training mode (BatchNorm folding and Dropout removal are
