@@ -45,6 +45,9 @@ def main():
     train(ddp, x[shard], y[shard])
     torch.save({k: v.detach().clone() for k, v in ddp.module.state_dict().items()}, out_file)
     assert pt.stats()["Conv2d"]["pyconv"] == 2 * 3 and pt.stats()["Conv2d"]["fallbacks"] == 0, pt.stats()
+    # Both ranks done before either tears gloo down: a rank destroying its group while the other
+    # still talks can abort ("terminate called without an active exception") on a loaded machine.
+    dist.barrier()
     dist.destroy_process_group()
 
 
