@@ -328,6 +328,15 @@ void fill_bias(const float* b, int64_t grp, int64_t mg, int64_t co0, float* bias
 // tiles (even): enough items for every thread.
 struct Split {
   int64_t block, blocks, msplit, mper, items;
+  struct Item {
+    int64_t ms, pb, ng, grp, n;  // channel chunk, pixel block, image * groups + group, group, image
+  };
+  Item item(int64_t it, int64_t groups) const {
+    Item i;
+    i.ms = it % msplit, i.pb = (it / msplit) % blocks, i.ng = it / msplit / blocks;
+    i.grp = i.ng % groups, i.n = i.ng / groups;
+    return i;
+  }
 };
 
 Split split(int64_t images, int64_t tiles, int64_t mblocks, int64_t block, int threads) {
@@ -356,8 +365,8 @@ void run_packed(const Conv2dParams& p, const Geometry& g, const uint32_t* xq, co
     alignas(64) float tmp[kTile * kTile];
     load_tile_config();
     for (int64_t it = ib; it < ie; ++it) {
-      const int64_t ms = it % sp.msplit, pb = (it / sp.msplit) % sp.blocks, ng = it / sp.msplit / sp.blocks;
-      const int64_t grp = ng % p.groups, n = ng / p.groups;
+      const Split::Item w = sp.item(it, p.groups);
+      const int64_t ms = w.ms, pb = w.pb, ng = w.ng, grp = w.grp, n = w.n;
       const int64_t p0 = pb * sp.block * kTile;
       const int tiles = static_cast<int>(std::min<int64_t>(sp.block, ptiles - pb * sp.block));
       const int tiles_even = (tiles + 1) / 2 * 2;
@@ -399,8 +408,8 @@ void run_implicit(const Conv2dParams& p, const Geometry& g, const uint32_t* xq, 
     alignas(64) float tmp[kTile * kTile];
     load_tile_config();
     for (int64_t it = ib; it < ie; ++it) {
-      const int64_t ms = it % sp.msplit, pb = (it / sp.msplit) % sp.blocks, ng = it / sp.msplit / sp.blocks;
-      const int64_t grp = ng % p.groups, n = ng / p.groups;
+      const Split::Item w = sp.item(it, p.groups);
+      const int64_t ms = w.ms, pb = w.pb, ng = w.ng, grp = w.grp, n = w.n;
       const uint32_t* xg = xq + ng * g.cpairs * g.plane;
       const uint16_t* ag = a + grp * g.mp * g.kp;
       float* yg = y + (n * p.k + grp * g.mg) * g.npix;
