@@ -99,7 +99,8 @@ struct EpilogueArrays {
 // (the epilogue pass runs while y is still warm in cache, and no Python between).
 template <class T>
 py::array conv2d_fwd_fused_t(const py::array& x, const py::array& w, const py::object& b, I2 stride, I4 pad, I2 dil,
-                             int64_t groups, int algo, const py::object& residual, double lo, double hi) {
+                             int64_t groups, int algo, const py::object& residual, double lo, double hi,
+                             const py::object& out) {
   const auto dt = py::dtype::of<T>();
   check_array(x, "input", 4, dt);
   check_array(w, "weight", 4, dt);
@@ -108,7 +109,7 @@ py::array conv2d_fwd_fused_t(const py::array& x, const py::array& w, const py::o
   const EpilogueArrays<T> e(b, residual, p, lo, hi, "conv2d_fwd_fused");
   const T* bp = e.b;
   const T* rp = e.r;
-  auto y = new_nchw<T>(false, p.n, p.k, p.oh, p.ow);
+  auto y = out_or_new<T>(out, {p.n, p.k, p.oh, p.ow}, {&x, &w, &e.bias, &e.res});
   T* yp = y.mutable_data();
   {
     NoGil nogil(conv_work(p));
@@ -133,7 +134,8 @@ std::shared_ptr<Bf16ConvWeights> pack_bf16(const py::array& w, int64_t groups) {
 }
 
 py::array conv2d_fwd_bf16_t(const py::array& x, const py::object& w, const py::object& b, I2 stride, I4 pad, I2 dil,
-                            int64_t groups, int mode, const py::object& residual, double lo, double hi) {
+                            int64_t groups, int mode, const py::object& residual, double lo, double hi,
+                            const py::object& out) {
   const auto dt = py::dtype::of<float>();
   check_array(x, "input", 4, dt);
   std::shared_ptr<Bf16ConvWeights> pw;
@@ -151,7 +153,7 @@ py::array conv2d_fwd_bf16_t(const py::array& x, const py::object& w, const py::o
   const EpilogueArrays<float> e(b, residual, p, lo, hi, "conv2d_fwd_bf16");
   const float* bp = e.b;
   const float* rp = e.r;
-  auto y = new_nchw<float>(false, p.n, p.k, p.oh, p.ow);
+  auto y = out_or_new<float>(out, {p.n, p.k, p.oh, p.ow}, {&x, &wa, &e.bias, &e.res});
   float* yp = y.mutable_data();
   const float* xp = data<float>(x);
   const float* wp = pw ? nullptr : data<float>(wa);
@@ -277,12 +279,13 @@ void bind_conv2d(py::module_& m) {
                                [&] { return conv2d_fwd_t<double>(x, w, b, stride, pad, dil, groups, mode, algo); });
   });
   m.def("conv2d_fwd_fused", [](py::array x, py::array w, py::object b, I2 stride, I4 pad, I2 dil, int64_t groups,
-                               int algo, py::object residual, double lo, double hi) {
-    return by_dtype<py::array>(x, "input", [&] { return conv2d_fwd_fused_t<float>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi); },
-                               [&] { return conv2d_fwd_fused_t<double>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi); });
+                               int algo, py::object residual, double lo, double hi, py::object out) {
+    return by_dtype<py::array>(x, "input", [&] { return conv2d_fwd_fused_t<float>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi, out); },
+                               [&] { return conv2d_fwd_fused_t<double>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi, out); });
   }, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride"), py::arg("pad"), py::arg("dilation"),
      py::arg("groups"), py::arg("algo"), py::arg("residual") = py::none(),
-     py::arg("lo") = -std::numeric_limits<double>::infinity(), py::arg("hi") = std::numeric_limits<double>::infinity());
+     py::arg("lo") = -std::numeric_limits<double>::infinity(), py::arg("hi") = std::numeric_limits<double>::infinity(),
+     py::kw_only(), py::arg("out") = py::none());
   py::class_<Bf16ConvWeights, std::shared_ptr<Bf16ConvWeights>>(
       m, "Bf16ConvWeights", "Convolution weights rounded to bfloat16 and packed once (precision='bfloat16').")
       .def(py::init(&pack_bf16), py::arg("weight"), py::arg("groups") = 1)
@@ -290,7 +293,8 @@ void bind_conv2d(py::module_& m) {
       .def_readonly("groups", &Bf16ConvWeights::groups);
   m.def("conv2d_fwd_bf16", &conv2d_fwd_bf16_t, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride"),
         py::arg("pads"), py::arg("dilation"), py::arg("groups"), py::arg("mode"), py::arg("residual") = py::none(),
-        py::arg("lo") = -std::numeric_limits<double>::infinity(), py::arg("hi") = std::numeric_limits<double>::infinity());
+        py::arg("lo") = -std::numeric_limits<double>::infinity(), py::arg("hi") = std::numeric_limits<double>::infinity(),
+        py::kw_only(), py::arg("out") = py::none());
   m.def("conv2d_bwd_data", [](py::array dy, py::array w, I4 in, I2 stride, I4 pad, I2 dil, int64_t groups, int mode,
                               int algo) {
     return by_dtype<py::array>(dy, "grad_output", [&] { return conv2d_bwd_data_t<float>(dy, w, in, stride, pad, dil, groups, mode, algo); },

@@ -9,6 +9,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <initializer_list>
 #include <atomic>
 #include <limits>
 #include <optional>
@@ -111,6 +112,32 @@ template <class T>
 py::array_t<T> new_nchw(bool unbatched, int64_t n, int64_t c, int64_t h, int64_t w) {
   const int64_t s[4] = {n, c, h, w};
   return unbatched ? new_array<T>(3, s + 1) : new_array<T>(4, s);
+}
+
+// The output of an inference call: a new array, or the caller's `out` (exact shape and dtype,
+// C-contiguous, writeable, sharing no memory with the inputs) so that a graph executor can reuse
+// its buffers instead of having every large output page-faulted in afresh.
+template <class T>
+py::array_t<T> out_or_new(const py::object& out, const I4& shape, std::initializer_list<const py::array*> inputs) {
+  if (out.is_none()) return new_array<T>(4, shape.data());
+  if (!py::isinstance<py::array>(out)) throw py::type_error("out must be a numpy array or None");
+  auto a = py::reinterpret_borrow<py::array>(out);
+  check_array(a, "out", 4, py::dtype::of<T>());
+  check_shape(a, "out", {shape[0], shape[1], shape[2], shape[3]});
+  if (!a.writeable()) throw std::invalid_argument("out must be writeable");
+  const char* o0 = static_cast<const char*>(a.data());
+  const char* o1 = o0 + a.nbytes();
+  for (const py::array* in : inputs) {
+    if (in == nullptr || !in->ptr() || in->nbytes() == 0) continue;
+    const char* i0 = static_cast<const char*>(in->data());
+    if (i0 < o1 && o0 < i0 + in->nbytes()) throw std::invalid_argument("out must not share memory with an input");
+  }
+  auto y = py::reinterpret_borrow<py::array_t<T>>(a);
+  if (g_poison.load()) {
+    T* p = y.mutable_data();
+    for (py::ssize_t i = 0; i < y.size(); ++i) p[i] = std::numeric_limits<T>::quiet_NaN();
+  }
+  return y;
 }
 
 // Calls f<float> or f<double> by the dtype of `a`.

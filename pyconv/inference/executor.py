@@ -1,10 +1,11 @@
 """Running a specialised graph: slots instead of names, a buffer plan by liveness, one short loop.
 
-:class:`Plan` turns the nodes into ``(function, input slots, output slot, slots to free)`` steps.
-A value's slot is cleared after its last reader, so numpy frees (or reuses) its memory; ops that
-may (``ops.INPLACE``) write into their input's buffer when nothing later reads it, and the conv
-epilogue always works in place on the conv's fresh output. Views (Reshape, Flatten, ...) share
-their input's buffer, which stays alive while any of them does.
+:class:`Plan` turns the nodes into ``(function, input slots, output slot, slots to free, arena
+index)`` steps. A value's slot is cleared after its last reader, so numpy frees (or reuses) its
+memory; ops that may (``ops.INPLACE``) write into their input's buffer when nothing later reads
+it, and the conv epilogue always works in place on the conv's output. Views (Reshape, Flatten,
+...) share their input's buffer, which stays alive while any of them does. Convs and Concat write
+into arena blocks the plan owns (``Plan._plan_arena``).
 """
 import time
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from .. import _core
 from .graph import GraphError
-from .ops import BF16_BUILDERS, INPLACE, OPS, VIEWS, conv_algorithm
+from .ops import BF16_BUILDERS, FRESH, INPLACE, OPS, VIEWS, conv_algorithm
 
 #: Accepted values of ``precision=`` (CompiledGraph, pyconv.onnx.load, pyconv.torch.optimize).
 PRECISIONS = ("float32", "bfloat16")
@@ -91,11 +92,78 @@ class Plan:
             else:
                 out = -1 - len(self.multi)
                 self.multi[out] = [slot[o] if o else None for o in n.outputs]
-            self.steps.append((fn, tuple(slot[i] for i in n.inputs[:arity]), out, free))
+            self.steps.append((fn, tuple(slot[i] for i in n.inputs[:arity]), out, free, -1))
         self.peak_bytes, self.peak_at = peak, peak_at
+        self._arenas, self._arena_views = [], []
+        self._plan_arena(last)
         self.all_bytes = sum(_nbytes(infos[o]) for n in graph.nodes for o in n.outputs if o) + \
             sum(_nbytes(infos[i]) for i in graph.inputs)
         self.weight_bytes = sum(np.asarray(v).nbytes for v in graph.initializers.values())
+
+    def _plan_arena(self, last):
+        """Assigns the outputs of steps that take ``out=`` (the convs, Concat) to blocks of an arena
+        by liveness: a block is reused once the last reader of every value that may view it has
+        run (any op outside ops.FRESH may return a view of its inputs). Each run borrows one arena
+        from a pool (concurrent runs from several threads each get their own) instead of allocating
+        fresh outputs, which when large are mmap'd and page-faulted in anew on every call. Graph
+        outputs, and whatever they may view, are always fresh arrays."""
+        nodes = self.graph.nodes
+        cand = {n.outputs[0]: step for step, n in enumerate(nodes)
+                if len(n.outputs) == 1 and n.outputs[0] and getattr(self.steps[step][0], "takes_out", False)}
+        alias = {}  # value -> the candidates it may view
+        end = {o: last.get(o, cand[o]) for o in cand}
+        for step, n in enumerate(nodes):
+            for o in n.outputs:
+                if not o:
+                    continue
+                if o in cand:
+                    alias[o] = {o}
+                elif n.op in FRESH:
+                    alias[o] = set()
+                else:
+                    alias[o] = set().union(*(alias.get(i, ()) for i in n.inputs if i))
+                for c in alias[o]:
+                    end[c] = max(end[c], last.get(o, step))
+        for o in self.graph.outputs:
+            for c in alias.get(o, ()):
+                cand.pop(c, None)
+        sizes, free_blocks, owner = [], [], {}
+        for step, n in enumerate(nodes):
+            o = n.outputs[0] if n.outputs else ""
+            if o in cand:
+                need = _nbytes(self.infos[o])
+                fits = [k for k in free_blocks if sizes[k] >= need]
+                if fits:
+                    blk = min(fits, key=sizes.__getitem__)
+                elif free_blocks:
+                    blk = max(free_blocks, key=sizes.__getitem__)
+                    sizes[blk] = need
+                else:
+                    blk = len(sizes)
+                    sizes.append(need)
+                if blk in free_blocks:
+                    free_blocks.remove(blk)
+                owner[o] = blk
+                self.steps[step] = self.steps[step][:4] + (step,)
+                self._arena_views.append((step, blk, self.infos[o].shape, self.infos[o].dtype))
+            for c in [c for c in owner if end[c] <= step]:
+                free_blocks.append(owner.pop(c))
+        self.arena_bytes = sum(sizes)
+        self._arena_sizes = sizes
+
+    def _borrow_arena(self):
+        """Per step, the out= array of its arena block (None for steps without one)."""
+        if self._arenas:
+            try:
+                return self._arenas.pop()
+            except IndexError:  # another thread took the last one
+                pass
+        blocks = [np.empty(n, np.uint8) for n in self._arena_sizes]
+        views = [None] * len(self.steps)
+        for step, blk, shape, dtype in self._arena_views:
+            n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            views[step] = blocks[blk][:n].view(dtype).reshape(shape)
+        return views
 
     def run(self, arrays):
         env = self.env.copy()
@@ -103,36 +171,46 @@ class Plan:
             env[s] = a
         multi = self.multi
         get = env.__getitem__
-        for fn, ins, out, free in self.steps:
-            r = fn(*map(get, ins))
-            if out >= 0:
-                env[out] = r
-            else:
-                for s, v in zip(multi[out], r):
-                    if s is not None:
-                        env[s] = v
-            for s in free:
-                env[s] = None
+        arena = self._borrow_arena()
+        try:
+            for fn, ins, out, free, a in self.steps:
+                r = fn(*map(get, ins)) if a < 0 else fn(*map(get, ins), out=arena[a])
+                if out >= 0:
+                    env[out] = r
+                else:
+                    for s, v in zip(multi[out], r):
+                        if s is not None:
+                            env[s] = v
+                for s in free:
+                    env[s] = None
+        finally:
+            self._arenas.append(arena)
         return [env[s] for s in self.output_slots]
 
     def profile(self, arrays, repeats=5):
         """Median seconds per node over ``repeats`` runs (one warm-up), in node order."""
         times = np.zeros((repeats, len(self.steps)))
-        for r in range(repeats + 1):
-            env = self.env.copy()
-            for s, a in zip(self.input_slots, arrays):
-                env[s] = a
-            for k, (fn, ins, out, free) in enumerate(self.steps):
-                t = time.perf_counter()
-                res = fn(*[env[i] for i in ins])
-                if r:
-                    times[r - 1, k] = time.perf_counter() - t
-                if out >= 0:
-                    env[out] = res
-                else:
-                    for s, v in zip(self.multi[out], res):
-                        if s is not None:
-                            env[s] = v
+        arena = self._borrow_arena()
+        try:
+            for r in range(repeats + 1):
+                env = self.env.copy()
+                for s, a in zip(self.input_slots, arrays):
+                    env[s] = a
+                for k, (fn, ins, out, free, a) in enumerate(self.steps):
+                    t = time.perf_counter()
+                    res = fn(*[env[i] for i in ins]) if a < 0 else fn(*[env[i] for i in ins], out=arena[a])
+                    if r:
+                        times[r - 1, k] = time.perf_counter() - t
+                    if out >= 0:
+                        env[out] = res
+                    else:
+                        for s, v in zip(self.multi[out], res):
+                            if s is not None:
+                                env[s] = v
+                    for s in free:
+                        env[s] = None
+        finally:
+            self._arenas.append(arena)
         return np.median(times, axis=0)
 
     def rows(self):

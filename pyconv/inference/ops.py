@@ -209,34 +209,31 @@ def _fused_clamp(node):
     return None if ep or lo > hi else (k, lo, hi)
 
 
+def _takes_out(fn):
+    """Marks a step function that accepts ``out=``: an arena array of its output's shape and dtype
+    that the executor owns and reuses across runs (``executor.Plan``)."""
+    fn.takes_out = True
+    return fn
+
+
+def _contig(a):
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
 def _build_conv(node, ins, inplace):
     strides, pads, dil, g = conv_core_args(node, ins)
-    conv = _core.conv2d_fwd
-    steps = _epilogue(node, ins)
-    has_bias = len(node.inputs) > 2 and node.inputs[2] != ""
+    conv = _core.conv2d_fwd_fused
     fused = _fused_clamp(node)
-    if ins[1].const is None:  # a weight computed at run time (rare): made contiguous per call
-        def run_w(x, w, b=None, *extra):
-            return run(x, np.ascontiguousarray(w), b, *extra)
-    if not steps and ins[1].const is not None:
-        if has_bias:
-            return lambda x, w, b: conv(x if x.flags.c_contiguous else np.ascontiguousarray(x), w, b, strides, pads,
-                                        dil, g, 0, 0)
-        return lambda x, w, *_: conv(x if x.flags.c_contiguous else np.ascontiguousarray(x), w, None, strides, pads,
-                                     dil, g, 0, 0)
-    if fused is not None:
-        k, lo, hi = fused
-        fconv = _core.conv2d_fwd_fused
-        c = lambda a: a if a.flags.c_contiguous else np.ascontiguousarray(a)  # noqa: E731
+    k, lo, hi = fused if fused is not None else (None, -np.inf, np.inf)
+    steps = [] if fused is not None else _epilogue(node, ins)
+    w_const = ins[1].const is not None
+    c = _contig
 
-        def run(x, w, b=None, *extra):
-            return fconv(c(x), w, b, strides, pads, dil, g, 0, None if k is None else c(extra[k - 3]), lo, hi)
-        return run if ins[1].const is not None else run_w
-
-    def run(x, w, b=None, *extra):
-        y = conv(x if x.flags.c_contiguous else np.ascontiguousarray(x), w, b, strides, pads, dil, g, 0, 0)
-        return _apply_steps(y, steps, extra)
-    return run if ins[1].const is not None else run_w
+    def run(x, w, b=None, *extra, out=None):
+        y = conv(c(x), w if w_const else c(w), None if b is None else c(b), strides, pads, dil, g, 0,
+                 None if k is None else c(extra[k - 3]), lo, hi, out=out)
+        return _apply_steps(y, steps, extra) if steps else y
+    return _takes_out(run)
 
 
 def _apply_steps(y, steps, extra):
@@ -260,20 +257,16 @@ def _build_conv_bf16(node, ins, inplace):
     conv = _core.conv2d_fwd_bf16
     w_const = ins[1].const
     packed = None if w_const is None else _core.Bf16ConvWeights(np.ascontiguousarray(w_const, np.float32), g)
-    c = lambda a: a if a.flags.c_contiguous else np.ascontiguousarray(a)  # noqa: E731
+    c = _contig
     fused = _fused_clamp(node)
-    if fused is not None:
-        k, lo, hi = fused
+    k, lo, hi = fused if fused is not None else (None, -np.inf, np.inf)
+    steps = [] if fused is not None else _epilogue(node, ins)
 
-        def run(x, w, b=None, *extra):
-            return conv(c(x), c(w) if packed is None else packed, b, strides, pads, dil, g, 0,
-                        None if k is None else c(extra[k - 3]), lo, hi)
-        return run
-    steps = _epilogue(node, ins)
-
-    def run_steps(x, w, b=None, *extra):
-        return _apply_steps(conv(c(x), c(w) if packed is None else packed, b, strides, pads, dil, g, 0), steps, extra)
-    return run_steps
+    def run(x, w, b=None, *extra, out=None):
+        y = conv(c(x), c(w) if packed is None else packed, None if b is None else c(b), strides, pads, dil, g, 0,
+                 None if k is None else c(extra[k - 3]), lo, hi, out=out)
+        return _apply_steps(y, steps, extra) if steps else y
+    return _takes_out(run)
 
 
 def _build_gemm_bf16(node, ins, inplace):
@@ -719,5 +712,9 @@ for _op in _BINARY:
 
 #: Ops whose output is a view of input 0 (the buffer plan keeps that buffer alive with them).
 VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose", "Slice", "Split"}
+#: Ops whose output is always a new array (or the executor's out=), never a view of an input:
+#: the arena's liveness (executor.Plan) treats every other op's output as possibly one.
+FRESH = {"Conv", "ConvTranspose", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Gemm",
+         "MatMul"}
 #: Ops that may write their output into input 0's buffer when that buffer dies at the node.
 INPLACE = set(ACTIVATIONS) | {"Add", "Sub", "Mul", "BatchNormalization"}

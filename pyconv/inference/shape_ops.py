@@ -21,7 +21,11 @@ def _infer_concat(node, ins):
 
 def _build_concat(node, ins, inplace):
     axis = _axis(node, int(node.attrs["axis"]), len(ins[0].shape))
-    return lambda *xs: np.concatenate(xs, axis=axis)
+
+    def run(*xs, out=None):
+        return np.concatenate(xs, axis=axis, out=out)
+    run.takes_out = True
+    return run
 
 
 def _split_sizes(node, ins):

@@ -115,7 +115,8 @@ class Summary:
         out.append(f"{len(self.rows)} ops after optimisation ({m.num_nodes} in the file, opset {m.opset}); "
                    f"{self.params:,} parameters ({self.weight_bytes / 2**20:.1f} MiB); {_fmt_flops(self.flops)} FLOPs")
         out.append(f"activation memory: peak {self.peak_bytes / 2**20:.2f} MiB with buffers freed and reused by "
-                   f"liveness (at {self.plan.peak_at}); {self.all_bytes / 2**20:.2f} MiB if every value were kept")
+                   f"liveness (at {self.plan.peak_at}); {self.all_bytes / 2**20:.2f} MiB if every value were kept; "
+                   f"conv outputs in a {self.plan.arena_bytes / 2**20:.2f} MiB arena kept between runs")
         return "\n".join(out)
 
     def brief(self):
