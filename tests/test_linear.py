@@ -17,6 +17,7 @@ DT_IDS = ["f32", "f64"]
 
 LINEAR_SHAPES = [  # (batch, in_features, out_features)
     (1, 1, 1), (3, 7, 8), (2, 8, 9), (5, 9, 7), (4, 15, 16), (3, 16, 17), (2, 17, 15), (6, 33, 33), (1, 64, 10),
+    (1, 40, 19), (4, 100, 13), (2, 200, 37),  # batch <= 4: the matrix-vector kernel (row blocks and tails)
 ]
 
 
@@ -110,3 +111,27 @@ def test_linear_nan_inf_propagate():
     check_close(F.linear_grad_input(gy, w), ref.linear_grad_input(gy, w), dtype=np.float64, k=4)
     check_close(F.linear_grad_weight(x, gy), ref.linear_grad_weight(x, gy), dtype=np.float64, k=3)
     check_close(F.linear_grad_bias(gy), ref.linear_grad_bias(gy), dtype=np.float64, k=3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5])
+def test_linear_small_batch_threads_and_rows(batch, dtype, isa):
+    """Batches of 1-4 run the matrix-vector kernel split over output features: the same bits at 1
+    and 2 threads, and each row as if computed alone."""
+    rng = np.random.default_rng(batch)
+    x = rng.uniform(-1, 1, (batch, 1283)).astype(dtype)
+    w = rng.uniform(-1, 1, (1001, 1283)).astype(dtype)
+    b = rng.uniform(-1, 1, 1001).astype(dtype)
+    outs = {}
+    for threads in (1, 2):
+        pyconv.set_num_threads(threads)
+        try:
+            outs[threads] = F.linear(x, w, b)
+        finally:
+            pyconv.set_num_threads(2)
+    assert outs[1].tobytes() == outs[2].tobytes()
+    if batch <= 4:
+        for i in range(batch):
+            assert F.linear(x[i:i + 1], w, b).tobytes() == outs[1][i:i + 1].tobytes()
+    check_close(outs[1], ref.linear(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64)), dtype=dtype,
+                k=1284, case=f"batch {batch} isa={isa}")

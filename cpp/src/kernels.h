@@ -207,6 +207,11 @@ template <class T>
 using avg_pool2d_fwd_direct_fn = void(const Pool2dParams&, const T* x, T* y, int64_t p0, int64_t p1);
 template <class T>
 using avg_pool2d_bwd_direct_fn = void(const Pool2dParams&, const T* dy, T* dx, int64_t p0, int64_t p1);
+// y[i][j] = b[j] + x[i] . w[j] for rows i < m (m <= kGemvMaxRows), output features [j0, j1).
+constexpr int64_t kGemvMaxRows = 4;
+template <class T>
+using linear_gemv_fn = void(const T* x, int64_t m, int64_t k, const T* w, const T* b, T* y, int64_t n, int64_t j0,
+                            int64_t j1);
 // Elementwise (pyconv/eltwise.h), over elements [i0, i1); bias_grad over channels [c0, c1).
 template <class T>
 using relu_fwd_fn = void(const T* x, T* y, int64_t i0, int64_t i1);

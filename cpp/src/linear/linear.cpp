@@ -40,6 +40,12 @@ void product(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t c
 
 template <class T>
 void linear_fwd(int64_t m, int64_t k, int64_t n, const T* x, const T* w, const T* b, T* y) {
+  if (m >= 1 && m <= kGemvMaxRows) {  // a matrix-vector product: stream w once, split over output features
+    auto* fn = kernel_table<T>().linear_gemv[static_cast<int>(active_isa())];
+    parallel_for(n, threads_for(m * n * k / 4, num_threads()),
+                 [&](int64_t j0, int64_t j1) { fn(x, m, k, w, b, y, n, j0, j1); });
+    return;
+  }
   product<T>(m, n, k, x, k, 1, w, 1, k, b, y);  // B(kk, j) = w[j][kk]
 }
 

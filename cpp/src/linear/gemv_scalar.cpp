@@ -1,0 +1,2 @@
+#define PYCONV_ISA scalar
+#include "linear/gemv_impl.h"
