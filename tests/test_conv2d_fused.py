@@ -58,3 +58,45 @@ def test_fused_bad_arguments_are_named(bad, match):
     kw = dict(residual=None, lo=-INF, hi=INF) | bad
     with pytest.raises((ValueError, TypeError), match=match):
         _core.conv2d_fwd_fused(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1, 0, **kw)
+
+
+# im2col applies bias, residual and clamp in the GEMM's stores (GemmEpilogue): the shapes below take
+# its other paths, K split into several blocks (c*r*s > 256), full and edge column tiles, groups, 1x1.
+GEMM_SHAPES = {  # x shape, w shape, stride, pad, groups
+    "1x1_two_k_blocks": ((2, 300, 20, 20), (33, 300, 1, 1), 1, 0, 1),
+    "3x3_groups_k_blocks": ((1, 80, 11, 13), (20, 40, 3, 3), 1, 1, 2),
+    "5x5_stride2": ((3, 7, 17, 16), (9, 7, 5, 5), 2, 2, 1),
+}
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", list(GEMM_SHAPES))
+@pytest.mark.parametrize("lo,hi,with_res,with_bias", [(-INF, INF, False, True), (0.0, 6.0, True, True),
+                                                       (0.0, INF, True, False), (-0.5, 0.25, False, False)])
+def test_fused_in_gemm_stores(shape, dt, lo, hi, with_res, with_bias, isa, poison):
+    import pyconv
+    from pyconv import _reference as ref
+
+    xs, ws, st, pd, g = GEMM_SHAPES[shape]
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal(xs).astype(dt), rng.standard_normal(ws).astype(dt)
+    b = rng.standard_normal(ws[0]).astype(dt) if with_bias else None
+    y0 = _core.conv2d_fwd(x, w, b, (st, st), (pd,) * 4, (1, 1), g, 0, ALGOS["im2col"])
+    r = rng.standard_normal(y0.shape).astype(dt) if with_res else None
+    r0 = None if r is None else r.copy()
+    outs = []
+    for threads in (1, 2):
+        pyconv.set_num_threads(threads)
+        try:
+            outs.append(_core.conv2d_fwd_fused(x, w, b, (st, st), (pd,) * 4, (1, 1), g, ALGOS["im2col"], r, lo, hi))
+        finally:
+            pyconv.set_num_threads(2)
+    assert outs[0].tobytes() == outs[1].tobytes()
+    np.testing.assert_array_equal(outs[0], np.clip(y0 if r is None else y0 + r, lo, hi))
+    exact = ref.conv2d(x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64),
+                       st, pd, 1, g, "zeros")
+    exact = np.clip(exact if r is None else exact + r, lo, hi)
+    tol = 1e-4 if dt == np.float32 else 1e-11
+    np.testing.assert_allclose(outs[0], exact, rtol=tol, atol=tol * np.sqrt(ws[1] * ws[2] * ws[3]))
+    if r is not None:
+        np.testing.assert_array_equal(r, r0)

@@ -113,9 +113,7 @@ py::array conv2d_fwd_fused_t(const py::array& x, const py::array& w, const py::o
   T* yp = y.mutable_data();
   {
     NoGil nogil(conv_work(p));
-    conv2d_fwd<T>(p, data<T>(x), data<T>(w), bp, yp, h.algo);
-    if (rp || lo > -std::numeric_limits<double>::infinity() || hi < std::numeric_limits<double>::infinity())
-      clamp_add<T>(yp, rp, static_cast<T>(lo), static_cast<T>(hi), p.n * p.k * p.oh * p.ow);
+    conv2d_fwd_fused<T>(p, data<T>(x), data<T>(w), bp, yp, h.algo, rp, static_cast<T>(lo), static_cast<T>(hi));
   }
   return std::move(y);
 }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "pyconv/conv2d.h"
+#include "pyconv/gemm.h"
 #include "conv2d/depthwise_blocked.h"
 #include "pyconv/isa.h"
 #include "pyconv/pool2d.h"
@@ -142,7 +143,8 @@ using conv2d_pack_cols_t_fn = conv2d_pack_cols_fn<T>;
 // C[rows][NR] (+)= packed A (kc x MR, column-major panel; its first rows, 1 <= rows <= MR) *
 // packed B (kc x NR, row-major panel). Rows of C past `rows` are not touched.
 template <class T>
-using gemm_ukernel_fn = void(int rows, int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
+using gemm_ukernel_fn = void(int rows, int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate,
+                              const GemmEpilogue<T>* epilogue);
 // Winograd F(4x4, 3x3) (conv2d/winograd_units.cpp): 4x4 output tiles from 6x6 input tiles, 36
 // transform positions xi. A unit is a run of tiles (tile t = image * tiles_per_image + tile row *
 // tiles_w + tile column) cut into vectors of the kernel's lane count; a segment is the part of one

@@ -59,6 +59,12 @@ int64_t conv2d_column_bytes(const Conv2dParams& p, size_t elem_size, int threads
 
 template <class T>
 void conv2d_fwd(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, ConvAlgo algo);
+// The inference conv: y = clamp(conv(x, w) + b + res, lo, hi) (res: null or shaped as y). The
+// algorithms whose stores can take it (im2col's GEMM) apply it in registers; the others get one
+// pass over y after the conv.
+template <class T>
+void conv2d_fwd_fused(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, ConvAlgo algo, const T* res,
+                      T lo, T hi);
 template <class T>
 void conv2d_bwd_data(const Conv2dParams& p, const T* dy, const T* w, T* dx, ConvAlgo algo);
 template <class T>

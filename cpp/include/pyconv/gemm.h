@@ -6,6 +6,7 @@
 // depend on the thread count.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include "pyconv/isa.h"
 
 namespace pyconv {
@@ -34,8 +35,39 @@ constexpr const GemmTile& gemm_tile(Isa isa) {
   return kGemmTiles[static_cast<int>(isa)][sizeof(T) == 8 ? 1 : 0];
 }
 
+// Applied as C's last K block is stored, while the tile is in registers:
+//   C(i,j) = clamp(sum + row_bias[i] + col_bias[j] + res[i*ldr + j], lo, hi)
+// (null pointers: no term; clamp as torch.clamp, NaN passes). A convolution's bias, residual and
+// ReLU / ReLU6 without another pass over the output.
+template <class T>
+struct GemmEpilogue {
+  const T* row_bias = nullptr;
+  const T* col_bias = nullptr;
+  const T* res = nullptr;
+  int64_t ldr = 0;
+  T lo = -std::numeric_limits<T>::infinity();
+  T hi = std::numeric_limits<T>::infinity();
+  // The same epilogue for the block of C starting at row i, column j.
+  GemmEpilogue at(int64_t i, int64_t j) const {
+    GemmEpilogue e = *this;
+    if (row_bias) e.row_bias += i;
+    if (col_bias) e.col_bias += j;
+    if (res) e.res += i * ldr + j;
+    return e;
+  }
+  // One element (the driver's edge columns; the micro-kernel does the same on vectors).
+  T apply(T v, int64_t i, int64_t j) const {
+    if (row_bias) v += row_bias[i];
+    if (col_bias) v += col_bias[j];
+    if (res) v += res[i * ldr + j];
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+  }
+};
+
 template <class T>
 void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa, const T* B,
-          int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, int nthreads);
+          int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, int nthreads,
+          const GemmEpilogue<T>* epilogue = nullptr);
 
 }  // namespace pyconv

@@ -2,6 +2,7 @@
 // gradient pack the GEMM's panels straight from the input, the input gradient goes through column
 // tiles bounded by the workspace limit; 1x1 stride-1 layers are a plain GEMM on the input.
 #include <algorithm>
+#include <limits>
 
 #include "conv2d/impl.h"
 #include "gemm/gemm_driver.h"
@@ -149,11 +150,12 @@ bool im2col_fwd(ConvCall<T>& call) {
   ConvArgs<T> ap = pad.maps.args<T>(pad.p);
   // y[n][g*kg + i][q] = bias + sum_j w[g*kg + i][j] * cols[j][q]; the GEMM packs its B panels of
   // cols straight from x or its padded copy (implicit im2col: no column buffer); 1x1
-  // convolutions use x as is.
+  // convolutions use x as is. Bias and the fused epilogue (residual, clamp) go with the GEMM's
+  // stores: no other pass over y.
+  const bool epi = b != nullptr || call.res != nullptr || call.lo > -std::numeric_limits<T>::infinity() ||
+                   call.hi < std::numeric_limits<T>::infinity();
   auto image = [&](int64_t n, T* xp, int64_t, int gemm_threads) {
     T* yn = y + n * p.k * ohw;
-    if (b != nullptr)
-      for (int64_t k = 0; k < p.k; ++k) std::fill(yn + k * ohw, yn + (k + 1) * ohw, b[k]);
     ConvArgs<T> src = a;
     int64_t sn = n;
     if (!pointwise && pad.use) {
@@ -165,15 +167,24 @@ bool im2col_fwd(ConvCall<T>& call) {
     for (int64_t g = 0; g < p.groups; ++g) {
       const T* wg = w + g * kg * rows;
       T* yg = yn + g * kg * ohw;
+      GemmEpilogue<T> e;
+      e.row_bias = b != nullptr ? b + g * kg : nullptr;
+      e.res = call.res != nullptr ? call.res + (n * p.k + g * kg) * ohw : nullptr;
+      e.ldr = ohw;
+      e.lo = call.lo;
+      e.hi = call.hi;
       if (pointwise) {
-        gemm<T>(kg, ohw, rows, wg, rows, 1, x + (n * p.c + g * cg) * hw, hw, 1, yg, ohw, b != nullptr, gemm_threads);
+        gemm<T>(kg, ohw, rows, wg, rows, 1, x + (n * p.c + g * cg) * hw, hw, 1, yg, ohw, false, gemm_threads,
+                epi ? &e : nullptr);
         continue;
       }
       auto pack_b = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) { pack(src, sn, g, pc, kb, jc, nb, nr, bp); };
-      gemm_custom_b<T>(static_cast<Isa>(isa), kg, ohw, rows, wg, rows, 1, pack_b, yg, ohw, b != nullptr, gemm_threads);
+      gemm_custom_b<T>(static_cast<Isa>(isa), kg, ohw, rows, wg, rows, 1, pack_b, yg, ohw, false, gemm_threads,
+                       epi ? &e : nullptr);
     }
   };
   for_each_image<T>(p, nt, !pointwise && pad.use ? pad.size() : 0, image);
+  call.epilogue_done = true;
   return true;
 }
 

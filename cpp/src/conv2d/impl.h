@@ -7,6 +7,7 @@
 // having written nothing when its buffers do not fit (the same condition as its fit).
 #pragma once
 #include <cstddef>
+#include <limits>
 
 #include "conv2d/conv_maps.h"
 #include "kernels.h"
@@ -20,6 +21,11 @@ struct ConvCall {
   const ConvMaps& maps;
   ConvArgs<T> a;          // maps and the direction's arrays (x, w, b, y / dy, w, dx / x, dy, dw)
   int nt;                 // threads for this call
+  // Forward epilogue after the bias: y = clamp(y + res, lo, hi) (conv2d_fwd_fused). An
+  // implementation that applies it sets epilogue_done; otherwise conv2d_fwd_fused does after.
+  const T* res = nullptr;
+  T lo = -std::numeric_limits<T>::infinity(), hi = std::numeric_limits<T>::infinity();
+  bool epilogue_done = false;
 };
 
 using ConvGuard = const char* (*)(const Conv2dParams&, ConvDir);

@@ -11,6 +11,7 @@
 #include "conv2d/impl.h"
 #include "conv2d/winograd.h"
 #include "gemm/gemm_driver.h"
+#include "pyconv/eltwise.h"
 #include "pyconv/parallel.h"
 
 namespace pyconv {
@@ -191,14 +192,19 @@ void conv2d_run(ConvDir dir, ConvAlgo algo, ConvCall<T>& call) {
 
 template <class T>
 void conv2d_call(ConvDir dir, const Conv2dParams& p0, ConvAlgo algo, const T* x, const T* w, const T* b, const T* dy,
-                 T* y, T* dx, T* dw) {
+                 T* y, T* dx, T* dw, const T* res = nullptr, T lo = -std::numeric_limits<T>::infinity(),
+                 T hi = std::numeric_limits<T>::infinity()) {
   Conv2dParams p = p0;
   conv2d_validate(p);
   const ConvMaps maps(p);
   ConvCall<T> call{p, maps, maps.args<T>(p), threads_for(macs(p), num_threads())};
   call.a.x = x, call.a.w = w, call.a.b = b, call.a.dy = dy;
   call.a.y = y, call.a.dx = dx, call.a.dw = dw;
+  call.res = res, call.lo = lo, call.hi = hi;
   conv2d_run(dir, algo, call);
+  if ((res || lo > -std::numeric_limits<T>::infinity() || hi < std::numeric_limits<T>::infinity()) &&
+      !call.epilogue_done)
+    clamp_add<T>(y, res, lo, hi, p.n * p.k * p.oh * p.ow);
 }
 
 }  // namespace
@@ -232,6 +238,11 @@ void conv2d_fwd(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y,
   conv2d_call<T>(ConvDir::fwd, p, algo, x, w, b, nullptr, y, nullptr, nullptr);
 }
 template <class T>
+void conv2d_fwd_fused(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, ConvAlgo algo, const T* res,
+                      T lo, T hi) {
+  conv2d_call<T>(ConvDir::fwd, p, algo, x, w, b, nullptr, y, nullptr, nullptr, res, lo, hi);
+}
+template <class T>
 void conv2d_bwd_data(const Conv2dParams& p, const T* dy, const T* w, T* dx, ConvAlgo algo) {
   conv2d_call<T>(ConvDir::bwd_data, p, algo, nullptr, w, nullptr, dy, nullptr, dx, nullptr);
 }
@@ -242,6 +253,7 @@ void conv2d_bwd_weight(const Conv2dParams& p, const T* x, const T* dy, T* dw, Co
 
 #define PYCONV_INSTANTIATE(T)                                                                  \
   template void conv2d_fwd<T>(const Conv2dParams&, const T*, const T*, const T*, T*, ConvAlgo); \
+  template void conv2d_fwd_fused<T>(const Conv2dParams&, const T*, const T*, const T*, T*, ConvAlgo, const T*, T, T); \
   template void conv2d_bwd_data<T>(const Conv2dParams&, const T*, const T*, T*, ConvAlgo);     \
   template void conv2d_bwd_weight<T>(const Conv2dParams&, const T*, const T*, T*, ConvAlgo);
 PYCONV_INSTANTIATE(float)

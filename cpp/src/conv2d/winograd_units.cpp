@@ -92,7 +92,7 @@ bool run(const Problem<T>& pr, int nt) {
             T* c = m + xi * xs_m + j * pl.nr;
             for (int64_t i = 0; i < kp / pl.mr; ++i) {  // rows of M past kout are never read
               const int rows = static_cast<int>(std::min<int64_t>(pl.mr, kout - i * pl.mr));
-              uk(rows, kb, ux + i * pl.mr * kb, b, c + i * pl.mr * pl.tp, pl.tp, c0 > 0);
+              uk(rows, kb, ux + i * pl.mr * kb, b, c + i * pl.mr * pl.tp, pl.tp, c0 > 0, nullptr);
             }
           }
         }
@@ -199,7 +199,7 @@ bool run_wgrad(const Problem<T>& pr, const T* dy, int64_t dy_img, int64_t dy_ch,
           for (int64_t j = 0; j < np; j += gt.nr)
             for (int64_t i = 0; i < mb; i += gt.mr)
               uk(static_cast<int>(std::clamp<int64_t>(rows - ic - i, 1, gt.mr)), kb, ap + i * kb, bp + j * kb,
-                 mx + (j * mp + (ic + i) * gt.nr) * kTiles, kTiles * gt.nr, acc || pc > 0);
+                 mx + (j * mp + (ic + i) * gt.nr) * kTiles, kTiles * gt.nr, acc || pc > 0, nullptr);
         }
       }
     }

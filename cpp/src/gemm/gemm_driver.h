@@ -53,7 +53,7 @@ struct PrepackedA {
 template <class T, class PackB>
 void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, gemm_pack_t_fn<T>* pack_tr, int64_t M, int64_t N,
                  int64_t K, const T* A, int64_t rsa, int64_t csa, PackB&& pack_b, T* C, int64_t ldc, bool accumulate,
-                 PrepackedA<T> pre = {}, int64_t pre_row0 = 0) {
+                 const GemmEpilogue<T>* ep, PrepackedA<T> pre = {}, int64_t pre_row0 = 0) {
   const int mr = t.mr, nr = t.nr;
   T* ap = pre.data ? nullptr : scratch<T>(0, static_cast<size_t>(t.mc * t.kc));
   T* bp = scratch<T>(1, static_cast<size_t>(t.kc * (t.nc + nr)));
@@ -63,6 +63,7 @@ void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, gemm_pack_t_fn<T>* p
     for (int64_t pc = 0; pc < K; pc += t.kc) {  // loop 4: K, kc at a time (never parallel)
       const int64_t kb = std::min(t.kc, K - pc);
       const bool acc = accumulate || pc > 0;
+      const bool last = pc + kb >= K;  // the epilogue goes with the last K block's store
       pack_b(pc, kb, jc, nb, bp);
       for (int64_t ic = 0; ic < M; ic += t.mc) {  // loop 3: rows of C, mc at a time
         const int64_t mb = std::min(t.mc, M - ic);
@@ -78,15 +79,18 @@ void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, gemm_pack_t_fn<T>* p
             T* c = C + (ic + ir) * ldc + jc + jr;
             const T* a = ap + ir * kb;
             const T* b = bp + jr * kb;
+            const GemmEpilogue<T> e = last && ep ? ep->at(ic + ir, jc + jr) : GemmEpilogue<T>{};
             if (cols == nr) {
-              uk(static_cast<int>(rows), kb, a, b, c, ldc, acc);
+              uk(static_cast<int>(rows), kb, a, b, c, ldc, acc, last && ep ? &e : nullptr);
               continue;
             }
             // Edge columns: the rows into a buffer, then the valid part (same sums, same bits).
-            uk(static_cast<int>(rows), kb, a, b, edge, nr, false);
+            uk(static_cast<int>(rows), kb, a, b, edge, nr, false, nullptr);
             for (int64_t i = 0; i < rows; ++i)
-              for (int64_t j = 0; j < cols; ++j)
-                c[i * ldc + j] = acc ? c[i * ldc + j] + edge[i * nr + j] : edge[i * nr + j];
+              for (int64_t j = 0; j < cols; ++j) {
+                const T v = acc ? c[i * ldc + j] + edge[i * nr + j] : edge[i * nr + j];
+                c[i * ldc + j] = last && ep ? e.apply(v, i, j) : v;
+              }
           }
         }
       }
@@ -96,16 +100,19 @@ void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, gemm_pack_t_fn<T>* p
 
 }  // namespace gemm_detail
 
-// C[M][N] (+)= A * B with B supplied by pack_b (see above).
+// C[M][N] (+)= A * B with B supplied by pack_b (see above), then the epilogue if any.
 // `isa` is resolved once by the caller, so its packing and the micro-kernel agree on the tile
 // even if the ISA cap changes meanwhile.
 template <class T, class PackB>
 void gemm_custom_b(Isa isa, int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa, PackB&& pack_b,
-                   T* C, int64_t ldc, bool accumulate, int nthreads) {
+                   T* C, int64_t ldc, bool accumulate, int nthreads, const GemmEpilogue<T>* ep = nullptr) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
-    if (!accumulate)
-      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        const T v = accumulate ? C[i * ldc + j] : T(0);
+        C[i * ldc + j] = ep ? ep->apply(v, i, j) : v;
+      }
     return;
   }
   const GemmTile& t = gemm_tile<T>(isa);
@@ -134,18 +141,21 @@ void gemm_custom_b(Isa isa, int64_t M, int64_t N, int64_t K, const T* A, int64_t
     pre.mp = mp;
   }
   if (nthreads <= 1 || (col_panels < 2 && row_panels < 2)) {
-    gemm_detail::gemm_serial(t, uk, pack_tr, M, N, K, A, rsa, csa, pack_b, C, ldc, accumulate, pre);
+    gemm_detail::gemm_serial(t, uk, pack_tr, M, N, K, A, rsa, csa, pack_b, C, ldc, accumulate, ep, pre);
   } else if (split_cols) {
     parallel_for(col_panels, nthreads, [&](int64_t p0, int64_t p1) {
       const int64_t j0 = p0 * t.nr, j1 = std::min(N, p1 * t.nr);
       auto shifted = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) { pack_b(pc, kb, j0 + jc, nb, bp); };
-      gemm_detail::gemm_serial(t, uk, pack_tr, M, j1 - j0, K, A, rsa, csa, shifted, C + j0, ldc, accumulate, pre);
+      const GemmEpilogue<T> e = ep ? ep->at(0, j0) : GemmEpilogue<T>{};
+      gemm_detail::gemm_serial(t, uk, pack_tr, M, j1 - j0, K, A, rsa, csa, shifted, C + j0, ldc, accumulate,
+                               ep ? &e : nullptr, pre);
     });
   } else {
     parallel_for(row_panels, nthreads, [&](int64_t p0, int64_t p1) {
       const int64_t i0 = p0 * t.mr, i1 = std::min(M, p1 * t.mr);
+      const GemmEpilogue<T> e = ep ? ep->at(i0, 0) : GemmEpilogue<T>{};
       gemm_detail::gemm_serial(t, uk, pack_tr, i1 - i0, N, K, A + i0 * rsa, rsa, csa, pack_b, C + i0 * ldc, ldc, accumulate,
-                               pre, i0);
+                               ep ? &e : nullptr, pre, i0);
     });
   }
 }

@@ -21,19 +21,18 @@ void product(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t c
   // 128 x 128 -> 10 lost at 2 threads, 128 x 512 -> 128 gained 1.3-1.6x; benchmarks/threads.py).
   const int threads = threads_for(M * N * K / 32, num_threads());
   const int nr = gemm_tile<T>(active_isa()).nr;
+  GemmEpilogue<T> e;  // the bias goes with the GEMM's stores
   if (N < nr && M > N) {
     Buffer<T> ct(static_cast<size_t>(N * M));
     T* c = ct.get();
-    if (bias != nullptr)
-      for (int64_t j = 0; j < N; ++j) std::fill(c + j * M, c + (j + 1) * M, bias[j]);
-    gemm<T>(N, M, K, B, csb, rsb, A, csa, rsa, c, M, bias != nullptr, threads);
+    e.row_bias = bias;
+    gemm<T>(N, M, K, B, csb, rsb, A, csa, rsa, c, M, false, threads, bias != nullptr ? &e : nullptr);
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) C[i * N + j] = c[j * M + i];
     return;
   }
-  if (bias != nullptr)
-    for (int64_t i = 0; i < M; ++i) std::copy(bias, bias + N, C + i * N);
-  gemm<T>(M, N, K, A, rsa, csa, B, rsb, csb, C, N, bias != nullptr, threads);
+  e.col_bias = bias;
+  gemm<T>(M, N, K, A, rsa, csa, B, rsb, csb, C, N, false, threads, bias != nullptr ? &e : nullptr);
 }
 
 }  // namespace
