@@ -100,3 +100,38 @@ def test_fused_in_gemm_stores(shape, dt, lo, hi, with_res, with_bias, isa, poiso
     np.testing.assert_allclose(outs[0], exact, rtol=tol, atol=tol * np.sqrt(ws[1] * ws[2] * ws[3]))
     if r is not None:
         np.testing.assert_array_equal(r, r0)
+
+
+@pytest.mark.parametrize("shape", list(GEMM_SHAPES))
+def test_packed_weights_give_the_same_bits(shape, isa):
+    import pyconv
+
+    xs, ws, st, pd, g = GEMM_SHAPES[shape]
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    packed = _core.Im2colWeights(w, g)
+    assert packed.shape == ws and packed.groups == g and packed.isa == isa
+    args = (x, w, b, (st, st), (pd,) * 4, (1, 1), g, ALGOS["im2col"], None, 0.0, 6.0)
+    want = _core.conv2d_fwd_fused(*args)
+    np.testing.assert_array_equal(_core.conv2d_fwd_fused(*args, packed=packed), want)
+    for other in pyconv._runtime.FLOAT_ISAS:  # packed for another tile: ignored, packed per call
+        prev = pyconv.set_max_isa(other)
+        try:
+            np.testing.assert_array_equal(_core.conv2d_fwd_fused(*args, packed=packed), _core.conv2d_fwd_fused(*args))
+        finally:
+            pyconv.set_max_isa(prev)
+
+
+def test_packed_weights_bad_arguments():
+    x, w, b, _ = _case(np.float32)
+    packed = _core.Im2colWeights(w, 1)
+    with pytest.raises(ValueError, match="another shape"):
+        _core.conv2d_fwd_fused(x, w[:4], b[:4], (1, 1), (1, 1, 1, 1), (1, 1), 1, 2, packed=packed)
+    with pytest.raises(TypeError, match="float32"):
+        _core.conv2d_fwd_fused(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), (1, 1), (1,) * 4,
+                               (1, 1), 1, 2, packed=packed)
+    with pytest.raises(TypeError, match="Im2colWeights"):
+        _core.conv2d_fwd_fused(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1, 2, packed=w)
+    with pytest.raises(ValueError, match="groups"):
+        _core.Im2colWeights(w, 2)

@@ -96,24 +96,35 @@ struct EpilogueArrays {
 };
 
 // The inference conv: y = clamp(conv(x, w) + b + residual, lo, hi) in one call without the GIL
-// (the epilogue pass runs while y is still warm in cache, and no Python between).
+// (in im2col's GEMM stores, else one pass while y is warm); packed: w packed once for im2col.
 template <class T>
 py::array conv2d_fwd_fused_t(const py::array& x, const py::array& w, const py::object& b, I2 stride, I4 pad, I2 dil,
                              int64_t groups, int algo, const py::object& residual, double lo, double hi,
-                             const py::object& out) {
+                             const py::object& out, const py::object& packed) {
   const auto dt = py::dtype::of<T>();
   check_array(x, "input", 4, dt);
   check_array(w, "weight", 4, dt);
   const ConvHyper h = conv_hyper(stride, pad, dil, groups, 0, algo);
   const Conv2dParams p = conv_params(shape4(x), shape4(w), h);
   const EpilogueArrays<T> e(b, residual, p, lo, hi, "conv2d_fwd_fused");
+  std::shared_ptr<Im2colWeights<T>> keep;
+  const Im2colWeights<T>* pw = nullptr;
+  if (!packed.is_none()) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (!py::isinstance<Im2colWeights<float>>(packed)) throw py::type_error("packed must be an Im2colWeights or None");
+      keep = packed.cast<std::shared_ptr<Im2colWeights<float>>>();
+      pw = keep.get();
+    } else {
+      throw py::type_error("packed weights are float32; the input is float64");
+    }
+  }
   const T* bp = e.b;
   const T* rp = e.r;
   auto y = out_or_new<T>(out, {p.n, p.k, p.oh, p.ow}, {&x, &w, &e.bias, &e.res});
   T* yp = y.mutable_data();
   {
     NoGil nogil(conv_work(p));
-    conv2d_fwd_fused<T>(p, data<T>(x), data<T>(w), bp, yp, h.algo, rp, static_cast<T>(lo), static_cast<T>(hi));
+    conv2d_fwd_fused<T>(p, data<T>(x), data<T>(w), bp, yp, h.algo, rp, static_cast<T>(lo), static_cast<T>(hi), pw);
   }
   return std::move(y);
 }
@@ -277,13 +288,28 @@ void bind_conv2d(py::module_& m) {
                                [&] { return conv2d_fwd_t<double>(x, w, b, stride, pad, dil, groups, mode, algo); });
   });
   m.def("conv2d_fwd_fused", [](py::array x, py::array w, py::object b, I2 stride, I4 pad, I2 dil, int64_t groups,
-                               int algo, py::object residual, double lo, double hi, py::object out) {
-    return by_dtype<py::array>(x, "input", [&] { return conv2d_fwd_fused_t<float>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi, out); },
-                               [&] { return conv2d_fwd_fused_t<double>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi, out); });
+                               int algo, py::object residual, double lo, double hi, py::object out, py::object packed) {
+    return by_dtype<py::array>(x, "input", [&] { return conv2d_fwd_fused_t<float>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi, out, packed); },
+                               [&] { return conv2d_fwd_fused_t<double>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi, out, packed); });
   }, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("stride"), py::arg("pad"), py::arg("dilation"),
      py::arg("groups"), py::arg("algo"), py::arg("residual") = py::none(),
      py::arg("lo") = -std::numeric_limits<double>::infinity(), py::arg("hi") = std::numeric_limits<double>::infinity(),
-     py::kw_only(), py::arg("out") = py::none());
+     py::kw_only(), py::arg("out") = py::none(), py::arg("packed") = py::none());
+  py::class_<Im2colWeights<float>, std::shared_ptr<Im2colWeights<float>>>(
+      m, "Im2colWeights", "float32 convolution weights packed once for im2col's GEMM (inference graphs).")
+      .def(py::init([](const py::array& w, int64_t groups) {
+             check_array(w, "weight", 4, py::dtype::of<float>());
+             if (groups < 1 || w.shape(0) % groups)
+               throw std::invalid_argument("groups=" + std::to_string(groups) + " must be >= 1 and divide out_channels=" +
+                                           std::to_string(w.shape(0)));
+             NoGil nogil(static_cast<double>(w.size()));
+             return std::make_shared<Im2colWeights<float>>(conv2d_pack_im2col_weights<float>(
+                 data<float>(w), w.shape(0), w.shape(1), w.shape(2), w.shape(3), groups));
+           }),
+           py::arg("weight"), py::arg("groups") = 1)
+      .def_property_readonly("shape", [](const Im2colWeights<float>& w) { return py::make_tuple(w.k, w.cg, w.r, w.s); })
+      .def_readonly("groups", &Im2colWeights<float>::groups)
+      .def_property_readonly("isa", [](const Im2colWeights<float>& w) { return std::string(isa_name(w.isa)); });
   py::class_<Bf16ConvWeights, std::shared_ptr<Bf16ConvWeights>>(
       m, "Bf16ConvWeights", "Convolution weights rounded to bfloat16 and packed once (precision='bfloat16').")
       .def(py::init(&pack_bf16), py::arg("weight"), py::arg("groups") = 1)

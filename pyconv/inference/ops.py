@@ -228,10 +228,14 @@ def _build_conv(node, ins, inplace):
     steps = [] if fused is not None else _epilogue(node, ins)
     w_const = ins[1].const is not None
     c = _contig
+    # im2col's GEMM reads weights packed once here instead of packing them on every call
+    packed = None
+    if w_const and ins[1].dtype == np.float32 and conv_algorithm(node, ins) == "im2col":
+        packed = _core.Im2colWeights(np.ascontiguousarray(ins[1].const, np.float32), g)
 
     def run(x, w, b=None, *extra, out=None):
         y = conv(c(x), w if w_const else c(w), None if b is None else c(b), strides, pads, dil, g, 0,
-                 None if k is None else c(extra[k - 3]), lo, hi, out=out)
+                 None if k is None else c(extra[k - 3]), lo, hi, out=out, packed=packed)
         return _apply_steps(y, steps, extra) if steps else y
     return _takes_out(run)
 

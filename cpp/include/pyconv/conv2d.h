@@ -59,12 +59,23 @@ int64_t conv2d_column_bytes(const Conv2dParams& p, size_t elem_size, int threads
 
 template <class T>
 void conv2d_fwd(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, ConvAlgo algo);
+// Weights packed once for im2col's GEMM (inference graphs): per group, the A operand's MR-row
+// panels for the tile of the ISA active when packed; any other ISA packs per call as usual.
+template <class T>
+struct Im2colWeights {
+  Isa isa = Isa::scalar;
+  int64_t k = 0, cg = 0, r = 0, s = 0, groups = 1, group_elems = 0;
+  std::vector<T> data;
+};
+template <class T>
+Im2colWeights<T> conv2d_pack_im2col_weights(const T* w, int64_t k, int64_t cg, int64_t r, int64_t s, int64_t groups);
+
 // The inference conv: y = clamp(conv(x, w) + b + res, lo, hi) (res: null or shaped as y). The
 // algorithms whose stores can take it (im2col's GEMM) apply it in registers; the others get one
-// pass over y after the conv.
+// pass over y after the conv. packed (optional, from w): im2col's GEMM reads it instead of packing w.
 template <class T>
 void conv2d_fwd_fused(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, ConvAlgo algo, const T* res,
-                      T lo, T hi);
+                      T lo, T hi, const Im2colWeights<T>* packed = nullptr);
 template <class T>
 void conv2d_bwd_data(const Conv2dParams& p, const T* dy, const T* w, T* dx, ConvAlgo algo);
 template <class T>

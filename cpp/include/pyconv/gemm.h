@@ -1,5 +1,6 @@
 // Blocked GEMM (BLIS-style five loops around an MR x NR register micro-kernel).
 //   C[M][N] (+)= A[M][K] * B[K][N]
+// prepacked_a: A already in the packed layout (conv2d_pack_im2col_weights), else packed here.
 //   A(i,k) = A[i*rsa + k*csa], B(k,j) = B[k*rsb + j*csb], C(i,j) = C[i*ldc + j]
 // Any strides, so transposed operands cost nothing but a different packing walk.
 // Work is split over the columns (or rows) of C only, never over K, so the result does not
@@ -68,6 +69,12 @@ struct GemmEpilogue {
 template <class T>
 void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa, const T* B,
           int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, int nthreads,
-          const GemmEpilogue<T>* epilogue = nullptr);
+          const GemmEpilogue<T>* epilogue = nullptr, const T* prepacked_a = nullptr);
+// The same on the given ISA's tile (a prepacked_a was packed for one ISA: the caller resolves it
+// once, so that a concurrent set_max_isa cannot mix tiles).
+template <class T>
+void gemm_isa(Isa isa, int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa, const T* B,
+              int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, int nthreads,
+              const GemmEpilogue<T>* epilogue = nullptr, const T* prepacked_a = nullptr);
 
 }  // namespace pyconv

@@ -152,6 +152,7 @@ bool im2col_fwd(ConvCall<T>& call) {
   // cols straight from x or its padded copy (implicit im2col: no column buffer); 1x1
   // convolutions use x as is. Bias and the fused epilogue (residual, clamp) go with the GEMM's
   // stores: no other pass over y.
+  const Im2colWeights<T>* packed = call.packed && call.packed->isa == static_cast<Isa>(isa) ? call.packed : nullptr;
   const bool epi = b != nullptr || call.res != nullptr || call.lo > -std::numeric_limits<T>::infinity() ||
                    call.hi < std::numeric_limits<T>::infinity();
   auto image = [&](int64_t n, T* xp, int64_t, int gemm_threads) {
@@ -173,19 +174,35 @@ bool im2col_fwd(ConvCall<T>& call) {
       e.ldr = ohw;
       e.lo = call.lo;
       e.hi = call.hi;
+      const T* pa = packed ? packed->data.data() + g * packed->group_elems : nullptr;
       if (pointwise) {
-        gemm<T>(kg, ohw, rows, wg, rows, 1, x + (n * p.c + g * cg) * hw, hw, 1, yg, ohw, false, gemm_threads,
-                epi ? &e : nullptr);
+        gemm_isa<T>(static_cast<Isa>(isa), kg, ohw, rows, wg, rows, 1, x + (n * p.c + g * cg) * hw, hw, 1, yg, ohw,
+                    false, gemm_threads, epi ? &e : nullptr, pa);
         continue;
       }
       auto pack_b = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) { pack(src, sn, g, pc, kb, jc, nb, nr, bp); };
       gemm_custom_b<T>(static_cast<Isa>(isa), kg, ohw, rows, wg, rows, 1, pack_b, yg, ohw, false, gemm_threads,
-                       epi ? &e : nullptr);
+                       epi ? &e : nullptr, pa);
     }
   };
   for_each_image<T>(p, nt, !pointwise && pad.use ? pad.size() : 0, image);
   call.epilogue_done = true;
   return true;
+}
+
+template <class T>
+Im2colWeights<T> conv2d_pack_im2col_weights(const T* w, int64_t k, int64_t cg, int64_t r, int64_t s, int64_t groups) {
+  Im2colWeights<T> pw;
+  pw.isa = active_isa();
+  pw.k = k, pw.cg = cg, pw.r = r, pw.s = s, pw.groups = groups;
+  const GemmTile& t = gemm_tile<T>(pw.isa);
+  const int64_t kg = k / groups, rows = cg * r * s;
+  pw.group_elems = (kg + t.mr - 1) / t.mr * t.mr * rows;
+  pw.data.resize(static_cast<size_t>(pw.group_elems * groups));
+  for (int64_t g = 0; g < groups; ++g)
+    gemm_detail::prepack_a(t, gemm_pack_t_kernel<T>(pw.isa), kg, rows, w + g * kg * rows, rows, 1,
+                           pw.data.data() + g * pw.group_elems, num_threads());
+  return pw;
 }
 
 template <class T>
@@ -341,7 +358,8 @@ bool im2col_bwd_weight(ConvCall<T>& call) {
 #define PYCONV_INSTANTIATE(T)                        \
   template bool im2col_fwd<T>(ConvCall<T>&);        \
   template bool im2col_bwd_data<T>(ConvCall<T>&);   \
-  template bool im2col_bwd_weight<T>(ConvCall<T>&);
+  template bool im2col_bwd_weight<T>(ConvCall<T>&);  \
+  template Im2colWeights<T> conv2d_pack_im2col_weights<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t);
 PYCONV_INSTANTIATE(float)
 PYCONV_INSTANTIATE(double)
 #undef PYCONV_INSTANTIATE

@@ -26,6 +26,7 @@ struct ConvCall {
   const T* res = nullptr;
   T lo = -std::numeric_limits<T>::infinity(), hi = std::numeric_limits<T>::infinity();
   bool epilogue_done = false;
+  const Im2colWeights<T>* packed = nullptr;  // im2col's GEMM A, packed once (inference)
 };
 
 using ConvGuard = const char* (*)(const Conv2dParams&, ConvDir);

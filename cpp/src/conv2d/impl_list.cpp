@@ -193,14 +193,14 @@ void conv2d_run(ConvDir dir, ConvAlgo algo, ConvCall<T>& call) {
 template <class T>
 void conv2d_call(ConvDir dir, const Conv2dParams& p0, ConvAlgo algo, const T* x, const T* w, const T* b, const T* dy,
                  T* y, T* dx, T* dw, const T* res = nullptr, T lo = -std::numeric_limits<T>::infinity(),
-                 T hi = std::numeric_limits<T>::infinity()) {
+                 T hi = std::numeric_limits<T>::infinity(), const Im2colWeights<T>* packed = nullptr) {
   Conv2dParams p = p0;
   conv2d_validate(p);
   const ConvMaps maps(p);
   ConvCall<T> call{p, maps, maps.args<T>(p), threads_for(macs(p), num_threads())};
   call.a.x = x, call.a.w = w, call.a.b = b, call.a.dy = dy;
   call.a.y = y, call.a.dx = dx, call.a.dw = dw;
-  call.res = res, call.lo = lo, call.hi = hi;
+  call.res = res, call.lo = lo, call.hi = hi, call.packed = packed;
   conv2d_run(dir, algo, call);
   if ((res || lo > -std::numeric_limits<T>::infinity() || hi < std::numeric_limits<T>::infinity()) &&
       !call.epilogue_done)
@@ -239,8 +239,11 @@ void conv2d_fwd(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y,
 }
 template <class T>
 void conv2d_fwd_fused(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y, ConvAlgo algo, const T* res,
-                      T lo, T hi) {
-  conv2d_call<T>(ConvDir::fwd, p, algo, x, w, b, nullptr, y, nullptr, nullptr, res, lo, hi);
+                      T lo, T hi, const Im2colWeights<T>* packed) {
+  if (packed && (packed->k != p.k || packed->cg != p.c / p.groups || packed->r != p.r || packed->s != p.s ||
+                 packed->groups != p.groups))
+    throw std::invalid_argument("packed weights of another shape than the weight");
+  conv2d_call<T>(ConvDir::fwd, p, algo, x, w, b, nullptr, y, nullptr, nullptr, res, lo, hi, packed);
 }
 template <class T>
 void conv2d_bwd_data(const Conv2dParams& p, const T* dy, const T* w, T* dx, ConvAlgo algo) {
@@ -253,7 +256,8 @@ void conv2d_bwd_weight(const Conv2dParams& p, const T* x, const T* dy, T* dw, Co
 
 #define PYCONV_INSTANTIATE(T)                                                                  \
   template void conv2d_fwd<T>(const Conv2dParams&, const T*, const T*, const T*, T*, ConvAlgo); \
-  template void conv2d_fwd_fused<T>(const Conv2dParams&, const T*, const T*, const T*, T*, ConvAlgo, const T*, T, T); \
+  template void conv2d_fwd_fused<T>(const Conv2dParams&, const T*, const T*, const T*, T*, ConvAlgo, const T*, T, T, \
+                                     const Im2colWeights<T>*);                                                     \
   template void conv2d_bwd_data<T>(const Conv2dParams&, const T*, const T*, T*, ConvAlgo);     \
   template void conv2d_bwd_weight<T>(const Conv2dParams&, const T*, const T*, T*, ConvAlgo);
 PYCONV_INSTANTIATE(float)

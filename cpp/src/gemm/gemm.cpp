@@ -46,20 +46,34 @@ void pack_b(int64_t kb, int64_t nb, const T* B, int64_t rsb, int64_t csb, int nr
 }  // namespace
 
 template <class T>
-void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa, const T* B,
-          int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, int nthreads, const GemmEpilogue<T>* ep) {
-  const Isa isa = active_isa();
+void gemm_isa(Isa isa, int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa, const T* B,
+              int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, int nthreads, const GemmEpilogue<T>* ep,
+              const T* prepacked_a) {
   const int nr = gemm_tile<T>(isa).nr;
   auto pack = [&](int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) {
     pack_b(kb, nb, B + pc * rsb + jc * csb, rsb, csb, nr, isa, bp);
   };
-  gemm_custom_b<T>(isa, M, N, K, A, rsa, csa, pack, C, ldc, accumulate, nthreads, ep);
+  gemm_custom_b<T>(isa, M, N, K, A, rsa, csa, pack, C, ldc, accumulate, nthreads, ep, prepacked_a);
 }
 
+template <class T>
+void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa, const T* B,
+          int64_t rsb, int64_t csb, T* C, int64_t ldc, bool accumulate, int nthreads, const GemmEpilogue<T>* ep,
+          const T* prepacked_a) {
+  gemm_isa<T>(active_isa(), M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate, nthreads, ep, prepacked_a);
+}
+
+template void gemm_isa<float>(Isa, int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*,
+                              int64_t, int64_t, float*, int64_t, bool, int, const GemmEpilogue<float>*,
+                              const float*);
+template void gemm_isa<double>(Isa, int64_t, int64_t, int64_t, const double*, int64_t, int64_t, const double*,
+                               int64_t, int64_t, double*, int64_t, bool, int, const GemmEpilogue<double>*,
+                               const double*);
 template void gemm<float>(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*,
-                          int64_t, int64_t, float*, int64_t, bool, int, const GemmEpilogue<float>*);
+                          int64_t, int64_t, float*, int64_t, bool, int, const GemmEpilogue<float>*,
+                          const float*);
 template void gemm<double>(int64_t, int64_t, int64_t, const double*, int64_t, int64_t,
                            const double*, int64_t, int64_t, double*, int64_t, bool, int,
-                           const GemmEpilogue<double>*);
+                           const GemmEpilogue<double>*, const double*);
 
 }  // namespace pyconv

@@ -98,6 +98,22 @@ void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, gemm_pack_t_fn<T>* p
   }
 }
 
+// A (M x K) packed for the whole call into buf (mp * K elements, mp = M rounded up to MR): the
+// layout PrepackedA reads.
+template <class T>
+void prepack_a(const GemmTile& t, gemm_pack_t_fn<T>* pack_tr, int64_t M, int64_t K, const T* A, int64_t rsa,
+               int64_t csa, T* buf, int nthreads) {
+  const int64_t mp = (M + t.mr - 1) / t.mr * t.mr;
+  const int64_t kblocks = (K + t.kc - 1) / t.kc, mblocks = (M + t.mc - 1) / t.mc;
+  parallel_for(kblocks * mblocks, nthreads, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t pc = (b / mblocks) * t.kc, ic = (b % mblocks) * t.mc;
+      const int64_t kb = std::min(t.kc, K - pc), mb = std::min(t.mc, M - ic);
+      pack_a(mb, kb, A + ic * rsa + pc * csa, rsa, csa, t.mr, pack_tr, buf + (pc / t.kc) * (mp * t.kc) + ic * kb);
+    }
+  });
+}
+
 }  // namespace gemm_detail
 
 // C[M][N] (+)= A * B with B supplied by pack_b (see above), then the epilogue if any.
@@ -105,7 +121,8 @@ void gemm_serial(const GemmTile& t, gemm_ukernel_fn<T>* uk, gemm_pack_t_fn<T>* p
 // even if the ISA cap changes meanwhile.
 template <class T, class PackB>
 void gemm_custom_b(Isa isa, int64_t M, int64_t N, int64_t K, const T* A, int64_t rsa, int64_t csa, PackB&& pack_b,
-                   T* C, int64_t ldc, bool accumulate, int nthreads, const GemmEpilogue<T>* ep = nullptr) {
+                   T* C, int64_t ldc, bool accumulate, int nthreads, const GemmEpilogue<T>* ep = nullptr,
+                   const T* prepacked_a = nullptr) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     for (int64_t i = 0; i < M; ++i)
@@ -127,16 +144,12 @@ void gemm_custom_b(Isa isa, int64_t M, int64_t N, int64_t K, const T* A, int64_t
   const int64_t mp = row_panels * t.mr;
   const int64_t col_blocks = (N + t.nc - 1) / t.nc;
   constexpr int64_t kMaxPrepackBytes = int64_t{16} << 20;
-  if ((split_cols || col_blocks > 1) && mp * K * static_cast<int64_t>(sizeof(T)) <= kMaxPrepackBytes) {
-    const int64_t kblocks = (K + t.kc - 1) / t.kc, mblocks = (M + t.mc - 1) / t.mc;
+  if (prepacked_a != nullptr) {  // packed by the caller for this ISA's tile (gemm_detail::prepack_a)
+    pre.data = prepacked_a;
+    pre.mp = mp;
+  } else if ((split_cols || col_blocks > 1) && mp * K * static_cast<int64_t>(sizeof(T)) <= kMaxPrepackBytes) {
     T* buf = scratch<T>(2, static_cast<size_t>(mp * K));
-    parallel_for(kblocks * mblocks, split_cols ? nthreads : 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t pc = (b / mblocks) * t.kc, ic = (b % mblocks) * t.mc;
-        const int64_t kb = std::min(t.kc, K - pc), mb = std::min(t.mc, M - ic);
-        gemm_detail::pack_a(mb, kb, A + ic * rsa + pc * csa, rsa, csa, t.mr, pack_tr, buf + (pc / t.kc) * (mp * t.kc) + ic * kb);
-      }
-    });
+    gemm_detail::prepack_a(t, pack_tr, M, K, A, rsa, csa, buf, split_cols ? nthreads : 1);
     pre.data = buf;
     pre.mp = mp;
   }
