@@ -126,3 +126,42 @@ def test_conv_out_argument(fn):
     with pytest.raises(ValueError, match="share memory"):
         call(xs, *args[1:], residual=None, out=big[100:100 + 1600].reshape(2, 32, 5, 5))
     np.testing.assert_array_equal(call(xs, *args[1:], out=ys), want)
+
+
+def _fire(extra_reader=False):
+    """SqueezeNet's fire module: squeeze 1x1, then 1x1 and 3x3 expands concatenated on channels."""
+    ws = {"ws": _w(4, 6, 1, 1), "we1": _w(5, 4, 1, 1), "we3": _w(7, 4, 3, 3), "wo": _w(3, 12, 1, 1)}
+    nodes = [helper.make_node("Conv", ["x", "ws"], ["s"]),
+             helper.make_node("Relu", ["s"], ["sr"]),
+             helper.make_node("Conv", ["sr", "we1"], ["e1"]),
+             helper.make_node("Conv", ["sr", "we3"], ["e3"], pads=[1] * 4),
+             helper.make_node("Concat", ["e1", "e3"], ["c"], axis=-3),
+             helper.make_node("Conv", ["c", "wo"], ["y"])]
+    outs = ["y"]
+    if extra_reader:
+        nodes.append(helper.make_node("Relu", ["e3"], ["e3r"]))
+        outs.append("e3r")
+    return pox.load(_model(nodes, [("x", (1, 6, 9, 8))], outs, ws).SerializeToString()), ws
+
+
+def _fire_ref(x, ws):
+    s = np.maximum(_conv(x, ws["ws"], 0), 0)
+    e1, e3 = _conv(s, ws["we1"], 0), _conv(s, ws["we3"])
+    return _conv(np.concatenate([e1, e3], axis=1), ws["wo"], 0), e3
+
+
+@pytest.mark.parametrize("extra_reader", [False, True])
+def test_convs_write_into_their_concat_at_batch_1(extra_reader):
+    from pyconv.inference.executor import _written
+
+    m, ws = _fire(extra_reader)
+    for batch in (1, 2, 1):
+        x = RNG.standard_normal((batch, 6, 9, 8)).astype(np.float32)
+        got = m(x)
+        y, e3 = _fire_ref(x, ws)
+        np.testing.assert_allclose(got[0] if extra_reader else got, y, rtol=1e-5, atol=1e-5)
+        if extra_reader:
+            np.testing.assert_allclose(got[1], np.maximum(e3, 0), rtol=1e-5, atol=1e-5)
+        plan = m.plan(batch)
+        ops = {n.op: fn for n, (fn, *_) in zip(plan.graph.nodes, plan.steps)}
+        assert (ops["Concat"] is _written) == (batch == 1 and not extra_reader)

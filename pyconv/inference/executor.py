@@ -5,7 +5,8 @@ index)`` steps. A value's slot is cleared after its last reader, so numpy frees 
 memory; ops that may (``ops.INPLACE``) write into their input's buffer when nothing later reads
 it, and the conv epilogue always works in place on the conv's output. Views (Reshape, Flatten,
 ...) share their input's buffer, which stays alive while any of them does. Convs and Concat write
-into arena blocks the plan owns (``Plan._plan_arena``).
+into arena blocks the plan owns (``Plan._plan_arena``); at batch 1 the convs feeding a channel
+Concat write into its block directly.
 """
 import time
 
@@ -19,6 +20,11 @@ from .ops import BF16_BUILDERS, FRESH, INPLACE, OPS, VIEWS, conv_algorithm
 PRECISIONS = ("float32", "bfloat16")
 
 __all__ = ["Plan", "CompiledGraph"]
+
+
+def _written(*inputs, out):
+    """A Concat whose inputs were written into its output by their convs."""
+    return out
 
 
 def _nbytes(info):
@@ -127,29 +133,69 @@ class Plan:
         for o in self.graph.outputs:
             for c in alias.get(o, ()):
                 cand.pop(c, None)
+        slices = self._concat_slices(cand, last)
         sizes, free_blocks, owner = [], [], {}
+
+        def take(need):
+            fits = [k for k in free_blocks if sizes[k] >= need]
+            if fits:
+                blk = min(fits, key=sizes.__getitem__)
+            elif free_blocks:
+                blk = max(free_blocks, key=sizes.__getitem__)
+                sizes[blk] = need
+            else:
+                blk = len(sizes)
+                sizes.append(need)
+            if blk in free_blocks:
+                free_blocks.remove(blk)
+            return blk
+
         for step, n in enumerate(nodes):
             o = n.outputs[0] if n.outputs else ""
-            if o in cand:
-                need = _nbytes(self.infos[o])
-                fits = [k for k in free_blocks if sizes[k] >= need]
-                if fits:
-                    blk = min(fits, key=sizes.__getitem__)
-                elif free_blocks:
-                    blk = max(free_blocks, key=sizes.__getitem__)
-                    sizes[blk] = need
-                else:
-                    blk = len(sizes)
-                    sizes.append(need)
-                if blk in free_blocks:
-                    free_blocks.remove(blk)
-                owner[o] = blk
+            if o in slices:  # a conv writing its channels of a Concat's output in place
+                co, c0, c1 = slices[o]
+                if co not in owner:
+                    owner[co] = take(_nbytes(self.infos[co]))
                 self.steps[step] = self.steps[step][:4] + (step,)
-                self._arena_views.append((step, blk, self.infos[o].shape, self.infos[o].dtype))
+                self._arena_views.append((step, owner[co], self.infos[co].shape, self.infos[co].dtype, (c0, c1)))
+            elif o in cand:
+                if o not in owner:
+                    owner[o] = take(_nbytes(self.infos[o]))
+                else:  # the Concat whose inputs were written into its output: nothing left to do
+                    self.steps[step] = (_written,) + self.steps[step][1:4]
+                self.steps[step] = self.steps[step][:4] + (step,)
+                self._arena_views.append((step, owner[o], self.infos[o].shape, self.infos[o].dtype, None))
             for c in [c for c in owner if end[c] <= step]:
                 free_blocks.append(owner.pop(c))
         self.arena_bytes = sum(sizes)
         self._arena_sizes = sizes
+
+    def _concat_slices(self, cand, last):
+        """Concats along channels of one image whose inputs are convs read by nothing else: each
+        conv writes straight into its channels of the Concat's block (a C-contiguous slice when the
+        batch is 1), and the Concat's copy disappears. Input -> (Concat output, first, end channel)."""
+        readers = {}
+        for n in self.graph.nodes:
+            for i in set(n.inputs):
+                if i:
+                    readers[i] = readers.get(i, 0) + 1
+        producer = {o: n for n in self.graph.nodes for o in n.outputs if o}
+        slices = {}
+        for n in self.graph.nodes:
+            if n.op != "Concat" or n.outputs[0] not in cand:
+                continue
+            shape = self.infos[n.outputs[0]].shape
+            ins = list(n.inputs)
+            if (len(shape) != 4 or shape[0] != 1 or int(n.attrs["axis"]) % 4 != 1 or len(set(ins)) != len(ins)
+                    or any(i not in cand or producer[i].op != "Conv" or readers.get(i) != 1 or i in slices
+                           or self.infos[i].dtype != self.infos[n.outputs[0]].dtype for i in ins)):
+                continue
+            c0 = 0
+            for i in ins:
+                c1 = c0 + self.infos[i].shape[1]
+                slices[i] = (n.outputs[0], c0, c1)
+                c0 = c1
+        return slices
 
     def _borrow_arena(self):
         """Per step, the out= array of its arena block (None for steps without one)."""
@@ -160,9 +206,11 @@ class Plan:
                 pass
         blocks = [np.empty(n, np.uint8) for n in self._arena_sizes]
         views = [None] * len(self.steps)
-        for step, blk, shape, dtype in self._arena_views:
+        for step, blk, shape, dtype, channels in self._arena_views:
             n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             views[step] = blocks[blk][:n].view(dtype).reshape(shape)
+            if channels is not None:
+                views[step] = views[step][:, channels[0]:channels[1]]
         return views
 
     def run(self, arrays):
