@@ -165,3 +165,17 @@ def test_convs_write_into_their_concat_at_batch_1(extra_reader):
         plan = m.plan(batch)
         ops = {n.op: fn for n, (fn, *_) in zip(plan.graph.nodes, plan.steps)}
         assert (ops["Concat"] is _written) == (batch == 1 and not extra_reader)
+
+
+def test_small_plane_convs_at_batch_1_run_im2col_on_packed_weights():
+    """Where "auto" gives the direct kernel to a single image on a small plane, the graph runs
+    im2col on weights packed at load (and says so in its rows); other batches keep auto's choice."""
+    w = _w(256, 64, 3, 3)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)]
+    m = pox.load(_model(nodes, [("x", (1, 64, 13, 13))], ["y"], {"w": w}).SerializeToString())
+    for batch in (1, 2):
+        x = RNG.standard_normal((batch, 64, 13, 13)).astype(np.float32)
+        auto = _core.conv2d_choose_algo(x.shape, w.shape, (1, 1), (1,) * 4, (1, 1), 1, 0, 0)
+        row = m.plan(batch).rows()[0]
+        assert row["algorithm"] == ("im2col" if batch == 1 and auto == "direct" else auto)
+        np.testing.assert_allclose(m(x), _conv(x, w), rtol=1e-5, atol=1e-4)

@@ -185,10 +185,22 @@ def conv_core_args(node, ins):
     return strides, pads, dil, int(node.attrs.get("group", 1))
 
 
+ALGO_CODES = {"auto": 0, "direct": 1, "im2col": 2, "winograd": 3}
+
+
 def conv_algorithm(node, ins):
-    """The algorithm pyconv's "auto" runs for this conv (what `summary` shows)."""
+    """The algorithm the inference graph runs for this conv (what `summary` shows): "auto"'s
+    choice, except that single images on planes of at most 14x14 that "auto" gives the direct
+    kernel run im2col on weights packed once. The selection table counts im2col's packing of the
+    weights in every call; without it im2col is 1.0-1.7x faster there (batch 1, 3x3: 48->192 and
+    64->256 at 13x13, 256->256 at 14x14; RESULTS.md section 10)."""
     strides, pads, dil, g = conv_core_args(node, ins)
-    return _core.conv2d_choose_algo(ins[0].shape, ins[1].shape, strides, pads, dil, g, 0, 0)
+    algo = _core.conv2d_choose_algo(ins[0].shape, ins[1].shape, strides, pads, dil, g, 0, 0)
+    x, out = ins[0].shape, _infer_conv(node, ins)[0][0]
+    if (algo == "direct" and g == 1 and x[0] == 1 and out[2] * out[3] <= 196 and ins[1].const is not None
+            and ins[1].dtype == np.float32):
+        return "im2col"
+    return algo
 
 
 def _fused_clamp(node):
@@ -229,12 +241,13 @@ def _build_conv(node, ins, inplace):
     w_const = ins[1].const is not None
     c = _contig
     # im2col's GEMM reads weights packed once here instead of packing them on every call
-    packed = None
+    packed, algo = None, 0
     if w_const and ins[1].dtype == np.float32 and conv_algorithm(node, ins) == "im2col":
         packed = _core.Im2colWeights(np.ascontiguousarray(ins[1].const, np.float32), g)
+        algo = ALGO_CODES["im2col"]
 
     def run(x, w, b=None, *extra, out=None):
-        y = conv(c(x), w if w_const else c(w), None if b is None else c(b), strides, pads, dil, g, 0,
+        y = conv(c(x), w if w_const else c(w), None if b is None else c(b), strides, pads, dil, g, algo,
                  None if k is None else c(extra[k - 3]), lo, hi, out=out, packed=packed)
         return _apply_steps(y, steps, extra) if steps else y
     return _takes_out(run)
