@@ -213,16 +213,23 @@ class Plan:
                 views[step] = views[step][:, channels[0]:channels[1]]
         return views
 
-    def run(self, arrays):
+    def run(self, arrays, times=None):
+        """The graph's outputs for the input arrays; ``times``, when given, receives each step's
+        seconds in node order (``profile``)."""
         env = self.env.copy()
         for s, a in zip(self.input_slots, arrays):
             env[s] = a
         multi = self.multi
         get = env.__getitem__
+        clock = time.perf_counter if times is not None else None
         arena = self._borrow_arena()
         try:
             for fn, ins, out, free, a in self.steps:
+                if clock:
+                    t = clock()
                 r = fn(*map(get, ins)) if a < 0 else fn(*map(get, ins), out=arena[a])
+                if clock:
+                    times.append(clock() - t)
                 if out >= 0:
                     env[out] = r
                 else:
@@ -237,29 +244,12 @@ class Plan:
 
     def profile(self, arrays, repeats=5):
         """Median seconds per node over ``repeats`` runs (one warm-up), in node order."""
-        times = np.zeros((repeats, len(self.steps)))
-        arena = self._borrow_arena()
-        try:
-            for r in range(repeats + 1):
-                env = self.env.copy()
-                for s, a in zip(self.input_slots, arrays):
-                    env[s] = a
-                for k, (fn, ins, out, free, a) in enumerate(self.steps):
-                    t = time.perf_counter()
-                    res = fn(*[env[i] for i in ins]) if a < 0 else fn(*[env[i] for i in ins], out=arena[a])
-                    if r:
-                        times[r - 1, k] = time.perf_counter() - t
-                    if out >= 0:
-                        env[out] = res
-                    else:
-                        for s, v in zip(self.multi[out], res):
-                            if s is not None:
-                                env[s] = v
-                    for s in free:
-                        env[s] = None
-        finally:
-            self._arenas.append(arena)
-        return np.median(times, axis=0)
+        self.run(arrays)
+        runs = []
+        for _ in range(repeats):
+            runs.append([])
+            self.run(arrays, runs[-1])
+        return np.median(np.array(runs).reshape(repeats, len(self.steps)), axis=0)
 
     def rows(self):
         """Per node: name, op, output shape, parameters, FLOPs, algorithm, what was fused."""
