@@ -9,8 +9,8 @@
 #include <pybind11/stl.h>
 
 #include <array>
-#include <initializer_list>
 #include <atomic>
+#include <initializer_list>
 #include <limits>
 #include <optional>
 #include <stdexcept>

@@ -133,7 +133,7 @@ class Plan:
         for o in self.graph.outputs:
             for c in alias.get(o, ()):
                 cand.pop(c, None)
-        slices = self._concat_slices(cand, last)
+        slices = self._concat_slices(cand)
         sizes, free_blocks, owner = [], [], {}
 
         def take(need):
@@ -159,18 +159,19 @@ class Plan:
                 self.steps[step] = self.steps[step][:4] + (step,)
                 self._arena_views.append((step, owner[co], self.infos[co].shape, self.infos[co].dtype, (c0, c1)))
             elif o in cand:
+                fn = self.steps[step][0]
                 if o not in owner:
                     owner[o] = take(_nbytes(self.infos[o]))
                 else:  # the Concat whose inputs were written into its output: nothing left to do
-                    self.steps[step] = (_written,) + self.steps[step][1:4]
-                self.steps[step] = self.steps[step][:4] + (step,)
+                    fn = _written
+                self.steps[step] = (fn,) + self.steps[step][1:4] + (step,)
                 self._arena_views.append((step, owner[o], self.infos[o].shape, self.infos[o].dtype, None))
             for c in [c for c in owner if end[c] <= step]:
                 free_blocks.append(owner.pop(c))
         self.arena_bytes = sum(sizes)
         self._arena_sizes = sizes
 
-    def _concat_slices(self, cand, last):
+    def _concat_slices(self, cand):
         """Concats along channels of one image whose inputs are convs read by nothing else: each
         conv writes straight into its channels of the Concat's block (a C-contiguous slice when the
         batch is 1), and the Concat's copy disappears. Input -> (Concat output, first, end channel)."""
