@@ -41,6 +41,12 @@ def conv2d_fwd_fused(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray], stri
                      dilation: Pair, groups: int, algo: int, residual: Optional[np.ndarray] = None,
                      lo: float = ..., hi: float = ..., *, out: Optional[np.ndarray] = None,
                      packed: "Optional[Im2colWeights]" = None) -> np.ndarray: ...
+def conv2d_fwd_nchwc(x: np.ndarray, channels: int, w: np.ndarray, out_channels: int, b: Optional[np.ndarray],
+                     stride: Pair, pad: Pads4, dilation: Pair, y_blocked: bool,
+                     residual: Optional[np.ndarray] = None, lo: float = ..., hi: float = ..., *,
+                     out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Conv forward on the NCHW16c layout (pyconv/nchwc.h): weights packed by pyconv.inference.nchwc."""
+    ...
 class Im2colWeights:
     """float32 convolution weights packed once for im2col's GEMM (inference graphs)."""
     def __init__(self, weight: np.ndarray, groups: int = 1) -> None: ...

@@ -4,6 +4,7 @@
 
 #include "bindings/marshal.h"
 #include "pyconv/eltwise.h"
+#include "pyconv/nchwc.h"
 #include "pyconv/parallel.h"
 
 namespace pyconv {
@@ -125,6 +126,76 @@ py::array conv2d_fwd_fused_t(const py::array& x, const py::array& w, const py::o
   {
     NoGil nogil(conv_work(p));
     conv2d_fwd_fused<T>(p, data<T>(x), data<T>(w), bp, yp, h.algo, rp, static_cast<T>(lo), static_cast<T>(hi), pw);
+  }
+  return std::move(y);
+}
+
+// The blocked-layout inference conv (pyconv/nchwc.h). x: (N, C, H, W), or blocked (N, ceil(C/16),
+// H, W, 16) with C given as `channels`; w packed: dense (ceil(K/16), ceil(C/16), R, S, 16, 16),
+// depthwise (ceil(C/16), R, S, 16) on blocked x; b: (16 * ceil(K/16),) or None; y and residual
+// blocked when y_blocked, else NCHW.
+template <class T>
+py::array conv2d_fwd_nchwc_t(const py::array& x, int64_t channels, const py::array& w, int64_t k, const py::object& bo,
+                             I2 stride, I4 pad, I2 dil, bool y_blocked, const py::object& ro, double lo, double hi,
+                             const py::object& out) {
+  const auto dt = py::dtype::of<T>();
+  constexpr int64_t B = kNchwcBlock;
+  const auto blocks = [](int64_t c) { return (c + B - 1) / B; };
+  const bool xb = x.ndim() == 5;
+  check_array(x, "input", xb ? 5 : 4, dt);
+  if (channels < 1 || k < 1)
+    throw std::invalid_argument("channels and out_channels must be >= 1, got " + std::to_string(channels) + " and " +
+                                std::to_string(k));
+  if (xb) check_shape(x, "blocked input", {x.shape(0), blocks(channels), x.shape(2), x.shape(3), B});
+  else if (x.shape(1) != channels)
+    throw std::invalid_argument("input has " + std::to_string(x.shape(1)) + " channels, channels=" + std::to_string(channels));
+  const bool dw = w.ndim() == 4;
+  check_array(w, "packed weight", dw ? 4 : 6, dt);
+  if (dw) {
+    if (!xb) throw std::invalid_argument("the depthwise blocked conv needs a blocked input");
+    if (k != channels)
+      throw std::invalid_argument("depthwise: out_channels=" + std::to_string(k) + " != channels=" + std::to_string(channels));
+    check_shape(w, "packed weight", {blocks(channels), w.shape(1), w.shape(2), B});
+  } else {
+    check_shape(w, "packed weight", {blocks(k), blocks(channels), w.shape(2), w.shape(3), B, B});
+  }
+  NchwcConv<T> a{};
+  a.n = x.shape(0), a.c = channels, a.h = x.shape(2), a.w = x.shape(3);
+  a.k = k, a.r = w.shape(dw ? 1 : 2), a.s = w.shape(dw ? 2 : 3);
+  a.sh = stride[0], a.sw = stride[1], a.pt = pad[0], a.pl = pad[2], a.dh = dil[0], a.dw = dil[1];
+  if (a.sh < 1 || a.sw < 1 || a.dh < 1 || a.dw < 1 || pad[0] < 0 || pad[1] < 0 || pad[2] < 0 || pad[3] < 0)
+    throw std::invalid_argument("stride and dilation must be >= 1 and padding >= 0");
+  a.oh = (a.h + pad[0] + pad[1] - a.dh * (a.r - 1) - 1) / a.sh + 1;
+  a.ow = (a.w + pad[2] + pad[3] - a.dw * (a.s - 1) - 1) / a.sw + 1;
+  if (a.h + pad[0] + pad[1] < a.dh * (a.r - 1) + 1 || a.w + pad[2] + pad[3] < a.dw * (a.s - 1) + 1)
+    throw std::invalid_argument("the kernel is larger than the padded input " + shape_str(x));
+  a.depthwise = dw;
+  if (xb) a.xc = 1, a.xw = B, a.xh = a.w * B, a.xcb = a.h * a.w * B, a.xn = blocks(a.c) * a.xcb;
+  else a.xw = 1, a.xh = a.w, a.xc = a.h * a.w, a.xcb = B * a.xc, a.xn = a.c * a.xc;
+  const std::vector<int64_t> ys = y_blocked ? std::vector<int64_t>{a.n, blocks(k), a.oh, a.ow, B}
+                                            : std::vector<int64_t>{a.n, k, a.oh, a.ow};
+  py::array bias, res;
+  if (!bo.is_none()) {
+    bias = py::array(bo);
+    check_array(bias, "bias", 1, dt);
+    check_shape(bias, "bias", {blocks(k) * B});
+    a.b = data<T>(bias);
+  }
+  if (!ro.is_none()) {
+    res = py::array(ro);
+    check_array(res, "residual", static_cast<py::ssize_t>(ys.size()), dt);
+    check_shape(res, "residual", ys);
+    a.res = data<T>(res);
+  }
+  if (std::isnan(lo) || std::isnan(hi) || lo > hi)
+    throw std::invalid_argument("conv2d_fwd_nchwc: need lo <= hi, got lo=" + std::to_string(lo) + ", hi=" + std::to_string(hi));
+  a.lo = static_cast<T>(lo), a.hi = static_cast<T>(hi);
+  a.x = data<T>(x), a.wp = data<T>(w), a.y_blocked = y_blocked;
+  auto y = out_or_new<T>(out, ys, {&x, &w, &bias, &res});
+  a.y = y.mutable_data();
+  {
+    NoGil nogil(static_cast<double>(a.n * a.k * a.oh * a.ow * a.r * a.s * (dw ? 1 : a.c)));
+    conv2d_nchwc_fwd<T>(a);
   }
   return std::move(y);
 }
@@ -287,6 +358,16 @@ void bind_conv2d(py::module_& m) {
     return by_dtype<py::array>(x, "input", [&] { return conv2d_fwd_t<float>(x, w, b, stride, pad, dil, groups, mode, algo); },
                                [&] { return conv2d_fwd_t<double>(x, w, b, stride, pad, dil, groups, mode, algo); });
   });
+  m.def("conv2d_fwd_nchwc", [](py::array x, int64_t channels, py::array w, int64_t k, py::object b, I2 stride, I4 pad,
+                               I2 dil, bool y_blocked, py::object residual, double lo, double hi, py::object out) {
+    return by_dtype<py::array>(x, "input",
+        [&] { return conv2d_fwd_nchwc_t<float>(x, channels, w, k, b, stride, pad, dil, y_blocked, residual, lo, hi, out); },
+        [&] { return conv2d_fwd_nchwc_t<double>(x, channels, w, k, b, stride, pad, dil, y_blocked, residual, lo, hi, out); });
+  }, py::arg("x"), py::arg("channels"), py::arg("w"), py::arg("out_channels"), py::arg("b"), py::arg("stride"),
+     py::arg("pad"), py::arg("dilation"), py::arg("y_blocked"), py::arg("residual") = py::none(),
+     py::arg("lo") = -std::numeric_limits<double>::infinity(), py::arg("hi") = std::numeric_limits<double>::infinity(),
+     py::kw_only(), py::arg("out") = py::none(),
+     "Conv forward on the NCHW16c layout (pyconv/nchwc.h): weights packed by pyconv.inference.nchwc.");
   m.def("conv2d_fwd_fused", [](py::array x, py::array w, py::object b, I2 stride, I4 pad, I2 dil, int64_t groups,
                                int algo, py::object residual, double lo, double hi, py::object out, py::object packed) {
     return by_dtype<py::array>(x, "input", [&] { return conv2d_fwd_fused_t<float>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi, out, packed); },

@@ -118,12 +118,14 @@ py::array_t<T> new_nchw(bool unbatched, int64_t n, int64_t c, int64_t h, int64_t
 // C-contiguous, writeable, sharing no memory with the inputs) so that a graph executor can reuse
 // its buffers instead of having every large output page-faulted in afresh.
 template <class T>
-py::array_t<T> out_or_new(const py::object& out, const I4& shape, std::initializer_list<const py::array*> inputs) {
-  if (out.is_none()) return new_array<T>(4, shape.data());
+py::array_t<T> out_or_new(const py::object& out, const std::vector<int64_t>& shape,
+                          std::initializer_list<const py::array*> inputs) {
+  const auto nd = static_cast<py::ssize_t>(shape.size());
+  if (out.is_none()) return new_array<T>(static_cast<int>(nd), shape.data());
   if (!py::isinstance<py::array>(out)) throw py::type_error("out must be a numpy array or None");
   auto a = py::reinterpret_borrow<py::array>(out);
-  check_array(a, "out", 4, py::dtype::of<T>());
-  check_shape(a, "out", {shape[0], shape[1], shape[2], shape[3]});
+  check_array(a, "out", nd, py::dtype::of<T>());
+  check_shape(a, "out", shape);
   if (!a.writeable()) throw std::invalid_argument("out must be writeable");
   const char* o0 = static_cast<const char*>(a.data());
   const char* o1 = o0 + a.nbytes();

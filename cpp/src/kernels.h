@@ -9,6 +9,7 @@
 #include "pyconv/gemm.h"
 #include "conv2d/depthwise_blocked.h"
 #include "pyconv/isa.h"
+#include "pyconv/nchwc.h"
 #include "pyconv/pool2d.h"
 
 namespace pyconv {
@@ -197,6 +198,15 @@ using conv2d_winograd_wout_fn = void(const T* m, int64_t mp, int64_t cols, int64
 // y = A^T m A (+ bias) for output channels [k0, k1) of the unit, m[(xi * kp + k) * tp + t].
 template <class T>
 using conv2d_winograd_output_fn = void(const WinoTiles<T>&, int64_t k0, int64_t k1, const T* m);
+// Blocked-layout conv forward (pyconv/nchwc.h) over work items [i0, i1): it =
+// ((n*tiles + t)*rows + row)*chunks + chunk, t a pair of 16-channel output blocks (depthwise:
+// one block), a row of `rows` output rows (1 when a 1x1 stride-1 conv runs its plane as one
+// row), `chunk` pixels per item along it.
+struct NchwcWork {
+  int64_t tiles, rows, cols, chunk, chunks;
+};
+template <class T>
+using conv2d_nchwc_fwd_fn = void(const NchwcConv<T>&, const NchwcWork&, int64_t i0, int64_t i1);
 // Pooling, over planes n*C + c.
 template <class T>
 using max_pool2d_fwd_direct_fn = void(const Pool2dParams&, const T* x, T* y, int64_t* idx,

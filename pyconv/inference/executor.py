@@ -14,7 +14,8 @@ import numpy as np
 
 from .. import _core
 from .graph import GraphError
-from .ops import BF16_BUILDERS, FRESH, INPLACE, OPS, VIEWS, conv_algorithm
+from . import nchwc
+from .ops import BF16_BUILDERS, FRESH, INPLACE, OPS, VIEWS, build_conv_nchwc, conv_algorithm, nchwc_eligible
 
 #: Accepted values of ``precision=`` (CompiledGraph, pyconv.onnx.load, pyconv.torch.optimize).
 PRECISIONS = ("float32", "bfloat16")
@@ -29,6 +30,39 @@ def _written(*inputs, out):
 
 def _nbytes(info):
     return int(np.prod(info.shape, dtype=np.int64)) * info.dtype.itemsize
+
+
+def blocked_values(graph, infos):
+    """(values kept in the blocked layout, convs run by the blocked kernel). A value is blocked
+    when an eligible conv (ops.nchwc_eligible) makes it, it is not a graph output, and every
+    reader is an eligible conv taking it as its input or as the fused residual of a blocked
+    output; an eligible conv runs blocked when its input or its output is."""
+    ins = {n.name: [infos[i] if i else None for i in n.inputs] for n in graph.nodes}
+    elig = {n.outputs[0]: n for n in graph.nodes if n.op == "Conv" and nchwc_eligible(n, ins[n.name])}
+    consumers = graph.consumers()
+    outputs = set(graph.outputs)
+
+    def role(c, v):
+        """How conv c reads v: "x", "res", "x+res" or None (as weight or bias)."""
+        if c.outputs[0] not in elig:
+            return None
+        adds = [e[1] for e in c.epilogue if e[0] == "add"]
+        at = {i for i, name in enumerate(c.inputs) if name == v}
+        if not at or not at <= {0, *adds}:
+            return None
+        return "+".join(r for r, i in (("x", 0), ("res", adds[0] if adds else -1)) if i in at)
+
+    blocked = {v for v in elig if v not in outputs and consumers.get(v)
+               and all(role(c, v) for c in consumers[v])}
+    residual = {v: [n.inputs[e[1]] for e in n.epilogue if e[0] == "add"] for v, n in elig.items()}
+    changed = True
+    while changed:  # a fused residual is in its conv's output layout
+        drop = {v for v in blocked if any(r not in blocked for r in residual[v])
+                or any("res" in role(c, v) and c.outputs[0] not in blocked for c in consumers[v])}
+        blocked -= drop
+        changed = bool(drop)
+    convs = {v for v, n in elig.items() if v in blocked or n.inputs[0] in blocked}
+    return blocked, convs
 
 
 class Plan:
@@ -59,6 +93,7 @@ class Plan:
         buf_last = {b: last.get(b, -1) for b in buf}  # the last step reading any value of the buffer
         kept = {buf[o] for o in keep if o in buf}
         self.steps, self.inplace, self.multi = [], [], {}
+        self.blocked, self.nchwc = blocked_values(graph, infos) if precision == "float32" else (set(), set())
         live = {name: _nbytes(infos[name]) for name in graph.inputs}
         total = sum(live.values())
         peak, peak_at = total, None
@@ -73,7 +108,10 @@ class Plan:
                    and buf_last[b0] <= step and infos[n.outputs[0]].shape == infos[src].shape
                    and infos[n.outputs[0]].dtype == infos[src].dtype and n.inputs.count(src) == 1)
             build = (BF16_BUILDERS.get(n.op) if precision == "bfloat16" else None) or OPS[n.op][1]
-            fn = build(n, ins, can)
+            if n.op == "Conv" and n.outputs[0] in self.nchwc:
+                fn = build_conv_nchwc(n, ins, n.inputs[0] in self.blocked, n.outputs[0] in self.blocked)
+            else:
+                fn = build(n, ins, can)
             self.inplace.append(can)
             for o in n.outputs:
                 if not o:
@@ -81,7 +119,7 @@ class Plan:
                 b = b0 if (can or (n.op in VIEWS and b0 is not None)) else o
                 buf[o] = b
                 if b == o:
-                    live[o] = _nbytes(infos[o])
+                    live[o] = self._bytes(o)
                     total += live[o]
                     buf_last[o] = -1
                 buf_last[b] = max(buf_last[b], last.get(o, len(graph.nodes)))
@@ -105,6 +143,14 @@ class Plan:
         self.all_bytes = sum(_nbytes(infos[o]) for n in graph.nodes for o in n.outputs if o) + \
             sum(_nbytes(infos[i]) for i in graph.inputs)
         self.weight_bytes = sum(np.asarray(v).nbytes for v in graph.initializers.values())
+
+    def _shape(self, name):
+        """The shape a value's array has: blocked (N, C/16, H, W, 16) or its logical shape."""
+        shape = self.infos[name].shape
+        return nchwc.blocked_shape(shape) if name in self.blocked else shape
+
+    def _bytes(self, name):
+        return int(np.prod(self._shape(name), dtype=np.int64)) * self.infos[name].dtype.itemsize
 
     def _plan_arena(self, last):
         """Assigns the outputs of steps that take ``out=`` (the convs, Concat) to blocks of an arena
@@ -161,11 +207,11 @@ class Plan:
             elif o in cand:
                 fn = self.steps[step][0]
                 if o not in owner:
-                    owner[o] = take(_nbytes(self.infos[o]))
+                    owner[o] = take(self._bytes(o))
                 else:  # the Concat whose inputs were written into its output: nothing left to do
                     fn = _written
                 self.steps[step] = (fn,) + self.steps[step][1:4] + (step,)
-                self._arena_views.append((step, owner[o], self.infos[o].shape, self.infos[o].dtype, None))
+                self._arena_views.append((step, owner[o], self._shape(o), self.infos[o].dtype, None))
             for c in [c for c in owner if end[c] <= step]:
                 free_blocks.append(owner.pop(c))
         self.arena_bytes = sum(sizes)
@@ -263,7 +309,7 @@ class Plan:
                 if n.op in ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "PRelu") else 0
             flops, algo = _flops(n, ins, out), ""
             if n.op == "Conv":
-                algo = conv_algorithm(n, ins)
+                algo = "nchwc" if n.outputs[0] in self.nchwc else conv_algorithm(n, ins)
                 if self.precision == "bfloat16":
                     k, cg, r, s_ = ins[1].shape
                     g = int(n.attrs.get("group", 1))

@@ -253,6 +253,48 @@ def _build_conv(node, ins, inplace):
     return _takes_out(run)
 
 
+def nchwc_eligible(node, ins):
+    """Whether the blocked-layout kernel runs this conv when its input or output is kept blocked
+    (NCHW16c, inference.nchwc): float32 constant weights, an epilogue the kernel fuses, and a
+    shape where it is at least as fast as the NCHW algorithms (RESULTS.md section 11): depthwise,
+    1x1, strided, or fewer than 16 input channels. Stride-1 3x3 convs stay NCHW (Winograd)."""
+    if node.op != "Conv" or len(ins[0].shape) != 4 or ins[1].const is None or ins[1].dtype != _F32:
+        return False
+    if len(ins) > 2 and ins[2] is not None and ins[2].const is None:
+        return False
+    if _fused_clamp(node) is None:
+        return False
+    k, cg, r, s = ins[1].shape
+    g, c = int(node.attrs.get("group", 1)), ins[0].shape[1]
+    (sh, sw), _, _ = conv_geometry(node, ins[0].shape, (r, s))
+    if g == c == k and cg == 1:
+        return True
+    return g == 1 and ((r == 1 and s == 1) or sh > 1 or sw > 1 or c < 16)
+
+
+def build_conv_nchwc(node, ins, x_blocked, y_blocked):
+    """The conv on the blocked layout: x read blocked (5-D) or NCHW, y written blocked or NCHW,
+    the residual (if fused) in y's layout. Depthwise convs on an NCHW input reorder it first."""
+    from . import nchwc
+
+    strides, pads, dil, g = conv_core_args(node, ins)
+    w = np.asarray(ins[1].const, np.float32)
+    k, c = w.shape[0], ins[0].shape[1]
+    dw = g > 1
+    wp = nchwc.pack_weight(w, depthwise=dw)
+    bp = nchwc.pack_bias(None if len(ins) < 3 or ins[2] is None else ins[2].const, k)
+    kres, lo, hi = _fused_clamp(node)
+    conv = _core.conv2d_fwd_nchwc
+    reorder = dw and not x_blocked
+
+    def run(x, w_, b=None, *extra, out=None):
+        if reorder:
+            x = nchwc.to_blocked(x)
+        return conv(_contig(x), c, wp, k, bp, strides, pads, dil, y_blocked,
+                    None if kres is None else _contig(extra[kres - 3]), lo, hi, out=out)
+    return _takes_out(run)
+
+
 def _apply_steps(y, steps, extra):
     """The epilogue steps in place on the conv output y (extra: the node's inputs after the bias)."""
     for fn, k, params in steps:

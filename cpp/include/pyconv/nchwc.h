@@ -1,0 +1,38 @@
+// Convolution forward on the channel-blocked layout the inference graph keeps between its convs:
+// NCHW16c, a tensor (N, C, H, W) stored as [n][C/16][h][w][16] with the channels past C (the
+// last block's padding) holding anything: no kernel reads them into a real channel.
+// Output channels run along the vector lanes, so a 7-pixel row or a 49-pixel plane wastes no
+// lane, and each input element is one broadcast: a 1x1 conv is a GEMM with no packing of its
+// input, a strided conv reads its input in place, a depthwise conv is one aligned load per tap.
+#pragma once
+#include <cstdint>
+
+namespace pyconv {
+
+constexpr int64_t kNchwcBlock = 16;
+
+// y[n][k][oh][ow] = clamp(b[k] + sum_{c,r,s} w[k][c][r][s] * x[n][c][oh*sh - pt + r*dh][ow*sw - pl + s*dw]
+//                         + res[n][k][oh][ow], lo, hi), zero padding. Depthwise: c == k only.
+template <class T>
+struct NchwcConv {
+  int64_t n, c, h, w;         // input
+  int64_t k, r, s, oh, ow;    // filters and output
+  int64_t sh, sw, pt, pl, dh, dw;
+  bool depthwise;
+  // x element (n, c, h, w) at x[n*xn + (c/16)*xcb + (c%16)*xc + h*xh + w*xw]: blocked or NCHW
+  // (depthwise: blocked only).
+  const T* x;
+  int64_t xn, xcb, xc, xh, xw;
+  // dense [K/16][C/16][r][s][16 in][16 out]; depthwise [C/16][r][s][16], zero past K and C
+  const T* wp;
+  const T* b;    // [16 * ceil(K/16)] or null
+  const T* res;  // in y's layout, or null
+  T* y;
+  bool y_blocked;  // y blocked, else NCHW
+  T lo, hi;
+};
+
+template <class T>
+void conv2d_nchwc_fwd(const NchwcConv<T>& a);
+
+}  // namespace pyconv

@@ -1,0 +1,39 @@
+// Driver of the blocked-layout conv forward (conv2d/nchwc_impl.h): the work split and the ISA.
+#include <algorithm>
+
+#include "kernels.h"
+#include "pyconv/nchwc.h"
+#include "pyconv/parallel.h"
+
+namespace pyconv {
+
+template <class T>
+void conv2d_nchwc_fwd(const NchwcConv<T>& a0) {
+  NchwcConv<T> a = a0;
+  // A 1x1 stride-1 unpadded conv runs its whole plane as one row: tiles fill up across rows.
+  if (a.r == 1 && a.s == 1 && a.sh == 1 && a.sw == 1 && a.pt == 0 && a.pl == 0 && a.oh == a.h && a.ow == a.w &&
+      a.xh == a.w * a.xw) {
+    a.w = a.h * a.w, a.ow = a.oh * a.ow, a.h = a.oh = 1;
+  }
+  NchwcWork wk{};
+  const int64_t kb = (a.k + kNchwcBlock - 1) / kNchwcBlock;
+  wk.tiles = a.depthwise ? kb : (kb + 1) / 2;
+  wk.rows = a.oh;
+  wk.cols = a.ow;
+  const int64_t macs = a.n * a.k * a.oh * a.ow * a.r * a.s * (a.depthwise ? 1 : a.c);
+  const int nt = threads_for(macs / 8, num_threads());
+  // Up to 8 tiles of 14 pixels per item (weights reused across them), fewer when that leaves
+  // under 8 items per thread (a 7x7 plane with few filter blocks); the split never changes sums.
+  wk.chunk = std::min<int64_t>(a.ow, 112);
+  while (wk.chunk > 14 && a.n * wk.tiles * wk.rows * ((a.ow + wk.chunk - 1) / wk.chunk) < 8 * nt)
+    wk.chunk = std::max<int64_t>(14, (wk.chunk / 2 + 13) / 14 * 14);
+  wk.chunks = (a.ow + wk.chunk - 1) / wk.chunk;
+  const int64_t items = a.n * wk.tiles * wk.rows * wk.chunks;
+  auto* fn = kernel_table<T>().conv2d_nchwc_fwd[static_cast<int>(active_isa())];
+  parallel_for(items, nt, [&](int64_t i0, int64_t i1) { fn(a, wk, i0, i1); });
+}
+
+template void conv2d_nchwc_fwd<float>(const NchwcConv<float>&);
+template void conv2d_nchwc_fwd<double>(const NchwcConv<double>&);
+
+}  // namespace pyconv

@@ -1,0 +1,223 @@
+// conv2d_nchwc_fwd_<isa>: the blocked-layout conv forward (pyconv/nchwc.h). A tile is P output
+// pixels of one row times NB 16-channel output blocks, P * NB * (16 / L) accumulators in
+// registers. Dense: each (in block, tap, in channel) step loads NB weight rows (16 output
+// channels each) and broadcasts P input elements, P * NB FMAs per NB loads. Depthwise: each tap
+// loads one weight vector and P input vectors. Tiles whose taps stay inside the input run
+// without bounds checks; edge tiles (padding, the last pixels of a row) check each pixel.
+// Every output element is summed in one fixed order whatever the tiling and the thread count.
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels.h"
+
+namespace pyconv {
+namespace PYCONV_ISA {
+namespace {
+
+#include "simd.h"
+
+constexpr int64_t B = kNchwcBlock;
+
+template <class T>
+struct Shape {
+  static constexpr int L = V<T>::L;
+  static constexpr int NVB = B / L;                       // vectors per 16-channel block
+  static constexpr int NB = kVecBytes == 64 && NVB == 1 ? 2 : 1;  // blocks per dense tile
+  static constexpr int ACC = kVecBytes == 64 ? 28 : 12;   // accumulator registers
+  static constexpr int P = std::max(1, ACC / (NVB * NB));
+  static constexpr int PD = std::max(1, ACC / NVB);      // depthwise pixels per tile
+};
+
+// Stores a tile: res, clamp, to the blocked or NCHW output. acc[p][j*NVB + v] is output pixel
+// p of block kb0 + j, lanes v*L ...
+template <class T, int P, int NV>
+inline void store(const NchwcConv<T>& a, int64_t n, int64_t kb0, int64_t nb, int64_t oh, int64_t ow0, int np,
+                  typename V<T>::vec (&acc)[P][NV]) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L, NVB = Shape<T>::NVB;
+  const vec vlo = vec{} + a.lo, vhi = vec{} + a.hi;
+  const int64_t plane = a.oh * a.ow, kb = (a.k + B - 1) / B;
+  for (int64_t j = 0; j < nb; ++j) {
+    const int64_t blk = kb0 + j;
+    if (a.y_blocked) {
+      const int64_t off = ((n * kb + blk) * plane + oh * a.ow + ow0) * B;
+      T* y = a.y + off;
+      const T* r = a.res ? a.res + off : nullptr;
+      for (int p = 0; p < np; ++p)
+        for (int v = 0; v < NVB; ++v) {
+          vec t = acc[p][j * NVB + v];
+          if (r) t += loadu(r + p * B + v * L);
+          t = t < vlo ? vlo : t;
+          t = t > vhi ? vhi : t;
+          storeu(y + p * B + v * L, t);
+        }
+    } else {
+      const int64_t kn = std::min<int64_t>(B, a.k - blk * B);
+      for (int64_t ch = 0; ch < kn; ++ch) {
+        const int64_t off = (n * a.k + blk * B + ch) * plane + oh * a.ow + ow0;
+        T* y = a.y + off;
+        const T* r = a.res ? a.res + off : nullptr;
+        for (int p = 0; p < np; ++p) {
+          T t = acc[p][j * NVB + ch / L][ch % L];
+          if (r) t += r[p];
+          t = t < a.lo ? a.lo : t;
+          t = t > a.hi ? a.hi : t;
+          y[p] = t;
+        }
+      }
+    }
+  }
+}
+
+// Dense tile: NB blocks from kb0, P pixels from (oh, ow0) (CHECK: pixels outside the input
+// columns skipped, P == 1).
+template <class T, int NB, int P, bool CHECK>
+void dense_tile(const NchwcConv<T>& a, int64_t n, int64_t kb0, int64_t oh, int64_t ow0) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L, NVB = Shape<T>::NVB, NV = NB * NVB;
+  constexpr int np = P;
+  vec acc[P][NV];
+  for (int j = 0; j < NB; ++j)
+    for (int v = 0; v < NVB; ++v) {
+      const vec bv = a.b ? loadu(a.b + (kb0 + j) * B + v * L) : vec{};
+#pragma GCC unroll 28
+      for (int p = 0; p < P; ++p) acc[p][j * NVB + v] = bv;
+    }
+  const int64_t cb = (a.c + B - 1) / B, taps = a.r * a.s;
+  const int64_t wblk = cb * taps * B * B;  // one output block's weights
+  const T* w0 = a.wp + kb0 * wblk;
+  for (int64_t ib = 0; ib < cb; ++ib) {
+    const int64_t cn = std::min<int64_t>(B, a.c - ib * B);
+    const T* xb = a.x + n * a.xn + ib * a.xcb;
+    for (int64_t r = 0; r < a.r; ++r) {
+      const int64_t ih = oh * a.sh - a.pt + r * a.dh;
+      if (ih < 0 || ih >= a.h) continue;
+      const T* xr = xb + ih * a.xh;
+      for (int64_t s = 0; s < a.s; ++s) {
+        const int64_t iw0 = ow0 * a.sw - a.pl + s * a.dw;
+        const T* wt = w0 + ((ib * a.r + r) * a.s + s) * B * B;
+        bool ok[P];
+        if constexpr (CHECK)
+          for (int p = 0; p < P; ++p) {
+            const int64_t iw = iw0 + p * a.sw;
+            ok[p] = iw >= 0 && iw < a.w;
+          }
+        for (int64_t ci = 0; ci < cn; ++ci) {
+          vec wv[NV];
+#pragma GCC unroll 4
+          for (int j = 0; j < NB; ++j)
+#pragma GCC unroll 4
+            for (int v = 0; v < NVB; ++v) wv[j * NVB + v] = loadu(wt + j * wblk + ci * B + v * L);
+          const T* xc = xr + ci * a.xc + iw0 * a.xw;
+          const int64_t step = a.sw * a.xw;
+#pragma GCC unroll 28
+          for (int p = 0; p < P; ++p) {
+            if constexpr (CHECK)
+              if (!ok[p]) continue;
+            const T xv = xc[p * step];
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; ++v) acc[p][v] += xv * wv[v];
+          }
+        }
+      }
+    }
+  }
+  store<T, P, NV>(a, n, kb0, NB, oh, ow0, np, acc);
+}
+
+// Depthwise tile: block kb, P pixels from (oh, ow0); x blocked.
+template <class T, int P, bool CHECK>
+void dw_tile(const NchwcConv<T>& a, int64_t n, int64_t kb, int64_t oh, int64_t ow0) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L, NVB = Shape<T>::NVB;
+  constexpr int np = P;
+  vec acc[P][NVB];
+  for (int v = 0; v < NVB; ++v) {
+    const vec bv = a.b ? loadu(a.b + kb * B + v * L) : vec{};
+#pragma GCC unroll 28
+    for (int p = 0; p < P; ++p) acc[p][v] = bv;
+  }
+  const T* xb = a.x + n * a.xn + kb * a.xcb;
+  const T* wb = a.wp + kb * a.r * a.s * B;
+  const int64_t step = a.sw * B;
+  for (int64_t r = 0; r < a.r; ++r) {
+    const int64_t ih = oh * a.sh - a.pt + r * a.dh;
+    if (ih < 0 || ih >= a.h) continue;
+    const T* xr = xb + ih * a.xh;
+    for (int64_t s = 0; s < a.s; ++s) {
+      const int64_t iw0 = ow0 * a.sw - a.pl + s * a.dw;
+      vec wv[NVB];
+      for (int v = 0; v < NVB; ++v) wv[v] = loadu(wb + (r * a.s + s) * B + v * L);
+      const T* xc = xr + iw0 * B;
+#pragma GCC unroll 28
+      for (int p = 0; p < P; ++p) {
+        if constexpr (CHECK) {
+          const int64_t iw = iw0 + p * a.sw;
+          if (iw < 0 || iw >= a.w) continue;
+        }
+#pragma GCC unroll 8
+        for (int v = 0; v < NVB; ++v) acc[p][v] += wv[v] * loadu(xc + p * step + v * L);
+      }
+    }
+  }
+  store<T, P, NVB>(a, n, kb, 1, oh, ow0, np, acc);
+}
+
+// Output columns [c0, c1) of one row: the columns whose taps all stay inside the input in tiles
+// of PMAX, then of 8, then 4, 2, 1 pixels; the others (padding) one by one with bounds checks.
+template <class T, int PMAX, class Tile>
+inline void row_tiles(const NchwcConv<T>& a, int64_t c0, int64_t c1, Tile&& tile) {
+  const int64_t lo = std::clamp<int64_t>((a.pl + a.sw - 1) / a.sw, c0, c1);
+  const int64_t last = a.w - 1 + a.pl - (a.s - 1) * a.dw;  // the input column of the last tap, shifted
+  const int64_t hi = std::clamp<int64_t>(last < 0 ? 0 : last / a.sw + 1, lo, c1);
+  for (int64_t ow = c0; ow < lo; ++ow) tile(std::integral_constant<int, 1>{}, std::true_type{}, ow);
+  int64_t ow = lo;
+  for (; ow + PMAX <= hi; ow += PMAX) tile(std::integral_constant<int, PMAX>{}, std::false_type{}, ow);
+  while (ow + 8 <= hi && PMAX > 8) tile(std::integral_constant<int, (PMAX > 8 ? 8 : 1)>{}, std::false_type{}, ow), ow += PMAX > 8 ? 8 : 1;
+  if (ow + 4 <= hi && PMAX > 4) tile(std::integral_constant<int, (PMAX > 4 ? 4 : 1)>{}, std::false_type{}, ow), ow += PMAX > 4 ? 4 : 1;
+  if (ow + 2 <= hi && PMAX > 2) tile(std::integral_constant<int, (PMAX > 2 ? 2 : 1)>{}, std::false_type{}, ow), ow += PMAX > 2 ? 2 : 1;
+  for (; ow < hi; ++ow) tile(std::integral_constant<int, 1>{}, std::false_type{}, ow);
+  for (ow = hi; ow < c1; ++ow) tile(std::integral_constant<int, 1>{}, std::true_type{}, ow);
+}
+
+template <class T>
+void nchwc_fwd(const NchwcConv<T>& a, const NchwcWork& wk, int64_t i0, int64_t i1) {
+  const int64_t kb = (a.k + B - 1) / B;
+  for (int64_t it = i0; it < i1; ++it) {
+    const int64_t chunk = it % wk.chunks, row = it / wk.chunks % wk.rows;
+    const int64_t t = it / (wk.chunks * wk.rows) % wk.tiles, n = it / (wk.chunks * wk.rows * wk.tiles);
+    const int64_t c0 = chunk * wk.chunk, c1 = std::min(wk.cols, c0 + wk.chunk);
+    if (a.depthwise) {
+      row_tiles<T, Shape<T>::PD>(a, c0, c1, [&](auto P, auto check, int64_t ow) {
+        dw_tile<T, decltype(P)::value, decltype(check)::value>(a, n, t, row, ow);
+      });
+      continue;
+    }
+    // a tile pair t covers blocks [2t, 2t + 2): one two-block tile, or one-block tiles in turn
+    const bool two = Shape<T>::NB == 2 && 2 * t + 2 <= kb;
+    for (int64_t b0 = 2 * t; b0 < std::min(kb, 2 * t + 2); b0 += two ? 2 : 1)
+      row_tiles<T, Shape<T>::P>(a, c0, c1, [&](auto P, auto check, int64_t ow) {
+        constexpr int p = decltype(P)::value;
+        constexpr bool chk = decltype(check)::value;
+        if (two)
+          dense_tile<T, Shape<T>::NB, p, chk>(a, n, b0, row, ow);
+        else
+          dense_tile<T, 1, p, chk>(a, n, b0, row, ow);
+      });
+  }
+}
+
+}  // namespace
+
+#define PYCONV_EXPORT_T(T)                                                                                   \
+  void PYCONV_CAT(conv2d_nchwc_fwd, PYCONV_ISA)(const NchwcConv<T>& a, const NchwcWork& w, int64_t i0,       \
+                                                int64_t i1) {                                                \
+    nchwc_fwd<T>(a, w, i0, i1);                                                                              \
+  }
+PYCONV_EXPORT_T(float)
+PYCONV_EXPORT_T(double)
+#undef PYCONV_EXPORT_T
+
+}  // namespace PYCONV_ISA
+}  // namespace pyconv

@@ -1,0 +1,2 @@
+#define PYCONV_ISA scalar
+#include "conv2d/nchwc_impl.h"

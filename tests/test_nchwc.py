@@ -1,0 +1,236 @@
+"""The blocked-layout (NCHW16c) conv forward, _core.conv2d_fwd_nchwc, against the float64
+reference for both input and output layouts, every ISA, thread counts and poisoned outputs; and
+the inference graph that keeps activations blocked between its convs (Plan.blocked)."""
+import numpy as np
+import pytest
+
+import pyconv
+from pyconv import _core
+from pyconv import functional as F
+from pyconv.inference import CompiledGraph
+from pyconv.inference.graph import Graph, Node
+from pyconv.inference.nchwc import blocked_shape, from_blocked, pack_bias, pack_weight, to_blocked
+
+INF = float("inf")
+
+# (n, c, k, h, w, kernel, stride, pad (t, b, l, r), dilation, depthwise)
+GEOMS = [
+    (1, 3, 32, 15, 17, 3, 2, (1, 1, 1, 1), 1, False),   # a first layer: NCHW input, 3 channels
+    (2, 24, 144, 9, 9, 1, 1, (0, 0, 0, 0), 1, False),   # 1x1 expansion: the plane runs as one row
+    (1, 40, 50, 7, 7, 3, 1, (1, 1, 1, 1), 1, False),    # partial blocks in and out
+    (3, 17, 33, 5, 6, 3, 1, (0, 0, 0, 0), 1, False),
+    (1, 64, 130, 14, 14, 1, 2, (0, 0, 0, 0), 1, False),  # strided 1x1 (ResNet's downsample)
+    (1, 16, 48, 30, 31, 3, 2, (0, 2, 1, 0), 2, False),   # asymmetric pads, dilation
+    (2, 16, 16, 61, 3, 1, 1, (0, 0, 0, 0), 1, False),    # a plane longer than one work chunk
+    (1, 5, 20, 6, 40, 7, 1, (3, 3, 3, 3), 1, False),     # 7x7, rows of several tiles and edges
+    (2, 96, 96, 13, 11, 3, 2, (1, 1, 1, 1), 1, True),
+    (1, 20, 20, 7, 7, 5, 1, (2, 2, 2, 2), 1, True),
+    (1, 36, 36, 60, 57, 3, 1, (1, 1, 1, 1), 1, True),    # rows of several tiles
+    (1, 24, 24, 9, 9, 3, 1, (0, 1, 2, 0), 2, True),
+]
+
+
+def _gid(g):
+    n, c, k, h, w, r, s, p, d, dw = g
+    return f"{n}x{c}x{h}x{w}->{k} {r}x{r}/s{s} p{p} d{d}{' dw' if dw else ''}"
+
+
+def _case(g, dt, seed=0):
+    n, c, k, h, w, r, s, p, d, dw = g
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dt)
+    wt = rng.standard_normal((k, 1 if dw else c, r, r)).astype(dt)
+    b = rng.standard_normal(k).astype(dt)
+    ref = F.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), stride=s,
+                   padding=(p[0], p[2]) if p[0] == p[1] and p[2] == p[3] else 0, dilation=d, groups=c if dw else 1) \
+        if p[0] == p[1] and p[2] == p[3] else \
+        F.conv2d(np.pad(x.astype(np.float64), ((0, 0), (0, 0), (p[0], p[1]), (p[2], p[3]))), wt.astype(np.float64),
+                 b.astype(np.float64), stride=s, dilation=d, groups=c if dw else 1)
+    res = rng.standard_normal(ref.shape).astype(dt)
+    return x, wt, b, ref, res
+
+
+def _run(x, wt, b, g, x_blocked, y_blocked, res=None, lo=-INF, hi=INF, out=None):
+    n, c, k, h, w, r, s, p, d, dw = g
+    xin = to_blocked(x) if x_blocked else x
+    rin = None if res is None else (to_blocked(res) if y_blocked else res)
+    y = _core.conv2d_fwd_nchwc(xin, c, pack_weight(wt, dw), k, pack_bias(b, k, x.dtype), (s, s), p, (d, d),
+                               y_blocked, rin, lo, hi, out=out)
+    return from_blocked(y, k) if y_blocked else y
+
+
+LAYOUTS = {"nchw-nchw": (False, False), "nchw-blocked": (False, True), "blocked-nchw": (True, False),
+           "blocked-blocked": (True, True)}
+# the depthwise kernel reads blocked input only
+CASES = [pytest.param(g, LAYOUTS[lay], id=f"{_gid(g)} {lay}") for g in GEOMS for lay in LAYOUTS
+         if LAYOUTS[lay][0] or not g[-1]]
+
+
+@pytest.mark.parametrize("g,layouts", CASES)
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_against_reference(g, dt, layouts, isa, poison):
+    x, wt, b, ref, res = _case(g, dt)
+    x0 = x.copy()
+    y = _run(x, wt, b, g, *layouts, res=res, lo=-1.0, hi=2.5)
+    want = np.clip(ref + res, -1.0, 2.5)
+    tol = 2e-6 if dt == np.float32 else 1e-13
+    assert y.shape == want.shape and y.dtype == dt
+    assert np.abs(y - want).max() <= tol * max(1.0, np.abs(ref).max()), (_gid(g), isa)
+    assert np.array_equal(x, x0)
+
+
+@pytest.mark.parametrize("g", [GEOMS[1], GEOMS[6], GEOMS[8]], ids=_gid)
+def test_same_bits_at_every_thread_count_and_for_each_image(g):
+    x, wt, b, _, res = _case(g, np.float32, seed=3)
+    prev = pyconv.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2, 3):
+            pyconv.set_num_threads(t)
+            outs.append(_run(x, wt, b, g, True, True, res=res, lo=0.0))
+    finally:
+        pyconv.set_num_threads(prev)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    one = np.concatenate([_run(x[i:i + 1], wt, b, g, True, True, res=res[i:i + 1], lo=0.0) for i in range(len(x))])
+    np.testing.assert_array_equal(one, outs[0])
+
+
+def test_nan_stays_in_its_pixel_and_padded_lanes_are_never_read():
+    g = GEOMS[2]  # 40 input channels: the last block has 8 padded lanes
+    x, wt, b, _, _ = _case(g, np.float32)
+    xb = to_blocked(x)
+    xb[:, -1, :, :, 8:] = np.nan  # lanes past C: garbage must not reach a real channel
+    n, c, k, h, w, r, s, p, d, dw = g
+    y = _core.conv2d_fwd_nchwc(xb, c, pack_weight(wt), k, pack_bias(b, k), (s, s), p, (d, d), False)
+    assert np.isfinite(y).all()
+    xb[0, 0, 3, 3, 0] = np.nan
+    y = _core.conv2d_fwd_nchwc(xb, c, pack_weight(wt), k, pack_bias(b, k), (s, s), p, (d, d), False, None, 0.0, 6.0)
+    assert np.isnan(y[0, :, 2:5, 2:5]).all() and np.isnan(y).sum() == k * 9
+
+
+def test_out_is_written_in_place():
+    g = GEOMS[1]
+    x, wt, b, ref, _ = _case(g, np.float32)
+    n, c, k = g[:3]
+    out = np.empty(blocked_shape(ref.shape), np.float32)
+    y = _core.conv2d_fwd_nchwc(to_blocked(x), c, pack_weight(wt), k, pack_bias(b, k), (1, 1), (0, 0, 0, 0), (1, 1),
+                               True, out=out)
+    assert np.shares_memory(y, out)
+    np.testing.assert_allclose(from_blocked(out, k), ref, rtol=1e-5, atol=1e-5)
+
+
+def _bad_args():
+    x = np.zeros((1, 20, 5, 5), np.float32)
+    xb = to_blocked(x)
+    w = pack_weight(np.zeros((24, 20, 3, 3), np.float32))
+    wd = pack_weight(np.zeros((20, 1, 3, 3), np.float32), depthwise=True)
+    b = pack_bias(None, 24)
+    ok = dict(x=xb, channels=20, w=w, out_channels=24, b=b, stride=(1, 1), pad=(1, 1, 1, 1), dilation=(1, 1),
+              y_blocked=True)
+    return ok, [
+        (dict(channels=40), "blocked input"),
+        (dict(x=x, channels=21), "channels"),
+        (dict(x=x.astype(np.float64)), "dtype"),
+        (dict(w=w[:, :, :, :, :, :8]), "packed weight"),
+        (dict(out_channels=40), "packed weight"),
+        (dict(b=np.zeros(24, np.float32)), "bias"),
+        (dict(w=wd, out_channels=20, x=x), "blocked input"),
+        (dict(w=wd, out_channels=24), "depthwise"),
+        (dict(stride=(0, 1)), "stride"),
+        (dict(pad=(-1, 0, 0, 0)), "padding"),
+        (dict(x=to_blocked(np.zeros((1, 20, 2, 2), np.float32)), pad=(0, 0, 0, 0)), "larger than"),
+        (dict(residual=np.zeros((1, 24, 5, 5), np.float32)), "residual"),
+        (dict(lo=1.0, hi=0.0), "lo <= hi"),
+        (dict(out=np.zeros((1, 2, 5, 5, 16), np.float64)), "out"),
+        (dict(out=xb), "out"),
+        (dict(channels=0), "channels"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_args()[1])))
+def test_bad_arguments_are_named(case):
+    ok, cases = _bad_args()
+    bad, match = cases[case]
+    kw = ok | bad
+    args = [kw.pop(k) for k in ("x", "channels", "w", "out_channels", "b", "stride", "pad", "dilation", "y_blocked")]
+    with pytest.raises((ValueError, TypeError), match=match):
+        _core.conv2d_fwd_nchwc(*args, **kw)
+
+
+# --------------------------------------------------------------------------- the graph's layout
+
+
+def _params(rng, **shapes):
+    return {k: (rng.standard_normal(s) * (2.0 / np.prod(s[1:])) ** 0.5).astype(np.float32) if len(s) > 1
+            else rng.standard_normal(s).astype(np.float32) * 0.1 for k, s in shapes.items()}
+
+
+def _conv(x, w, b, out, group=1, stride=1, pad=1):
+    return Node("Conv", [x, w, b], [out], dict(group=group, strides=[stride, stride], pads=[pad] * 4), name=out)
+
+
+def _inputs(c, h, w):
+    return {"x": ((None, c, h, w), np.float32)}
+
+
+def _block_graph(rng):
+    """An inverted residual block as exporters write it: stem, expand 1x1 + ReLU6, depthwise
+    3x3 + ReLU6, project 1x1 + the block's input, then a pool reading the result; the expansion
+    is also a graph output."""
+    init = _params(rng, w0=(24, 3, 3, 3), b0=(24,), w1=(72, 24, 1, 1), b1=(72,), w2=(72, 1, 3, 3), b2=(72,),
+                   w3=(24, 72, 1, 1), b3=(24,))
+    init |= dict(zero=np.float32(0), six=np.float32(6))
+    nodes = [_conv("x", "w0", "b0", "a0", stride=2), Node("Relu", ["a0"], ["a"], name="r0"),
+             _conv("a", "w1", "b1", "e0", pad=0), Node("Clip", ["e0", "zero", "six"], ["e"], name="c1"),
+             _conv("e", "w2", "b2", "d0", group=72), Node("Clip", ["d0", "zero", "six"], ["d"], name="c2"),
+             _conv("d", "w3", "b3", "p0", pad=0), Node("Add", ["p0", "a"], ["pr"], name="add"),
+             Node("GlobalAveragePool", ["pr"], ["y"], name="gap")]
+    return Graph(nodes, _inputs(3, 20, 18), ["y", "e"], init)
+
+
+def test_graph_keeps_convs_blocked_and_matches_reference():
+    rng = np.random.default_rng(0)
+    g = _block_graph(rng)
+    cg = CompiledGraph(g, {"x": (2, 3, 20, 18)})
+    plan = cg.plan
+    # the expansion is a graph output and the projection feeds a pool: both NCHW; the stem's
+    # output is also the residual of an NCHW output, so it stays NCHW as well: only the
+    # depthwise conv's output is kept blocked, between two convs
+    assert plan.blocked == {"d"}
+    assert plan.nchwc == {"d", "pr"}
+    x = rng.standard_normal((2, 3, 20, 18)).astype(np.float32)
+    y, e = cg(x)
+    i = {k: np.asarray(v, np.float64) for k, v in g.initializers.items()}
+    a = np.maximum(F.conv2d(x.astype(np.float64), i["w0"], i["b0"], stride=2, padding=1), 0)
+    e_ref = np.clip(F.conv2d(a, i["w1"], i["b1"]), 0, 6)
+    d = np.clip(F.conv2d(e_ref, i["w2"], i["b2"], padding=1, groups=72), 0, 6)
+    pr = F.conv2d(d, i["w3"], i["b3"]) + a
+    np.testing.assert_allclose(e, e_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, pr.mean(axis=(2, 3), keepdims=True), rtol=1e-5, atol=1e-5)
+    assert sum(r["algorithm"] == "nchwc" for r in plan.rows()) == 2
+
+
+def test_graph_blocked_residual_chain_equals_the_nchw_plan(monkeypatch):
+    """Residual blocks in a row: each block's output is the next one's input and residual, so
+    the whole chain stays blocked; the result equals the NCHW plan's to float32 rounding, at
+    every batch size and across calls (the arena is reused)."""
+    rng = np.random.default_rng(1)
+    init = _params(rng, w0=(32, 3, 3, 3), w1=(32, 32, 1, 1), w2=(32, 1, 3, 3), w3=(40, 32, 1, 1), w4=(40, 1, 5, 5))
+    nodes = [_conv("x", "w0", "", "a", stride=2),
+             _conv("a", "w1", "", "b0", pad=0), Node("Add", ["b0", "a"], ["b1"], name="add1"),
+             Node("Relu", ["b1"], ["b"], name="relu1"),
+             _conv("b", "w2", "", "c0", group=32), Node("Add", ["b", "c0"], ["c"], name="add2"),
+             _conv("c", "w3", "", "d", pad=0),
+             _conv("d", "w4", "", "y", group=40, pad=2)]
+    g = Graph(nodes, _inputs(3, 16, 16), ["y"], init)
+    x = rng.standard_normal((3, 3, 16, 16)).astype(np.float32)
+    blocked = CompiledGraph(g, {"x": (3, 3, 16, 16)})
+    assert blocked.plan.blocked == {"a", "b", "c", "d"}
+    from pyconv.inference import executor
+    monkeypatch.setattr(executor, "blocked_values", lambda graph, infos: (set(), set()))
+    plain = CompiledGraph(g, {"x": (3, 3, 16, 16)})
+    assert plain.plan.blocked == set()
+    for n in (3, 1, 3, 2):
+        xn = x[:n] + n
+        np.testing.assert_allclose(blocked(xn), plain(xn), rtol=1e-5, atol=1e-5)
