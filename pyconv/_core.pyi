@@ -47,6 +47,13 @@ def conv2d_fwd_nchwc(x: np.ndarray, channels: int, w: np.ndarray, out_channels: 
                      out: Optional[np.ndarray] = None) -> np.ndarray:
     """Conv forward on the NCHW16c layout (pyconv/nchwc.h): weights packed by pyconv.inference.nchwc."""
     ...
+def conv2d_fwd_nchwc_expand_dw(x: np.ndarray, channels: int, w_expand: np.ndarray, expanded: int,
+                               b_expand: Optional[np.ndarray], lo_expand: float, hi_expand: float,
+                               w_dw: np.ndarray, b_dw: Optional[np.ndarray], stride: Pair, pad: Pads4,
+                               dilation: Pair, y_blocked: bool, residual: Optional[np.ndarray] = None,
+                               lo: float = ..., hi: float = ..., *, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """A 1x1 expansion then a depthwise conv on NCHW16c in one call, the expansion never stored."""
+    ...
 class Im2colWeights:
     """float32 convolution weights packed once for im2col's GEMM (inference graphs)."""
     def __init__(self, weight: np.ndarray, groups: int = 1) -> None: ...

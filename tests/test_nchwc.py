@@ -158,6 +158,76 @@ def test_bad_arguments_are_named(case):
         _core.conv2d_fwd_nchwc(*args, **kw)
 
 
+# (n, c, expanded, h, w, dw kernel, stride, pad, dilation, input blocked)
+EXPAND = [(1, 24, 144, 16, 15, 3, 1, 1, 1, True), (2, 16, 96, 17, 18, 3, 2, 1, 1, True),
+          (1, 3, 40, 23, 21, 5, 2, 4, 2, False), (2, 40, 24, 9, 14, 3, 1, 1, 1, False),
+          (3, 20, 72, 33, 5, 3, 1, 0, 1, True), (1, 8, 48, 40, 16, 7, 1, 3, 1, True)]
+
+
+def _expand_case(g, dt, seed=0):
+    n, c, e, h, w, r, s, p, d, xb = g
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dt)
+    we, be = (rng.standard_normal((e, c, 1, 1)) * 0.3).astype(dt), rng.standard_normal(e).astype(dt)
+    wd, bd = rng.standard_normal((e, 1, r, r)).astype(dt), rng.standard_normal(e).astype(dt)
+    f = np.float64
+    mid = np.clip(F.conv2d(x.astype(f), we.astype(f), be.astype(f)), 0, 6)
+    ref = F.conv2d(mid, wd.astype(f), bd.astype(f), stride=s, padding=p, dilation=d, groups=e)
+    res = rng.standard_normal(ref.shape).astype(dt)
+    args = (to_blocked(x) if xb else x, c, pack_weight(we), e, pack_bias(be, e, dt), 0.0, 6.0,
+            pack_weight(wd, depthwise=True), pack_bias(bd, e, dt), (s, s), (p,) * 4, (d, d))
+    return x, args, ref, res
+
+
+@pytest.mark.parametrize("g", EXPAND, ids=lambda g: "x".join(map(str, g[:5])) + f" dw{g[5]}/s{g[6]} d{g[8]}")
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("y_blocked", [False, True])
+def test_expansion_fused_into_depthwise(g, dt, y_blocked, isa, poison):
+    x, args, ref, res = _expand_case(g, dt)
+    x0 = x.copy()
+    e = g[2]
+    y = _core.conv2d_fwd_nchwc_expand_dw(*args, y_blocked, to_blocked(res) if y_blocked else res, -2.0, 4.0)
+    y = from_blocked(y, e) if y_blocked else y
+    want = np.clip(ref + res, -2.0, 4.0)
+    tol = 4e-6 if dt == np.float32 else 1e-13
+    assert np.abs(y - want).max() <= tol * max(1.0, np.abs(ref).max())
+    assert np.array_equal(x, x0)
+
+
+def test_expansion_fused_same_bits_at_every_thread_count():
+    x, args, _, _ = _expand_case(EXPAND[1], np.float32, seed=2)
+    prev = pyconv.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2, 3):
+            pyconv.set_num_threads(t)
+            outs.append(_core.conv2d_fwd_nchwc_expand_dw(*args, True))
+    finally:
+        pyconv.set_num_threads(prev)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    # and equal to the two convs run one after the other
+    xin, c, pe, e, pbe, lo_e, hi_e, pd, pbd, st, pads, dil = args
+    mid = _core.conv2d_fwd_nchwc(xin, c, pe, e, pbe, (1, 1), (0, 0, 0, 0), (1, 1), True, None, lo_e, hi_e)
+    np.testing.assert_array_equal(_core.conv2d_fwd_nchwc(mid, e, pd, e, pbd, st, pads, dil, True), outs[0])
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(w_expand=pack_weight(np.zeros((96, 16, 3, 3), np.float32))), "1x1"),
+    (dict(w_dw=pack_weight(np.zeros((96, 96, 1, 1), np.float32))), "depthwise packed weight"),
+    (dict(w_dw=pack_weight(np.zeros((64, 1, 3, 3), np.float32), depthwise=True)), "packed weight"),
+    (dict(lo_expand=1.0, hi_expand=0.0), "lo <= hi"),
+    (dict(channels=17), "channels"),
+])
+def test_expansion_fused_bad_arguments_are_named(bad, match):
+    _, args, _, _ = _expand_case(EXPAND[1], np.float32)
+    names = ["x", "channels", "w_expand", "expanded", "b_expand", "lo_expand", "hi_expand", "w_dw", "b_dw", "stride",
+             "pad", "dilation"]
+    kw = dict(zip(names, args)) | bad
+    with pytest.raises((ValueError, TypeError), match=match):
+        _core.conv2d_fwd_nchwc_expand_dw(*[kw[k] for k in names], True)
+
+
 # --------------------------------------------------------------------------- the graph's layout
 
 
@@ -223,13 +293,15 @@ def test_graph_blocked_residual_chain_equals_the_nchw_plan(monkeypatch):
              _conv("b", "w2", "", "c0", group=32), Node("Add", ["b", "c0"], ["c"], name="add2"),
              _conv("c", "w3", "", "d", pad=0),
              _conv("d", "w4", "", "y", group=40, pad=2)]
-    g = Graph(nodes, _inputs(3, 16, 16), ["y"], init)
-    x = rng.standard_normal((3, 3, 16, 16)).astype(np.float32)
-    blocked = CompiledGraph(g, {"x": (3, 3, 16, 16)})
+    g = Graph(nodes, _inputs(3, 30, 32), ["y"], init)
+    x = rng.standard_normal((3, 3, 30, 32)).astype(np.float32)
+    blocked = CompiledGraph(g, {"x": (3, 3, 30, 32)})
     assert blocked.plan.blocked == {"a", "b", "c", "d"}
+    assert set(blocked.plan.expand) == {"y"}  # c3 (1x1) runs inside c4 (depthwise 5x5)
+    assert [n.name for n in blocked.plan.graph.nodes if n.op == "Conv"] == ["a", "b0", "c0", "y"]
     from pyconv.inference import executor
     monkeypatch.setattr(executor, "blocked_values", lambda graph, infos: (set(), set()))
-    plain = CompiledGraph(g, {"x": (3, 3, 16, 16)})
+    plain = CompiledGraph(g, {"x": (3, 3, 30, 32)})
     assert plain.plan.blocked == set()
     for n in (3, 1, 3, 2):
         xn = x[:n] + n

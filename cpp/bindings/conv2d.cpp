@@ -135,20 +135,29 @@ py::array conv2d_fwd_fused_t(const py::array& x, const py::array& w, const py::o
 // depthwise (ceil(C/16), R, S, 16) on blocked x; b: (16 * ceil(K/16),) or None; y and residual
 // blocked when y_blocked, else NCHW.
 template <class T>
-py::array conv2d_fwd_nchwc_t(const py::array& x, int64_t channels, const py::array& w, int64_t k, const py::object& bo,
-                             I2 stride, I4 pad, I2 dil, bool y_blocked, const py::object& ro, double lo, double hi,
-                             const py::object& out) {
+struct NchwcCall {
+  NchwcConv<T> a{};
+  std::vector<int64_t> ys;  // the output's shape
+  py::array bias, res;
+};
+
+// The checked problem for input x of shape xs (5-D: blocked) at xp; a.y not set yet.
+template <class T>
+NchwcCall<T> nchwc_call(const std::vector<int64_t>& xs, const T* xp, int64_t channels, const py::array& w, int64_t k,
+                        const py::object& bo, I2 stride, I4 pad, I2 dil, bool y_blocked, const py::object& ro,
+                        double lo, double hi) {
   const auto dt = py::dtype::of<T>();
   constexpr int64_t B = kNchwcBlock;
   const auto blocks = [](int64_t c) { return (c + B - 1) / B; };
-  const bool xb = x.ndim() == 5;
-  check_array(x, "input", xb ? 5 : 4, dt);
+  const bool xb = xs.size() == 5;
   if (channels < 1 || k < 1)
     throw std::invalid_argument("channels and out_channels must be >= 1, got " + std::to_string(channels) + " and " +
                                 std::to_string(k));
-  if (xb) check_shape(x, "blocked input", {x.shape(0), blocks(channels), x.shape(2), x.shape(3), B});
-  else if (x.shape(1) != channels)
-    throw std::invalid_argument("input has " + std::to_string(x.shape(1)) + " channels, channels=" + std::to_string(channels));
+  if (xb && (xs[1] != blocks(channels) || xs[4] != B))
+    throw std::invalid_argument("blocked input must have shape (N, " + std::to_string(blocks(channels)) +
+                                ", H, W, 16) for channels=" + std::to_string(channels));
+  if (!xb && xs[1] != channels)
+    throw std::invalid_argument("input has " + std::to_string(xs[1]) + " channels, channels=" + std::to_string(channels));
   const bool dw = w.ndim() == 4;
   check_array(w, "packed weight", dw ? 4 : 6, dt);
   if (dw) {
@@ -159,43 +168,78 @@ py::array conv2d_fwd_nchwc_t(const py::array& x, int64_t channels, const py::arr
   } else {
     check_shape(w, "packed weight", {blocks(k), blocks(channels), w.shape(2), w.shape(3), B, B});
   }
-  NchwcConv<T> a{};
-  a.n = x.shape(0), a.c = channels, a.h = x.shape(2), a.w = x.shape(3);
+  NchwcCall<T> call;
+  NchwcConv<T>& a = call.a;
+  a.n = xs[0], a.c = channels, a.h = xs[2], a.w = xs[3];
   a.k = k, a.r = w.shape(dw ? 1 : 2), a.s = w.shape(dw ? 2 : 3);
   a.sh = stride[0], a.sw = stride[1], a.pt = pad[0], a.pl = pad[2], a.dh = dil[0], a.dw = dil[1];
   if (a.sh < 1 || a.sw < 1 || a.dh < 1 || a.dw < 1 || pad[0] < 0 || pad[1] < 0 || pad[2] < 0 || pad[3] < 0)
     throw std::invalid_argument("stride and dilation must be >= 1 and padding >= 0");
+  if (a.h + pad[0] + pad[1] < a.dh * (a.r - 1) + 1 || a.w + pad[2] + pad[3] < a.dw * (a.s - 1) + 1)
+    throw std::invalid_argument("the kernel (" + std::to_string(a.r) + ", " + std::to_string(a.s) +
+                                ") is larger than the padded input (" + std::to_string(a.h) + ", " +
+                                std::to_string(a.w) + ")");
   a.oh = (a.h + pad[0] + pad[1] - a.dh * (a.r - 1) - 1) / a.sh + 1;
   a.ow = (a.w + pad[2] + pad[3] - a.dw * (a.s - 1) - 1) / a.sw + 1;
-  if (a.h + pad[0] + pad[1] < a.dh * (a.r - 1) + 1 || a.w + pad[2] + pad[3] < a.dw * (a.s - 1) + 1)
-    throw std::invalid_argument("the kernel is larger than the padded input " + shape_str(x));
   a.depthwise = dw;
   if (xb) a.xc = 1, a.xw = B, a.xh = a.w * B, a.xcb = a.h * a.w * B, a.xn = blocks(a.c) * a.xcb;
   else a.xw = 1, a.xh = a.w, a.xc = a.h * a.w, a.xcb = B * a.xc, a.xn = a.c * a.xc;
-  const std::vector<int64_t> ys = y_blocked ? std::vector<int64_t>{a.n, blocks(k), a.oh, a.ow, B}
-                                            : std::vector<int64_t>{a.n, k, a.oh, a.ow};
-  py::array bias, res;
+  call.ys = y_blocked ? std::vector<int64_t>{a.n, blocks(k), a.oh, a.ow, B} : std::vector<int64_t>{a.n, k, a.oh, a.ow};
   if (!bo.is_none()) {
-    bias = py::array(bo);
-    check_array(bias, "bias", 1, dt);
-    check_shape(bias, "bias", {blocks(k) * B});
-    a.b = data<T>(bias);
+    call.bias = py::array(bo);
+    check_array(call.bias, "bias", 1, dt);
+    check_shape(call.bias, "bias", {blocks(k) * B});
+    a.b = data<T>(call.bias);
   }
   if (!ro.is_none()) {
-    res = py::array(ro);
-    check_array(res, "residual", static_cast<py::ssize_t>(ys.size()), dt);
-    check_shape(res, "residual", ys);
-    a.res = data<T>(res);
+    call.res = py::array(ro);
+    check_array(call.res, "residual", static_cast<py::ssize_t>(call.ys.size()), dt);
+    check_shape(call.res, "residual", call.ys);
+    a.res = data<T>(call.res);
   }
   if (std::isnan(lo) || std::isnan(hi) || lo > hi)
     throw std::invalid_argument("conv2d_fwd_nchwc: need lo <= hi, got lo=" + std::to_string(lo) + ", hi=" + std::to_string(hi));
   a.lo = static_cast<T>(lo), a.hi = static_cast<T>(hi);
-  a.x = data<T>(x), a.wp = data<T>(w), a.y_blocked = y_blocked;
-  auto y = out_or_new<T>(out, ys, {&x, &w, &bias, &res});
+  a.x = xp, a.wp = data<T>(w), a.y_blocked = y_blocked;
+  return call;
+}
+
+template <class T>
+py::array conv2d_fwd_nchwc_t(const py::array& x, int64_t channels, const py::array& w, int64_t k, const py::object& bo,
+                             I2 stride, I4 pad, I2 dil, bool y_blocked, const py::object& ro, double lo, double hi,
+                             const py::object& out) {
+  check_array(x, "input", x.ndim() == 5 ? 5 : 4, py::dtype::of<T>());
+  NchwcCall<T> c = nchwc_call<T>(shape_of(x), data<T>(x), channels, w, k, bo, stride, pad, dil, y_blocked, ro, lo, hi);
+  auto y = out_or_new<T>(out, c.ys, {&x, &w, &c.bias, &c.res});
+  NchwcConv<T>& a = c.a;
   a.y = y.mutable_data();
   {
-    NoGil nogil(static_cast<double>(a.n * a.k * a.oh * a.ow * a.r * a.s * (dw ? 1 : a.c)));
+    NoGil nogil(static_cast<double>(a.n * a.k * a.oh * a.ow * a.r * a.s * (a.depthwise ? 1 : a.c)));
     conv2d_nchwc_fwd<T>(a);
+  }
+  return std::move(y);
+}
+
+// A 1x1 expansion (we, be, lo_e, hi_e: to `expanded` channels) and a depthwise conv of its output
+// (wd, bd, stride, pad, dilation, residual, lo, hi) in one call, the expansion never stored.
+template <class T>
+py::array conv2d_fwd_nchwc_expand_dw_t(const py::array& x, int64_t channels, const py::array& we, int64_t ke,
+                                       const py::object& be, double lo_e, double hi_e, const py::array& wd,
+                                       const py::object& bd, I2 stride, I4 pad, I2 dil, bool y_blocked,
+                                       const py::object& ro, double lo, double hi, const py::object& out) {
+  check_array(x, "input", x.ndim() == 5 ? 5 : 4, py::dtype::of<T>());
+  if (we.ndim() != 6 || we.shape(2) != 1 || we.shape(3) != 1)
+    throw std::invalid_argument("the expansion's packed weight must be a dense 1x1 one, got shape " + shape_str(we));
+  if (wd.ndim() != 4) throw std::invalid_argument("the depthwise packed weight must be 4-D, got shape " + shape_str(wd));
+  NchwcCall<T> e = nchwc_call<T>(shape_of(x), data<T>(x), channels, we, ke, be, {1, 1}, {0, 0, 0, 0}, {1, 1}, true,
+                                 py::none(), lo_e, hi_e);
+  const std::vector<int64_t> es = {e.a.n, (ke + kNchwcBlock - 1) / kNchwcBlock, e.a.oh, e.a.ow, kNchwcBlock};
+  NchwcCall<T> d = nchwc_call<T>(es, nullptr, ke, wd, ke, bd, stride, pad, dil, y_blocked, ro, lo, hi);
+  auto y = out_or_new<T>(out, d.ys, {&x, &we, &wd, &e.bias, &d.bias, &d.res});
+  d.a.y = y.mutable_data();
+  {
+    NoGil nogil(static_cast<double>(e.a.n * ke * (e.a.h * e.a.w * channels + d.a.oh * d.a.ow * d.a.r * d.a.s)));
+    conv2d_nchwc_expand_dw<T>(e.a, d.a);
   }
   return std::move(y);
 }
@@ -368,6 +412,21 @@ void bind_conv2d(py::module_& m) {
      py::arg("lo") = -std::numeric_limits<double>::infinity(), py::arg("hi") = std::numeric_limits<double>::infinity(),
      py::kw_only(), py::arg("out") = py::none(),
      "Conv forward on the NCHW16c layout (pyconv/nchwc.h): weights packed by pyconv.inference.nchwc.");
+  m.def("conv2d_fwd_nchwc_expand_dw", [](py::array x, int64_t channels, py::array we, int64_t ke, py::object be,
+                                         double lo_e, double hi_e, py::array wd, py::object bd, I2 stride, I4 pad,
+                                         I2 dil, bool y_blocked, py::object residual, double lo, double hi,
+                                         py::object out) {
+    return by_dtype<py::array>(x, "input",
+        [&] { return conv2d_fwd_nchwc_expand_dw_t<float>(x, channels, we, ke, be, lo_e, hi_e, wd, bd, stride, pad, dil,
+                                                         y_blocked, residual, lo, hi, out); },
+        [&] { return conv2d_fwd_nchwc_expand_dw_t<double>(x, channels, we, ke, be, lo_e, hi_e, wd, bd, stride, pad, dil,
+                                                          y_blocked, residual, lo, hi, out); });
+  }, py::arg("x"), py::arg("channels"), py::arg("w_expand"), py::arg("expanded"), py::arg("b_expand"),
+     py::arg("lo_expand"), py::arg("hi_expand"), py::arg("w_dw"), py::arg("b_dw"), py::arg("stride"), py::arg("pad"),
+     py::arg("dilation"), py::arg("y_blocked"), py::arg("residual") = py::none(),
+     py::arg("lo") = -std::numeric_limits<double>::infinity(), py::arg("hi") = std::numeric_limits<double>::infinity(),
+     py::kw_only(), py::arg("out") = py::none(),
+     "A 1x1 expansion then a depthwise conv on NCHW16c in one call, the expansion never stored.");
   m.def("conv2d_fwd_fused", [](py::array x, py::array w, py::object b, I2 stride, I4 pad, I2 dil, int64_t groups,
                                int algo, py::object residual, double lo, double hi, py::object out, py::object packed) {
     return by_dtype<py::array>(x, "input", [&] { return conv2d_fwd_fused_t<float>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi, out, packed); },

@@ -207,6 +207,11 @@ struct NchwcWork {
 };
 template <class T>
 using conv2d_nchwc_fwd_fn = void(const NchwcConv<T>&, const NchwcWork&, int64_t i0, int64_t i1);
+// The fused expansion + depthwise conv (pyconv/nchwc.h): items (n*tiles + t)*rows + band, `rows`
+// bands of output rows per image; ws: this thread's ring of expansion rows.
+template <class T>
+using conv2d_nchwc_expand_dw_fn = void(const NchwcConv<T>& e, const NchwcConv<T>& d, const NchwcWork&, int64_t i0,
+                                       int64_t i1, T* ws);
 // Pooling, over planes n*C + c.
 template <class T>
 using max_pool2d_fwd_direct_fn = void(const Pool2dParams&, const T* x, T* y, int64_t* idx,

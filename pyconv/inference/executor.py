@@ -13,9 +13,10 @@ import time
 import numpy as np
 
 from .. import _core
-from .graph import GraphError
 from . import nchwc
-from .ops import BF16_BUILDERS, FRESH, INPLACE, OPS, VIEWS, build_conv_nchwc, conv_algorithm, nchwc_eligible
+from .graph import Graph, GraphError
+from .ops import (BF16_BUILDERS, FRESH, INPLACE, OPS, VIEWS, build_conv_nchwc, build_expand_dw, conv_algorithm,
+                  conv_core_args, nchwc_eligible)
 
 #: Accepted values of ``precision=`` (CompiledGraph, pyconv.onnx.load, pyconv.torch.optimize).
 PRECISIONS = ("float32", "bfloat16")
@@ -65,8 +66,45 @@ def blocked_values(graph, infos):
     return blocked, convs
 
 
+def fuse_expansions(graph, infos, blocked, convs):
+    """(graph with each 1x1 expansion fused into the depthwise conv that alone reads its blocked
+    output, {depthwise output: (expansion node, its input infos)}). The fused step never stores
+    the expansion (inference.ops.build_expand_dw); planes narrower than 14 pixels stay unfused
+    (rows of one tile gain nothing: RESULTS.md section 11)."""
+    consumers = graph.consumers()
+    producers = graph.producers()
+    expand, drop = {}, set()
+    for b in graph.nodes:
+        if b.op != "Conv" or b.outputs[0] not in convs or int(b.attrs.get("group", 1)) == 1:
+            continue
+        e = b.inputs[0]
+        a = producers.get(e)
+        if a is None or a.op != "Conv" or e not in blocked or len(consumers[e]) != 1 or b.inputs.count(e) != 1:
+            continue
+        ins = [infos[i] if i else None for i in a.inputs]
+        strides, pads, dil, g = conv_core_args(a, ins)
+        if (g != 1 or ins[1].shape[2:] != (1, 1) or strides != (1, 1) or any(pads) or dil != (1, 1)
+                or any(x[0] == "add" for x in a.epilogue) or infos[e].shape[3] < 14):
+            continue
+        expand[b.outputs[0]] = (a, ins)
+        drop.add(a.name)
+    if not expand:
+        return graph, expand
+    nodes = []
+    for n in graph.nodes:
+        if n.name in drop:
+            continue
+        if n.outputs[0] in expand:
+            a = expand[n.outputs[0]][0]
+            n = n.copy(inputs=[a.inputs[0]] + n.inputs[1:], fused=a.fused + (a.name,) + n.fused)
+        nodes.append(n)
+    return Graph(nodes, graph.inputs, graph.outputs, graph.initializers, graph.name), expand
+
+
 class Plan:
     def __init__(self, graph, infos, precision="float32"):
+        self.blocked, self.nchwc = blocked_values(graph, infos) if precision == "float32" else (set(), set())
+        graph, self.expand = fuse_expansions(graph, infos, self.blocked, self.nchwc)
         self.graph, self.infos, self.precision = graph, infos, precision
         slot = {"": 0}  # absent optional inputs read slot 0, which stays None
         for name in list(graph.inputs) + list(graph.initializers):
@@ -93,7 +131,6 @@ class Plan:
         buf_last = {b: last.get(b, -1) for b in buf}  # the last step reading any value of the buffer
         kept = {buf[o] for o in keep if o in buf}
         self.steps, self.inplace, self.multi = [], [], {}
-        self.blocked, self.nchwc = blocked_values(graph, infos) if precision == "float32" else (set(), set())
         live = {name: _nbytes(infos[name]) for name in graph.inputs}
         total = sum(live.values())
         peak, peak_at = total, None
@@ -108,7 +145,10 @@ class Plan:
                    and buf_last[b0] <= step and infos[n.outputs[0]].shape == infos[src].shape
                    and infos[n.outputs[0]].dtype == infos[src].dtype and n.inputs.count(src) == 1)
             build = (BF16_BUILDERS.get(n.op) if precision == "bfloat16" else None) or OPS[n.op][1]
-            if n.op == "Conv" and n.outputs[0] in self.nchwc:
+            if n.outputs[0] in self.expand:
+                a, a_ins = self.expand[n.outputs[0]]
+                fn = build_expand_dw(a, a_ins, infos[a.outputs[0]], n, ins, n.outputs[0] in self.blocked)
+            elif n.op == "Conv" and n.outputs[0] in self.nchwc:
                 fn = build_conv_nchwc(n, ins, n.inputs[0] in self.blocked, n.outputs[0] in self.blocked)
             else:
                 fn = build(n, ins, can)
@@ -308,7 +348,13 @@ class Plan:
             params = sum(int(np.asarray(init[i]).size) for i in n.inputs[1:3] if i in init) \
                 if n.op in ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "PRelu") else 0
             flops, algo = _flops(n, ins, out), ""
-            if n.op == "Conv":
+            if n.outputs[0] in self.expand:
+                a, a_ins = self.expand[n.outputs[0]]
+                algo = "nchwc 1x1 expansion + depthwise"
+                ins = [self.infos[a.outputs[0]]] + ins[1:]
+                flops += _flops(a, a_ins, self.infos[a.outputs[0]].shape)
+                params += sum(int(np.asarray(init[i]).size) for i in a.inputs[1:3] if i in init)
+            elif n.op == "Conv":
                 algo = "nchwc" if n.outputs[0] in self.nchwc else conv_algorithm(n, ins)
                 if self.precision == "bfloat16":
                     k, cg, r, s_ = ins[1].shape

@@ -295,6 +295,28 @@ def build_conv_nchwc(node, ins, x_blocked, y_blocked):
     return _takes_out(run)
 
 
+def build_expand_dw(a, a_ins, e_info, node, ins, y_blocked):
+    """A 1x1 expansion conv `a` (output info e_info) and the depthwise conv `node` that alone
+    reads its output, in one call (inference.executor.fuse_expansions): the step reads a's input."""
+    from . import nchwc
+
+    we = np.asarray(a_ins[1].const, np.float32)
+    ke, c = we.shape[0], a_ins[0].shape[1]
+    pe = nchwc.pack_weight(we)
+    be = nchwc.pack_bias(None if len(a_ins) < 3 or a_ins[2] is None else a_ins[2].const, ke)
+    _, lo_e, hi_e = _fused_clamp(a)
+    strides, pads, dil, _ = conv_core_args(node, [e_info] + ins[1:])
+    pd = nchwc.pack_weight(np.asarray(ins[1].const, np.float32), depthwise=True)
+    bd = nchwc.pack_bias(None if len(ins) < 3 or ins[2] is None else ins[2].const, ke)
+    kres, lo, hi = _fused_clamp(node)
+    conv = _core.conv2d_fwd_nchwc_expand_dw
+
+    def run(x, w_, b=None, *extra, out=None):
+        return conv(_contig(x), c, pe, ke, be, lo_e, hi_e, pd, bd, strides, pads, dil, y_blocked,
+                    None if kres is None else _contig(extra[kres - 3]), lo, hi, out=out)
+    return _takes_out(run)
+
+
 def _apply_steps(y, steps, extra):
     """The epilogue steps in place on the conv output y (extra: the node's inputs after the bias)."""
     for fn, k, params in steps:

@@ -30,9 +30,20 @@ struct NchwcConv {
   T* y;
   bool y_blocked;  // y blocked, else NCHW
   T lo, hi;
+  // A ring of rows in a scratch buffer (0: none), for a fused expansion's rows: x row ih of block
+  // cb at x + n*xn + (cb - xb0)*xcb + (ih % xring)*xh; y (blocked) row oh of block kb at
+  // y + (((kb - yb0)*yring + oh % yring)*ow + ow)*16.
+  int64_t xring, xb0, yring, yb0;
 };
 
 template <class T>
 void conv2d_nchwc_fwd(const NchwcConv<T>& a);
+
+// A 1x1 stride-1 expansion e (input x, output k channels) followed by a depthwise conv d of its
+// output, without the expansion's output in memory: each work item computes the rows of two
+// expansion blocks that d's next output row needs into a ring of rows, then that output row.
+// e.y and d.x are unused; d.c == d.k == e.k.
+template <class T>
+void conv2d_nchwc_expand_dw(const NchwcConv<T>& e, const NchwcConv<T>& d);
 
 }  // namespace pyconv

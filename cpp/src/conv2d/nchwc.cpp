@@ -4,6 +4,7 @@
 #include "kernels.h"
 #include "pyconv/nchwc.h"
 #include "pyconv/parallel.h"
+#include "workspace.h"
 
 namespace pyconv {
 
@@ -33,7 +34,27 @@ void conv2d_nchwc_fwd(const NchwcConv<T>& a0) {
   parallel_for(items, nt, [&](int64_t i0, int64_t i1) { fn(a, wk, i0, i1); });
 }
 
+template <class T>
+void conv2d_nchwc_expand_dw(const NchwcConv<T>& e, const NchwcConv<T>& d) {
+  NchwcWork wk{};
+  wk.tiles = ((e.k + kNchwcBlock - 1) / kNchwcBlock + 1) / 2;
+  const int64_t macs = e.n * e.k * e.h * e.w * e.c + d.n * d.k * d.oh * d.ow * d.r * d.s;
+  const int nt = threads_for(macs / 8, num_threads());
+  // bands of output rows: enough items for the threads; each band recomputes the expansion rows
+  // its first output row shares with the band above ((d.r - 1)*d.dh - d.sh + 1 rows)
+  wk.rows = 1;
+  while (e.n * wk.tiles * wk.rows < 4 * nt && d.oh / (2 * wk.rows) >= 8) wk.rows *= 2;
+  const int64_t ring = (d.r - 1) * d.dh + 1, ws = 2 * ring * e.w * kNchwcBlock;
+  auto* fn = kernel_table<T>().conv2d_nchwc_expand_dw[static_cast<int>(active_isa())];
+  parallel_for(e.n * wk.tiles * wk.rows, nt, [&](int64_t i0, int64_t i1) {
+    Buffer<T> buf(static_cast<size_t>(ws));
+    fn(e, d, wk, i0, i1, buf.get());
+  });
+}
+
 template void conv2d_nchwc_fwd<float>(const NchwcConv<float>&);
 template void conv2d_nchwc_fwd<double>(const NchwcConv<double>&);
+template void conv2d_nchwc_expand_dw<float>(const NchwcConv<float>&, const NchwcConv<float>&);
+template void conv2d_nchwc_expand_dw<double>(const NchwcConv<double>&, const NchwcConv<double>&);
 
 }  // namespace pyconv

@@ -41,7 +41,8 @@ inline void store(const NchwcConv<T>& a, int64_t n, int64_t kb0, int64_t nb, int
   for (int64_t j = 0; j < nb; ++j) {
     const int64_t blk = kb0 + j;
     if (a.y_blocked) {
-      const int64_t off = ((n * kb + blk) * plane + oh * a.ow + ow0) * B;
+      const int64_t off = a.yring ? (((blk - a.yb0) * a.yring + oh % a.yring) * a.ow + ow0) * B
+                                  : ((n * kb + blk) * plane + oh * a.ow + ow0) * B;
       T* y = a.y + off;
       const T* r = a.res ? a.res + off : nullptr;
       for (int p = 0; p < np; ++p)
@@ -138,13 +139,13 @@ void dw_tile(const NchwcConv<T>& a, int64_t n, int64_t kb, int64_t oh, int64_t o
 #pragma GCC unroll 28
     for (int p = 0; p < P; ++p) acc[p][v] = bv;
   }
-  const T* xb = a.x + n * a.xn + kb * a.xcb;
+  const T* xb = a.x + n * a.xn + (kb - a.xb0) * a.xcb;
   const T* wb = a.wp + kb * a.r * a.s * B;
   const int64_t step = a.sw * B;
   for (int64_t r = 0; r < a.r; ++r) {
     const int64_t ih = oh * a.sh - a.pt + r * a.dh;
     if (ih < 0 || ih >= a.h) continue;
-    const T* xr = xb + ih * a.xh;
+    const T* xr = xb + (a.xring ? ih % a.xring : ih) * a.xh;
     for (int64_t s = 0; s < a.s; ++s) {
       const int64_t iw0 = ow0 * a.sw - a.pl + s * a.dw;
       vec wv[NVB];
@@ -208,12 +209,54 @@ void nchwc_fwd(const NchwcConv<T>& a, const NchwcWork& wk, int64_t i0, int64_t i
   }
 }
 
+// Items it = (n*tiles + t)*bands + band: expansion blocks [2t, 2t + 2) for the depthwise
+// output rows of one band; scratch: 2 * ring * e.w * 16 elements, ring = (d.r - 1)*d.dh + 1.
+template <class T>
+void expand_dw(const NchwcConv<T>& e, const NchwcConv<T>& d, const NchwcWork& wk, int64_t i0, int64_t i1, T* ws) {
+  const int64_t kb = (e.k + B - 1) / B, ring = (d.r - 1) * d.dh + 1;
+  const int64_t band = (d.oh + wk.rows - 1) / wk.rows;  // wk.rows: bands per image
+  for (int64_t it = i0; it < i1; ++it) {
+    const int64_t b = it % wk.rows, t = it / wk.rows % wk.tiles, n = it / (wk.rows * wk.tiles);
+    const int64_t oh0 = b * band, oh1 = std::min(d.oh, oh0 + band);
+    const int64_t nb = std::min<int64_t>(2, kb - 2 * t);
+    NchwcConv<T> er = e, dr = d;
+    er.y = ws, er.y_blocked = true, er.yring = ring, er.yb0 = 2 * t, er.lo = e.lo, er.hi = e.hi;
+    dr.x = ws, dr.xn = 0, dr.xc = 1, dr.xw = B, dr.xh = e.w * B, dr.xcb = ring * e.w * B, dr.xring = ring;
+    dr.xb0 = 2 * t;
+    const bool two = Shape<T>::NB == 2 && nb == 2;
+    int64_t next = 0;  // the first expansion row not computed yet
+    for (int64_t oh = oh0; oh < oh1; ++oh) {
+      const int64_t lo = oh * d.sh - d.pt, hi = std::min(d.h, lo + ring);
+      for (int64_t j = std::max({next, lo, int64_t{0}}); j < hi; ++j) {
+        for (int64_t b0 = 2 * t; b0 < 2 * t + nb; b0 += two ? 2 : 1)
+          row_tiles<T, Shape<T>::P>(er, 0, e.w, [&](auto P, auto check, int64_t ow) {
+            constexpr int p = decltype(P)::value;
+            constexpr bool chk = decltype(check)::value;
+            if (two)
+              dense_tile<T, Shape<T>::NB, p, chk>(er, n, b0, j, ow);
+            else
+              dense_tile<T, 1, p, chk>(er, n, b0, j, ow);
+          });
+      }
+      next = std::max(next, hi);
+      for (int64_t blk = 2 * t; blk < 2 * t + nb; ++blk)
+        row_tiles<T, Shape<T>::PD>(dr, 0, d.ow, [&](auto P, auto check, int64_t ow) {
+          dw_tile<T, decltype(P)::value, decltype(check)::value>(dr, n, blk, oh, ow);
+        });
+    }
+  }
+}
+
 }  // namespace
 
 #define PYCONV_EXPORT_T(T)                                                                                   \
   void PYCONV_CAT(conv2d_nchwc_fwd, PYCONV_ISA)(const NchwcConv<T>& a, const NchwcWork& w, int64_t i0,       \
                                                 int64_t i1) {                                                \
     nchwc_fwd<T>(a, w, i0, i1);                                                                              \
+  }                                                                                                          \
+  void PYCONV_CAT(conv2d_nchwc_expand_dw, PYCONV_ISA)(const NchwcConv<T>& e, const NchwcConv<T>& d,          \
+                                                      const NchwcWork& w, int64_t i0, int64_t i1, T* ws) {   \
+    expand_dw<T>(e, d, w, i0, i1, ws);                                                                       \
   }
 PYCONV_EXPORT_T(float)
 PYCONV_EXPORT_T(double)
