@@ -306,3 +306,21 @@ def test_graph_blocked_residual_chain_equals_the_nchw_plan(monkeypatch):
     for n in (3, 1, 3, 2):
         xn = x[:n] + n
         np.testing.assert_allclose(blocked(xn), plain(xn), rtol=1e-5, atol=1e-5)
+
+
+def test_stride1_3x3_runs_blocked_only_for_one_image_on_small_planes():
+    """A stride-1 3x3 conv is eligible at batch 1 on planes up to 14x14 (where the graph would
+    run im2col), not on larger planes or batches, where Winograd is faster."""
+    rng = np.random.default_rng(2)
+    init = _params(rng, w0=(32, 16, 1, 1), w1=(32, 32, 3, 3), w2=(48, 32, 3, 3), w3=(16, 48, 1, 1))
+    nodes = [_conv("x", "w0", "", "a", pad=0), _conv("a", "w1", "", "b"), _conv("b", "w2", "", "c"),
+             _conv("c", "w3", "", "y", pad=0)]
+    for hw, n, want in [(12, 1, {"a", "b", "c"}), (12, 2, set()), (30, 1, set())]:
+        g = Graph(nodes, _inputs(16, hw, hw), ["y"], init)
+        cg = CompiledGraph(g, {"x": (n, 16, hw, hw)})
+        assert cg.plan.blocked == want, (hw, n)
+        x = rng.standard_normal((n, 16, hw, hw)).astype(np.float32)
+        i = {k: np.asarray(v, np.float64) for k, v in init.items()}
+        ref = F.conv2d(F.conv2d(F.conv2d(F.conv2d(x.astype(np.float64), i["w0"]), i["w1"], padding=1), i["w2"],
+                                padding=1), i["w3"])
+        assert np.abs(cg(x) - ref).max() <= 1e-4 * np.abs(ref).max()  # Winograd's float32 error on 30x30

@@ -204,6 +204,7 @@ using conv2d_winograd_output_fn = void(const WinoTiles<T>&, int64_t k0, int64_t 
 // row), `chunk` pixels per item along it.
 struct NchwcWork {
   int64_t tiles, rows, cols, chunk, chunks;
+  bool flat;  // dense tiles run along the flattened plane (rows == 1, cols == oh*ow)
 };
 template <class T>
 using conv2d_nchwc_fwd_fn = void(const NchwcConv<T>&, const NchwcWork&, int64_t i0, int64_t i1);

@@ -257,7 +257,8 @@ def nchwc_eligible(node, ins):
     """Whether the blocked-layout kernel runs this conv when its input or output is kept blocked
     (NCHW16c, inference.nchwc): float32 constant weights, an epilogue the kernel fuses, and a
     shape where it is at least as fast as the NCHW algorithms (RESULTS.md section 11): depthwise,
-    1x1, strided, or fewer than 16 input channels. Stride-1 3x3 convs stay NCHW (Winograd)."""
+    1x1, strided, fewer than 16 input channels, or one image on a plane of at most 14x14 that the
+    graph would not give Winograd. Other stride-1 convs stay NCHW (Winograd)."""
     if node.op != "Conv" or len(ins[0].shape) != 4 or ins[1].const is None or ins[1].dtype != _F32:
         return False
     if len(ins) > 2 and ins[2] is not None and ins[2].const is None:
@@ -269,7 +270,12 @@ def nchwc_eligible(node, ins):
     (sh, sw), _, _ = conv_geometry(node, ins[0].shape, (r, s))
     if g == c == k and cg == 1:
         return True
-    return g == 1 and ((r == 1 and s == 1) or sh > 1 or sw > 1 or c < 16)
+    if g != 1:
+        return False
+    if (r == 1 and s == 1) or sh > 1 or sw > 1 or c < 16:
+        return True
+    out = _infer_conv(node, ins)[0][0]
+    return ins[0].shape[0] == 1 and out[2] * out[3] <= 196 and conv_algorithm(node, ins) != "winograd"
 
 
 def build_conv_nchwc(node, ins, x_blocked, y_blocked):

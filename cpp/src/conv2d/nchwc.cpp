@@ -21,14 +21,17 @@ void conv2d_nchwc_fwd(const NchwcConv<T>& a0) {
   wk.tiles = a.depthwise ? kb : (kb + 1) / 2;
   wk.rows = a.oh;
   wk.cols = a.ow;
+  // planes narrower than a 14-pixel tile: dense tiles across rows (blocked input only)
+  if (!a.depthwise && a.ow < 14 && a.oh > 1 && a.xc == 1) wk.flat = true, wk.rows = 1, wk.cols = a.oh * a.ow;
+  const int64_t cols = wk.cols;
   const int64_t macs = a.n * a.k * a.oh * a.ow * a.r * a.s * (a.depthwise ? 1 : a.c);
   const int nt = threads_for(macs / 8, num_threads());
   // Up to 8 tiles of 14 pixels per item (weights reused across them), fewer when that leaves
   // under 8 items per thread (a 7x7 plane with few filter blocks); the split never changes sums.
-  wk.chunk = std::min<int64_t>(a.ow, 112);
-  while (wk.chunk > 14 && a.n * wk.tiles * wk.rows * ((a.ow + wk.chunk - 1) / wk.chunk) < 8 * nt)
+  wk.chunk = std::min<int64_t>(cols, 112);
+  while (wk.chunk > 14 && a.n * wk.tiles * wk.rows * ((cols + wk.chunk - 1) / wk.chunk) < 8 * nt)
     wk.chunk = std::max<int64_t>(14, (wk.chunk / 2 + 13) / 14 * 14);
-  wk.chunks = (a.ow + wk.chunk - 1) / wk.chunk;
+  wk.chunks = (cols + wk.chunk - 1) / wk.chunk;
   const int64_t items = a.n * wk.tiles * wk.rows * wk.chunks;
   auto* fn = kernel_table<T>().conv2d_nchwc_fwd[static_cast<int>(active_isa())];
   parallel_for(items, nt, [&](int64_t i0, int64_t i1) { fn(a, wk, i0, i1); });

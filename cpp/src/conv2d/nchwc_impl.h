@@ -71,13 +71,20 @@ inline void store(const NchwcConv<T>& a, int64_t n, int64_t kb0, int64_t nb, int
   }
 }
 
-// Dense tile: NB blocks from kb0, P pixels from (oh, ow0) (CHECK: pixels outside the input
-// columns skipped, P == 1).
-template <class T, int NB, int P, bool CHECK>
-void dense_tile(const NchwcConv<T>& a, int64_t n, int64_t kb0, int64_t oh, int64_t ow0) {
+// How a dense tile reads its P input pixels per tap: all inside the input (STRIDED), or, for
+// tiles touching the padding or past the row's end (np < P pixels), through one pointer per
+// pixel that points at a zero block where the pixel is outside (POINTERS: blocked input, whose
+// 16 channels of a pixel are contiguous), or by skipping those pixels (CHECKED: NCHW input).
+// FLAT: a tile of np consecutive pixels of the flattened output plane (from q0 = ow0), across
+// rows, through pointers (planes narrower than a tile: 7x7 fills 14 lanes of pixels, not 7).
+enum class Rd { STRIDED, POINTERS, CHECKED, FLAT };
+
+// Dense tile: NB blocks from kb0, np <= P pixels from (oh, ow0).
+template <class T, int NB, int P, Rd MODE>
+void dense_tile(const NchwcConv<T>& a, int64_t n, int64_t kb0, int64_t oh, int64_t ow0, int np) {
   using vec = typename V<T>::vec;
   constexpr int L = V<T>::L, NVB = Shape<T>::NVB, NV = NB * NVB;
-  constexpr int np = P;
+  alignas(64) static constexpr T zeros[B] = {};
   vec acc[P][NV];
   for (int j = 0; j < NB; ++j)
     for (int v = 0; v < NVB; ++v) {
@@ -88,35 +95,55 @@ void dense_tile(const NchwcConv<T>& a, int64_t n, int64_t kb0, int64_t oh, int64
   const int64_t cb = (a.c + B - 1) / B, taps = a.r * a.s;
   const int64_t wblk = cb * taps * B * B;  // one output block's weights
   const T* w0 = a.wp + kb0 * wblk;
+  const int64_t step = a.sw * a.xw;
+  int64_t fh[P], fw[P];  // FLAT: each pixel's first input row and column
+  if constexpr (MODE == Rd::FLAT)
+    for (int p = 0; p < P; ++p) {
+      const int64_t q = std::min<int64_t>(ow0 + p, a.oh * a.ow - 1);
+      fh[p] = q / a.ow * a.sh - a.pt, fw[p] = q % a.ow * a.sw - a.pl;
+    }
   for (int64_t ib = 0; ib < cb; ++ib) {
     const int64_t cn = std::min<int64_t>(B, a.c - ib * B);
     const T* xb = a.x + n * a.xn + ib * a.xcb;
     for (int64_t r = 0; r < a.r; ++r) {
       const int64_t ih = oh * a.sh - a.pt + r * a.dh;
-      if (ih < 0 || ih >= a.h) continue;
+      if (MODE != Rd::FLAT && (ih < 0 || ih >= a.h)) continue;
       const T* xr = xb + ih * a.xh;
       for (int64_t s = 0; s < a.s; ++s) {
         const int64_t iw0 = ow0 * a.sw - a.pl + s * a.dw;
         const T* wt = w0 + ((ib * a.r + r) * a.s + s) * B * B;
         bool ok[P];
-        if constexpr (CHECK)
+        const T* px[P];
+        if constexpr (MODE == Rd::FLAT) {
+          for (int p = 0; p < P; ++p) {
+            const int64_t h = fh[p] + r * a.dh, w = fw[p] + s * a.dw;
+            px[p] = p < np && h >= 0 && h < a.h && w >= 0 && w < a.w ? xb + h * a.xh + w * a.xw : zeros;
+          }
+        } else if constexpr (MODE != Rd::STRIDED) {
           for (int p = 0; p < P; ++p) {
             const int64_t iw = iw0 + p * a.sw;
-            ok[p] = iw >= 0 && iw < a.w;
+            ok[p] = p < np && iw >= 0 && iw < a.w;
+            px[p] = ok[p] ? xr + iw * a.xw : zeros;
           }
+        }
+        const T* xc = xr + iw0 * a.xw;
         for (int64_t ci = 0; ci < cn; ++ci) {
           vec wv[NV];
 #pragma GCC unroll 4
           for (int j = 0; j < NB; ++j)
 #pragma GCC unroll 4
             for (int v = 0; v < NVB; ++v) wv[j * NVB + v] = loadu(wt + j * wblk + ci * B + v * L);
-          const T* xc = xr + ci * a.xc + iw0 * a.xw;
-          const int64_t step = a.sw * a.xw;
 #pragma GCC unroll 28
           for (int p = 0; p < P; ++p) {
-            if constexpr (CHECK)
+            T xv;
+            if constexpr (MODE == Rd::STRIDED) {
+              xv = xc[p * step + ci * a.xc];
+            } else if constexpr (MODE == Rd::POINTERS || MODE == Rd::FLAT) {
+              xv = px[p][ci];
+            } else {
               if (!ok[p]) continue;
-            const T xv = xc[p * step];
+              xv = xc[p * step + ci * a.xc];
+            }
 #pragma GCC unroll 8
             for (int v = 0; v < NV; ++v) acc[p][v] += xv * wv[v];
           }
@@ -182,6 +209,34 @@ inline void row_tiles(const NchwcConv<T>& a, int64_t c0, int64_t c1, Tile&& tile
   for (ow = hi; ow < c1; ++ow) tile(std::integral_constant<int, 1>{}, std::true_type{}, ow);
 }
 
+// Whether a tile of np pixels from ow0 reads only columns inside the input.
+template <class T>
+inline bool inside(const NchwcConv<T>& a, int64_t ow0, int np) {
+  return ow0 * a.sw - a.pl >= 0 && (ow0 + np - 1) * a.sw - a.pl + (a.s - 1) * a.dw < a.w;
+}
+
+// Output columns [c0, c1) of one row in tiles of P pixels: inside the input unchecked, else
+// (padding, the row's last pixels) through per-pixel pointers or checks.
+template <class T, int NB>
+void dense_row(const NchwcConv<T>& a, int64_t n, int64_t b0, int64_t row, int64_t c0, int64_t c1) {
+  constexpr int P = Shape<T>::P;
+  const bool blocked = a.xc == 1;
+  if (row < 0) {  // [c0, c1) of the flattened plane
+    for (int64_t q = c0; q < c1; q += P)
+      dense_tile<T, NB, P, Rd::FLAT>(a, n, b0, 0, q, static_cast<int>(std::min<int64_t>(P, c1 - q)));
+    return;
+  }
+  for (int64_t ow = c0; ow < c1; ow += P) {
+    const int np = static_cast<int>(std::min<int64_t>(P, c1 - ow));
+    if (np == P && inside(a, ow, np))
+      dense_tile<T, NB, P, Rd::STRIDED>(a, n, b0, row, ow, np);
+    else if (blocked)
+      dense_tile<T, NB, P, Rd::POINTERS>(a, n, b0, row, ow, np);
+    else
+      dense_tile<T, NB, P, Rd::CHECKED>(a, n, b0, row, ow, np);
+  }
+}
+
 template <class T>
 void nchwc_fwd(const NchwcConv<T>& a, const NchwcWork& wk, int64_t i0, int64_t i1) {
   const int64_t kb = (a.k + B - 1) / B;
@@ -197,15 +252,9 @@ void nchwc_fwd(const NchwcConv<T>& a, const NchwcWork& wk, int64_t i0, int64_t i
     }
     // a tile pair t covers blocks [2t, 2t + 2): one two-block tile, or one-block tiles in turn
     const bool two = Shape<T>::NB == 2 && 2 * t + 2 <= kb;
+    const int64_t r = wk.flat ? -1 : row;
     for (int64_t b0 = 2 * t; b0 < std::min(kb, 2 * t + 2); b0 += two ? 2 : 1)
-      row_tiles<T, Shape<T>::P>(a, c0, c1, [&](auto P, auto check, int64_t ow) {
-        constexpr int p = decltype(P)::value;
-        constexpr bool chk = decltype(check)::value;
-        if (two)
-          dense_tile<T, Shape<T>::NB, p, chk>(a, n, b0, row, ow);
-        else
-          dense_tile<T, 1, p, chk>(a, n, b0, row, ow);
-      });
+      two ? dense_row<T, Shape<T>::NB>(a, n, b0, r, c0, c1) : dense_row<T, 1>(a, n, b0, r, c0, c1);
   }
 }
 
@@ -229,14 +278,7 @@ void expand_dw(const NchwcConv<T>& e, const NchwcConv<T>& d, const NchwcWork& wk
       const int64_t lo = oh * d.sh - d.pt, hi = std::min(d.h, lo + ring);
       for (int64_t j = std::max({next, lo, int64_t{0}}); j < hi; ++j) {
         for (int64_t b0 = 2 * t; b0 < 2 * t + nb; b0 += two ? 2 : 1)
-          row_tiles<T, Shape<T>::P>(er, 0, e.w, [&](auto P, auto check, int64_t ow) {
-            constexpr int p = decltype(P)::value;
-            constexpr bool chk = decltype(check)::value;
-            if (two)
-              dense_tile<T, Shape<T>::NB, p, chk>(er, n, b0, j, ow);
-            else
-              dense_tile<T, 1, p, chk>(er, n, b0, j, ow);
-          });
+          two ? dense_row<T, Shape<T>::NB>(er, n, b0, j, 0, e.w) : dense_row<T, 1>(er, n, b0, j, 0, e.w);
       }
       next = std::max(next, hi);
       for (int64_t blk = 2 * t; blk < 2 * t + nb; ++blk)
