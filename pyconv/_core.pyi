@@ -54,6 +54,10 @@ def conv2d_fwd_nchwc_expand_dw(x: np.ndarray, channels: int, w_expand: np.ndarra
                                lo: float = ..., hi: float = ..., *, out: Optional[np.ndarray] = None) -> np.ndarray:
     """A 1x1 expansion then a depthwise conv on NCHW16c in one call, the expansion never stored."""
     ...
+def global_avg_pool2d_nchwc(x: np.ndarray, channels: int, y_blocked: bool, *,
+                            out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Global average pooling of an NCHW16c input."""
+    ...
 class Im2colWeights:
     """float32 convolution weights packed once for im2col's GEMM (inference graphs)."""
     def __init__(self, weight: np.ndarray, groups: int = 1) -> None: ...

@@ -228,6 +228,18 @@ def test_expansion_fused_bad_arguments_are_named(bad, match):
         _core.conv2d_fwd_nchwc_expand_dw(*[kw[k] for k in names], True)
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("y_blocked", [False, True])
+def test_global_average_pool_of_blocked_input(dt, y_blocked, isa, poison):
+    x = np.random.default_rng(4).standard_normal((3, 40, 7, 9)).astype(dt)
+    y = _core.global_avg_pool2d_nchwc(to_blocked(x), 40, y_blocked)
+    y = from_blocked(y, 40) if y_blocked else y
+    np.testing.assert_allclose(y, x.astype(np.float64).mean(axis=(2, 3), keepdims=True),
+                               rtol=1e-5 if dt == np.float32 else 1e-12, atol=1e-6 if dt == np.float32 else 1e-13)
+    with pytest.raises(ValueError, match="blocked input"):
+        _core.global_avg_pool2d_nchwc(to_blocked(x), 60, y_blocked)
+
+
 # --------------------------------------------------------------------------- the graph's layout
 
 
@@ -264,11 +276,11 @@ def test_graph_keeps_convs_blocked_and_matches_reference():
     g = _block_graph(rng)
     cg = CompiledGraph(g, {"x": (2, 3, 20, 18)})
     plan = cg.plan
-    # the expansion is a graph output and the projection feeds a pool: both NCHW; the stem's
-    # output is also the residual of an NCHW output, so it stays NCHW as well: only the
-    # depthwise conv's output is kept blocked, between two convs
-    assert plan.blocked == {"d"}
-    assert plan.nchwc == {"d", "pr"}
+    # the expansion is a graph output: NCHW (so the depthwise conv reorders its input); the
+    # stem's output (read by a conv and as the residual of the blocked projection), the
+    # depthwise output and the projection (read by the pool) are blocked
+    assert plan.blocked == {"a", "d", "pr"}
+    assert plan.nchwc == {"a", "e", "d", "pr", "y"}
     x = rng.standard_normal((2, 3, 20, 18)).astype(np.float32)
     y, e = cg(x)
     i = {k: np.asarray(v, np.float64) for k, v in g.initializers.items()}
@@ -278,7 +290,7 @@ def test_graph_keeps_convs_blocked_and_matches_reference():
     pr = F.conv2d(d, i["w3"], i["b3"]) + a
     np.testing.assert_allclose(e, e_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(y, pr.mean(axis=(2, 3), keepdims=True), rtol=1e-5, atol=1e-5)
-    assert sum(r["algorithm"] == "nchwc" for r in plan.rows()) == 2
+    assert sum(r["algorithm"] == "nchwc" for r in plan.rows()) == 5
 
 
 def test_graph_blocked_residual_chain_equals_the_nchw_plan(monkeypatch):

@@ -244,6 +244,27 @@ py::array conv2d_fwd_nchwc_expand_dw_t(const py::array& x, int64_t channels, con
   return std::move(y);
 }
 
+// Global average pooling of a blocked input (N, ceil(C/16), H, W, 16) to (N, C, 1, 1) or blocked.
+template <class T>
+py::array global_avg_pool2d_nchwc_t(const py::array& x, int64_t channels, bool y_blocked, const py::object& out) {
+  constexpr int64_t B = kNchwcBlock;
+  check_array(x, "input", 5, py::dtype::of<T>());
+  if (channels < 1 || x.shape(1) != (channels + B - 1) / B || x.shape(4) != B)
+    throw std::invalid_argument("blocked input must have shape (N, " + std::to_string((channels + B - 1) / B) +
+                                ", H, W, 16) for channels=" + std::to_string(channels) + ", got " + shape_str(x));
+  NchwcPool<T> a{};
+  a.n = x.shape(0), a.c = channels, a.h = x.shape(2), a.w = x.shape(3);
+  const std::vector<int64_t> ys = y_blocked ? std::vector<int64_t>{a.n, x.shape(1), 1, 1, B}
+                                            : std::vector<int64_t>{a.n, channels, 1, 1};
+  auto y = out_or_new<T>(out, ys, {&x});
+  a.x = data<T>(x), a.y = y.mutable_data(), a.y_blocked = y_blocked;
+  {
+    NoGil nogil(static_cast<double>(x.size()));
+    global_avg_pool2d_nchwc<T>(a);
+  }
+  return std::move(y);
+}
+
 // precision="bfloat16": float32 in and out, operands rounded to bfloat16, fp32 accumulation.
 // `w` is a float32 array (rounded and packed for this call) or a Bf16ConvWeights packed once.
 std::shared_ptr<Bf16ConvWeights> pack_bf16(const py::array& w, int64_t groups) {
@@ -427,6 +448,11 @@ void bind_conv2d(py::module_& m) {
      py::arg("lo") = -std::numeric_limits<double>::infinity(), py::arg("hi") = std::numeric_limits<double>::infinity(),
      py::kw_only(), py::arg("out") = py::none(),
      "A 1x1 expansion then a depthwise conv on NCHW16c in one call, the expansion never stored.");
+  m.def("global_avg_pool2d_nchwc", [](py::array x, int64_t channels, bool y_blocked, py::object out) {
+    return by_dtype<py::array>(x, "input", [&] { return global_avg_pool2d_nchwc_t<float>(x, channels, y_blocked, out); },
+                               [&] { return global_avg_pool2d_nchwc_t<double>(x, channels, y_blocked, out); });
+  }, py::arg("x"), py::arg("channels"), py::arg("y_blocked"), py::kw_only(), py::arg("out") = py::none(),
+     "Global average pooling of an NCHW16c input.");
   m.def("conv2d_fwd_fused", [](py::array x, py::array w, py::object b, I2 stride, I4 pad, I2 dil, int64_t groups,
                                int algo, py::object residual, double lo, double hi, py::object out, py::object packed) {
     return by_dtype<py::array>(x, "input", [&] { return conv2d_fwd_fused_t<float>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi, out, packed); },

@@ -208,6 +208,9 @@ struct NchwcWork {
 };
 template <class T>
 using conv2d_nchwc_fwd_fn = void(const NchwcConv<T>&, const NchwcWork&, int64_t i0, int64_t i1);
+// Blocked global average pooling (pyconv/nchwc.h) over items [i0, i1): it = n*C/16 + block.
+template <class T>
+using global_avg_pool2d_nchwc_fn = void(const NchwcPool<T>&, int64_t i0, int64_t i1);
 // The fused expansion + depthwise conv (pyconv/nchwc.h): items (n*tiles + t)*rows + band, `rows`
 // bands of output rows per image; ws: this thread's ring of expansion rows.
 template <class T>

@@ -15,8 +15,8 @@ import numpy as np
 from .. import _core
 from . import nchwc
 from .graph import Graph, GraphError
-from .ops import (BF16_BUILDERS, FRESH, INPLACE, OPS, VIEWS, build_conv_nchwc, build_expand_dw, conv_algorithm,
-                  conv_core_args, nchwc_eligible)
+from .ops import (BF16_BUILDERS, FRESH, INPLACE, OPS, POOLS_NCHWC, VIEWS, build_conv_nchwc, build_expand_dw,
+                  build_pool_nchwc, conv_algorithm, conv_core_args, nchwc_eligible)
 
 #: Accepted values of ``precision=`` (CompiledGraph, pyconv.onnx.load, pyconv.torch.optimize).
 PRECISIONS = ("float32", "bfloat16")
@@ -34,17 +34,22 @@ def _nbytes(info):
 
 
 def blocked_values(graph, infos):
-    """(values kept in the blocked layout, convs run by the blocked kernel). A value is blocked
-    when an eligible conv (ops.nchwc_eligible) makes it, it is not a graph output, and every
-    reader is an eligible conv taking it as its input or as the fused residual of a blocked
-    output; an eligible conv runs blocked when its input or its output is."""
+    """(values kept in the blocked layout, nodes run by the blocked kernels, by output name). A
+    value is blocked when an eligible conv (ops.nchwc_eligible) makes it, it is not a graph
+    output, and every reader is an eligible conv taking it as its input or as the fused residual
+    of a blocked output, or a GlobalAveragePool; an eligible conv runs blocked when its input or
+    its output is, a pool when its input is."""
     ins = {n.name: [infos[i] if i else None for i in n.inputs] for n in graph.nodes}
     elig = {n.outputs[0]: n for n in graph.nodes if n.op == "Conv" and nchwc_eligible(n, ins[n.name])}
+    pools = {n.outputs[0]: n for n in graph.nodes if n.op in POOLS_NCHWC and len(ins[n.name][0].shape) == 4
+             and ins[n.name][0].dtype == np.float32 and not any(n.outputs[1:])}
     consumers = graph.consumers()
     outputs = set(graph.outputs)
 
     def role(c, v):
-        """How conv c reads v: "x", "res", "x+res" or None (as weight or bias)."""
+        """How c reads v: "x", "res", "x+res" or None (as weight or bias, or c cannot)."""
+        if c.outputs[0] in pools:
+            return "x" if c.inputs == [v] else None
         if c.outputs[0] not in elig:
             return None
         adds = [e[1] for e in c.epilogue if e[0] == "add"]
@@ -53,17 +58,20 @@ def blocked_values(graph, infos):
             return None
         return "+".join(r for r, i in (("x", 0), ("res", adds[0] if adds else -1)) if i in at)
 
-    blocked = {v for v in elig if v not in outputs and consumers.get(v)
-               and all(role(c, v) for c in consumers[v])}
+    blocked = {v for v in elig if v not in outputs and consumers.get(v) and all(role(c, v) for c in consumers[v])}
     residual = {v: [n.inputs[e[1]] for e in n.epilogue if e[0] == "add"] for v, n in elig.items()}
     changed = True
-    while changed:  # a fused residual is in its conv's output layout
-        drop = {v for v in blocked if any(r not in blocked for r in residual[v])
+    while changed:  # a fused residual is in its conv's output layout;
+        # a conv reordering 16 or more NCHW channels only for a pool gains nothing (SqueezeNet's classifier)
+        drop = {v for v in blocked if any(r not in blocked for r in residual.get(v, ()))
+                or (v in elig and elig[v].inputs[0] not in blocked and infos[elig[v].inputs[0]].shape[1] >= 16
+                    and all(c.outputs[0] in pools for c in consumers[v]))
                 or any("res" in role(c, v) and c.outputs[0] not in blocked for c in consumers[v])}
         blocked -= drop
         changed = bool(drop)
-    convs = {v for v, n in elig.items() if v in blocked or n.inputs[0] in blocked}
-    return blocked, convs
+    run = {v for v, n in elig.items() if v in blocked or n.inputs[0] in blocked}
+    run |= {v for v, n in pools.items() if n.inputs[0] in blocked}
+    return blocked, run
 
 
 def fuse_expansions(graph, infos, blocked, convs):
@@ -150,6 +158,8 @@ class Plan:
                 fn = build_expand_dw(a, a_ins, infos[a.outputs[0]], n, ins, n.outputs[0] in self.blocked)
             elif n.op == "Conv" and n.outputs[0] in self.nchwc:
                 fn = build_conv_nchwc(n, ins, n.inputs[0] in self.blocked, n.outputs[0] in self.blocked)
+            elif n.outputs[0] in self.nchwc:
+                fn = build_pool_nchwc(n, ins, n.outputs[0] in self.blocked)
             else:
                 fn = build(n, ins, can)
             self.inplace.append(can)
@@ -356,6 +366,8 @@ class Plan:
                 params += sum(int(np.asarray(init[i]).size) for i in a.inputs[1:3] if i in init)
             elif n.op == "Conv":
                 algo = "nchwc" if n.outputs[0] in self.nchwc else conv_algorithm(n, ins)
+            elif n.outputs[0] in self.nchwc:
+                algo = "nchwc"
                 if self.precision == "bfloat16":
                     k, cg, r, s_ = ins[1].shape
                     g = int(n.attrs.get("group", 1))

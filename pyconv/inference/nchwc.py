@@ -43,8 +43,10 @@ def pack_bias(b, k, dtype=np.float32):
 
 def to_blocked(x):
     n, c, h, w = x.shape
-    p = np.zeros((n, blocks(c) * B, h, w), x.dtype)
-    p[:, :c] = x
+    p = x
+    if c % B:
+        p = np.zeros((n, blocks(c) * B, h, w), x.dtype)
+        p[:, :c] = x
     return np.ascontiguousarray(p.reshape(n, blocks(c), B, h, w).transpose(0, 1, 3, 4, 2))
 
 

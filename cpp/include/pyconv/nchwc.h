@@ -39,6 +39,20 @@ struct NchwcConv {
 template <class T>
 void conv2d_nchwc_fwd(const NchwcConv<T>& a);
 
+// The mean of each channel's plane of a blocked input x (n, c, h, w): y (n, c, 1, 1), blocked
+// or NCHW. (A blocked max pool lost to the NCHW one: stride-2 windows over 16-channel pixels read
+// at half its bandwidth, RESULTS.md section 11.)
+template <class T>
+struct NchwcPool {
+  int64_t n, c, h, w;
+  const T* x;
+  T* y;
+  bool y_blocked;
+};
+
+template <class T>
+void global_avg_pool2d_nchwc(const NchwcPool<T>& a);
+
 // A 1x1 stride-1 expansion e (input x, output k channels) followed by a depthwise conv d of its
 // output, without the expansion's output in memory: each work item computes the rows of two
 // expansion blocks that d's next output row needs into a ring of rows, then that output row.

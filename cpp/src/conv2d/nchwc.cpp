@@ -55,9 +55,18 @@ void conv2d_nchwc_expand_dw(const NchwcConv<T>& e, const NchwcConv<T>& d) {
   });
 }
 
+template <class T>
+void global_avg_pool2d_nchwc(const NchwcPool<T>& a) {
+  const int64_t items = a.n * ((a.c + kNchwcBlock - 1) / kNchwcBlock);
+  auto* fn = kernel_table<T>().global_avg_pool2d_nchwc[static_cast<int>(active_isa())];
+  parallel_for(items, threads_for(a.n * a.c * a.h * a.w, num_threads()), [&](int64_t i0, int64_t i1) { fn(a, i0, i1); });
+}
+
 template void conv2d_nchwc_fwd<float>(const NchwcConv<float>&);
 template void conv2d_nchwc_fwd<double>(const NchwcConv<double>&);
 template void conv2d_nchwc_expand_dw<float>(const NchwcConv<float>&, const NchwcConv<float>&);
 template void conv2d_nchwc_expand_dw<double>(const NchwcConv<double>&, const NchwcConv<double>&);
+template void global_avg_pool2d_nchwc<float>(const NchwcPool<float>&);
+template void global_avg_pool2d_nchwc<double>(const NchwcPool<double>&);
 
 }  // namespace pyconv

@@ -289,6 +289,27 @@ void expand_dw(const NchwcConv<T>& e, const NchwcConv<T>& d, const NchwcWork& wk
   }
 }
 
+template <class T>
+void global_avg(const NchwcPool<T>& a, int64_t i0, int64_t i1) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L, NVB = Shape<T>::NVB;
+  const int64_t cb = (a.c + B - 1) / B, plane = a.h * a.w;
+  for (int64_t it = i0; it < i1; ++it) {
+    const T* x = a.x + it * plane * B;
+    vec sum[NVB];
+    for (int v = 0; v < NVB; ++v) sum[v] = vec{};
+    for (int64_t q = 0; q < plane; ++q)
+      for (int v = 0; v < NVB; ++v) sum[v] += loadu(x + q * B + v * L);
+    for (int v = 0; v < NVB; ++v) sum[v] *= T(1) / static_cast<T>(plane);
+    const int64_t n = it / cb, blk = it % cb;
+    if (a.y_blocked) {
+      for (int v = 0; v < NVB; ++v) storeu(a.y + it * B + v * L, sum[v]);
+    } else {
+      for (int64_t ch = 0; ch < std::min<int64_t>(B, a.c - blk * B); ++ch) a.y[n * a.c + blk * B + ch] = sum[ch / L][ch % L];
+    }
+  }
+}
+
 }  // namespace
 
 #define PYCONV_EXPORT_T(T)                                                                                   \
@@ -299,6 +320,9 @@ void expand_dw(const NchwcConv<T>& e, const NchwcConv<T>& d, const NchwcWork& wk
   void PYCONV_CAT(conv2d_nchwc_expand_dw, PYCONV_ISA)(const NchwcConv<T>& e, const NchwcConv<T>& d,          \
                                                       const NchwcWork& w, int64_t i0, int64_t i1, T* ws) {   \
     expand_dw<T>(e, d, w, i0, i1, ws);                                                                       \
+  }                                                                                                          \
+  void PYCONV_CAT(global_avg_pool2d_nchwc, PYCONV_ISA)(const NchwcPool<T>& a, int64_t i0, int64_t i1) {      \
+    global_avg<T>(a, i0, i1);                                                                                \
   }
 PYCONV_EXPORT_T(float)
 PYCONV_EXPORT_T(double)
