@@ -5,8 +5,11 @@ import numbers
 from . import _core
 
 ISAS = tuple(_core.isas())
-#: The levels with float32/float64 kernels: "amx" is avx512 plus AMX tiles for precision="bfloat16".
-FLOAT_ISAS = tuple(i for i in ISAS if i != "amx")
+#: The levels with precision="bfloat16" kernels only: "avx512_bf16" is avx512 plus vdpbf16ps, "amx"
+#: that plus AMX tiles.
+BF16_ISAS = ("avx512_bf16", "amx")
+#: The levels with float32/float64 kernels.
+FLOAT_ISAS = tuple(i for i in ISAS if i not in BF16_ISAS)
 
 
 def _positive_int(name, value):
@@ -47,8 +50,9 @@ def get_num_threads():
 
 
 def cpu_isa():
-    """Best instruction set this CPU supports among 'scalar', 'avx2' (AVX2+FMA), 'avx512' and 'amx'
-    (AVX-512 plus AMX bfloat16 tiles the OS lets this process use)."""
+    """Best instruction set this CPU supports among 'scalar', 'avx2' (AVX2+FMA), 'avx512',
+    'avx512_bf16' (AVX-512 plus the bfloat16 dot product vdpbf16ps) and 'amx' (that plus AMX
+    bfloat16 tiles the OS lets this process use)."""
     return _core.cpu_isa()
 
 

@@ -19,7 +19,7 @@ from . import _core, _reference
 from . import functional as F
 from .functional.conv import _round_bf16
 from ._reference import ConvCase
-from ._runtime import FLOAT_ISAS, ISAS
+from ._runtime import BF16_ISAS, FLOAT_ISAS, ISAS
 from ._utils import DIRECTIONS, _pair
 
 
@@ -238,7 +238,8 @@ def _eltwise_rows(isa, rows):
 
 
 def _bf16_rows(isa, rows, refs):
-    """precision="bfloat16" forward (the AMX tiles at level amx, the float32 path below) against
+    """precision="bfloat16" forward (the AMX tiles at level amx, vdpbf16ps at avx512_bf16, the
+    float32 path below) against
     the float64 convolution of the bfloat16-rounded operands."""
     for case in CONV_CASES:
         x, wt, b = refs[case.id][:3]
@@ -287,7 +288,8 @@ def check(verbose=True, isas=None):
         :class:`CheckResult` with ``.ok`` (all passed), ``.rows`` and ``.failures``.
     """
     run = available_isas()
-    tiles = ["amx"] if _core.cpu_isa() == "amx" and "amx" in _core.compiled_isas() else []  # bfloat16 only
+    # the bfloat16-only levels this CPU and build have
+    tiles = [i for i in BF16_ISAS if i in _core.compiled_isas() and ISAS.index(_core.cpu_isa()) >= ISAS.index(i)]
     if isas is not None:
         unknown = [i for i in isas if i not in run + tiles]
         if unknown:

@@ -31,8 +31,8 @@ def _info(args):
         ("cpu isa", _runtime.cpu_isa()),
         ("compiled isas", " ".join(_runtime.compiled_isas())),
         ("active isa", f"{_runtime.get_max_isa()} (cap: PYCONV_MAX_ISA / pyconv.set_max_isa)"),
-        ("bfloat16", ("AMX tiles" if _core.conv2d_bf16_kernel() == "amx" else
-                      "float32 kernels on rounded operands (no AMX at this level)")
+        ("bfloat16", {"amx": "AMX tiles", "avx512_bf16": "AVX512-BF16 (vdpbf16ps)"}.get(
+            _core.conv2d_bf16_kernel(), "float32 kernels on rounded operands (no bfloat16 kernel at this level)")
          + f"; default precision {_runtime.get_float32_precision()}"),
         ("workspace limit", f"{_runtime.get_workspace_limit() / 2**20:g} MiB"),
     ]

@@ -1,5 +1,6 @@
-"""The bfloat16 convolution kernels (AMX tiles, and the float32 path under an ISA cap): against the
-bf16-rounded float64 reference, packed weights, the fused epilogue, the process default."""
+"""The bfloat16 convolution kernels (AMX tiles, AVX512-BF16's vdpbf16ps, and the float32 path under
+an ISA cap): against the bf16-rounded float64 reference, packed weights, the fused epilogue, the
+process default."""
 import contextlib
 import threading
 
@@ -14,18 +15,20 @@ from pyconv._reference import conv2d as conv2d_reference
 from pyconv._reference import conv2d_grad_input as grad_input_reference
 from pyconv._reference import conv2d_grad_weight as grad_weight_reference
 
-HAVE_AMX = _core.cpu_isa() == "amx" and "amx" in _core.compiled_isas()
-# The levels to run: the tiles where this CPU has them, and the float32 path (capped at avx512,
-# or whatever float ISA the CPU tops out at).
-LEVELS = (["amx"] if HAVE_AMX else []) + ["float"]
+_ORDER = _core.isas()
+# The bfloat16 kernels this CPU and build run (vdpbf16ps, AMX tiles), and the levels to test: those
+# and the float32 path (capped at avx512, or whatever float ISA the CPU tops out at).
+NATIVE = [i for i in ("avx512_bf16", "amx") if i in _core.compiled_isas()
+          and _ORDER.index(_core.cpu_isa()) >= _ORDER.index(i)]
+LEVELS = NATIVE + ["float"]
 
 
 @contextlib.contextmanager
 def level(name):
     old = _core.get_max_isa()
-    pyconv.set_max_isa("amx" if name == "amx" else "avx512")
+    pyconv.set_max_isa(name if name in NATIVE else "avx512")
     try:
-        assert _core.conv2d_bf16_kernel() == ("amx" if name == "amx" else "float32")
+        assert _core.conv2d_bf16_kernel() == (name if name in NATIVE else "float32")
         yield
     finally:
         pyconv.set_max_isa(old)
@@ -85,22 +88,24 @@ def test_against_the_rounded_reference(lv, case):
     _check(y_nobias, x, w, None, st, pd, dl, g, mode)
 
 
-@pytest.mark.skipif(not HAVE_AMX, reason="no AMX tiles on this CPU")
-def test_tiles_and_float_path_agree_and_threads_do_not_matter():
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, 40, 17, 17)).astype(np.float32)
-    w = rng.standard_normal((70, 40, 3, 3)).astype(np.float32)
-    with level("amx"):
+@pytest.mark.skipif(not NATIVE, reason="no bfloat16 kernel on this CPU")
+@pytest.mark.parametrize("lv", NATIVE)
+@pytest.mark.parametrize("shape", [((2, 40, 17, 17), 1), ((2, 64, 9, 30), 1), ((3, 37, 11, 8), 2)])
+def test_native_and_float_path_agree_and_threads_do_not_matter(lv, shape):
+    (xs, stride), rng = shape, np.random.default_rng(3)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal((70, xs[1], 3, 3)).astype(np.float32)
+    with level(lv):
         with pyconv.threads(1):
-            y1 = conv2d(x, w, padding=1, precision="bfloat16")
+            y1 = conv2d(x, w, padding=1, stride=stride, precision="bfloat16")
         with pyconv.threads(2):
-            y2 = conv2d(x, w, padding=1, precision="bfloat16")
+            y2 = conv2d(x, w, padding=1, stride=stride, precision="bfloat16")
     with level("float"):
-        yf = conv2d(x, w, padding=1, precision="bfloat16")
+        yf = conv2d(x, w, padding=1, stride=stride, precision="bfloat16")
     assert np.array_equal(y1, y2)
     scale = float(np.max(np.abs(yf)))
     assert np.max(np.abs(y1 - yf)) <= 1e-5 * scale
-    assert not np.array_equal(y1, conv2d(x, w, padding=1))  # not the float32 result
+    assert not np.array_equal(y1, conv2d(x, w, padding=1, stride=stride))  # not the float32 result
 
 
 @pytest.mark.parametrize("lv", LEVELS)
@@ -154,7 +159,7 @@ def test_nan_and_inf_propagate_and_every_output_is_written(lv):
     assert np.isfinite(y[:, :, ~touched]).all()
 
 
-@pytest.mark.skipif(not HAVE_AMX, reason="no AMX tiles on this CPU")
+@pytest.mark.skipif(not NATIVE, reason="no bfloat16 kernel on this CPU")
 def test_calls_from_several_threads():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2, 32, 16, 16)).astype(np.float32)
@@ -295,6 +300,43 @@ def _small_torch_model():
     return torch, Net().eval()
 
 
+def test_graph_gives_big_spatial_convs_to_the_bfloat16_kernel():
+    """A residual block over 64 channels on a 14x14 plane, one image: float32 runs its 3x3 convs on
+    the blocked layout, bfloat16 on its own kernel (NCHW); both match the float64 model."""
+    torch = pytest.importorskip("torch")
+    import pyconv.torch as pt
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(64, 64, 3, padding=1)
+            self.c2 = nn.Conv2d(64, 96, 3, stride=2, padding=1)
+            self.dw = nn.Conv2d(96, 96, 3, padding=1, groups=96)
+            self.pw = nn.Conv2d(96, 32, 1)
+
+        def forward(self, x):
+            y = torch.relu(self.c1(x) + x)
+            return self.pw(self.dw(torch.relu(self.c2(y))))
+    torch.manual_seed(1)
+    model = Block().eval()
+    x = torch.randn(1, 64, 14, 14)
+    with torch.no_grad():
+        want = model.double()(x.double()).float()
+    model.float()
+    algos = {}
+    for precision in ("float32", "bfloat16"):
+        opt = pt.optimize(model, precision=precision)
+        algos[precision] = {r["name"]: r["algorithm"] for r in opt.summary(x) if r["op"] == "Conv"}
+        err = float((opt(x) - want).abs().max()) / float(want.abs().max())
+        assert err <= (1e-4 if precision == "float32" else 3e-2), (precision, err)
+    # c1 adds the NCHW input: NCHW itself
+    assert list(algos["float32"].values()) == ["im2col", "nchwc", "nchwc", "nchwc"]
+    kind = f"bfloat16 {_core.conv2d_bf16_kernel()}"
+    assert list(algos["bfloat16"].values()) == ([kind, kind, "nchwc", "nchwc"] if NATIVE else
+                                                 ["im2col", "nchwc", "nchwc", "nchwc"])
+
+
 def test_torch_optimize_and_onnx_load_at_bfloat16(tmp_path):
     torch, model = _small_torch_model()
     import pyconv.torch as pt
@@ -309,9 +351,11 @@ def test_torch_optimize_and_onnx_load_at_bfloat16(tmp_path):
     scale = float(want.abs().max())
     assert float((y32 - want).abs().max()) <= 1e-4 * scale
     assert 0 < float((y16 - want).abs().max()) <= 3e-2 * scale
-    algos = {r["name"]: r["algorithm"] for r in bf.summary(x) if r["op"] == "Conv"}
-    tiles = [a for a in algos.values() if a == "bfloat16 amx tiles"]
-    assert len(tiles) == (3 if HAVE_AMX else 0)  # stem, a, b; never the depthwise one
+    rows = [r for r in bf.summary(x) if r["op"] == "Conv"]
+    native = [r["name"] for r in rows if r["algorithm"] == f"bfloat16 {_core.conv2d_bf16_kernel()}"]
+    # the stem (3 channels: direct); never the depthwise one, nor `a` (float32 Winograd is faster)
+    assert len(native) == (1 if NATIVE else 0)
+    assert all(r["algorithm"] == "nchwc" for r in rows if r["groups"] > 1)
     with pytest.raises(ValueError, match="precision must be one of"):
         pt.optimize(model, precision="int8")
 

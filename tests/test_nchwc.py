@@ -312,7 +312,7 @@ def test_graph_blocked_residual_chain_equals_the_nchw_plan(monkeypatch):
     assert set(blocked.plan.expand) == {"y"}  # c3 (1x1) runs inside c4 (depthwise 5x5)
     assert [n.name for n in blocked.plan.graph.nodes if n.op == "Conv"] == ["a", "b0", "c0", "y"]
     from pyconv.inference import executor
-    monkeypatch.setattr(executor, "blocked_values", lambda graph, infos: (set(), set()))
+    monkeypatch.setattr(executor, "blocked_values", lambda graph, infos, precision: (set(), set()))
     plain = CompiledGraph(g, {"x": (3, 3, 30, 32)})
     assert plain.plan.blocked == set()
     for n in (3, 1, 3, 2):

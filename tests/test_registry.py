@@ -54,12 +54,14 @@ def test_kernel_rows_read_every_column():
             assert r["direction"] in DIRECTIONS + ["any", "bwd_bias"], r
 
 
-def test_float_isas_and_the_amx_level():
-    assert pyconv._runtime.FLOAT_ISAS == tuple(i for i in _core.isas() if i != "amx")
+def test_float_isas_and_the_bfloat16_levels():
+    assert pyconv._runtime.FLOAT_ISAS == tuple(i for i in _core.isas() if i not in ("avx512_bf16", "amx"))
+    assert _core.isas()[-2:] == ["avx512_bf16", "amx"]  # above every float level
     rows = _core.kernels()
     assert {r["isa"] for r in rows} == set(_core.compiled_isas())
-    if "amx" in _core.compiled_isas():  # the tiles serve precision="bfloat16" only
-        assert [r["name"] for r in rows if r["isa"] == "amx"] == ["conv2d_fwd_bf16_amx"]
+    for level in ("avx512_bf16", "amx"):  # they serve precision="bfloat16" only
+        if level in _core.compiled_isas():
+            assert [r["name"] for r in rows if r["isa"] == level] == ["conv2d_fwd_bf16_" + level]
 
 
 @pytest.mark.parametrize("algo", ALGOS)

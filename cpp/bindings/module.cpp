@@ -67,6 +67,7 @@ py::list kernel_rows() {
 #undef PYCONV_KERNEL
   }
 #if defined(PYCONV_HAVE_AMX)
+  row("conv2d_fwd_bf16_avx512_bf16", "conv2d_fwd_bf16", "conv2d", "fwd", "im2col", Isa::avx512_bf16);
   row("conv2d_fwd_bf16_amx", "conv2d_fwd_bf16", "conv2d", "fwd", "im2col", Isa::amx);
 #endif
   return rows;
@@ -98,11 +99,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("cpu_isa", [] { return std::string(isa_name(detected_isa())); });
   m.def("get_max_isa", [] { return std::string(isa_name(max_isa())); });
   m.def("set_max_isa", [](const std::string& name) { set_max_isa(isa_from_name(name)); });
-  m.def("active_isa", [] { return std::string(isa_name(active_level())); }, "The capped level (amx included).");
+  m.def("active_isa", [] { return std::string(isa_name(active_level())); }, "The capped level (the bfloat16 levels included).");
   m.def("kernel_isa", [] { return std::string(isa_name(active_isa())); }, "The level the float kernels run at.");
   m.def("conv2d_bf16_kernel", [] { return std::string(conv2d_bf16_kernel()); },
-        "What precision='bfloat16' convolutions run on now: 'amx' or 'float32' (rounded operands).");
-  m.def("conv2d_bf16_tiles", &conv2d_bf16_tiles, "Whether weights (k, c/groups, r, s) in `groups` groups run on AMX tiles now.");
+        "What precision='bfloat16' convolutions run on now: 'amx', 'avx512_bf16' or 'float32' (rounded operands).");
+  m.def("conv2d_bf16_native", &conv2d_bf16_native,
+        "Whether weights (k, c/groups, r, s) in `groups` groups run on a bfloat16 kernel (AMX tiles, vdpbf16ps) now.");
   m.def("cpu_features", &cpu_features);
   m.def("get_num_threads", &num_threads);
   m.def("set_num_threads", &pyconv::set_num_threads);

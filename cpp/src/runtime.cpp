@@ -59,6 +59,15 @@ bool amx_usable() {
 #endif
 }
 
+// vdpbf16ps (CPUID 7.1 EAX bit 5); the zmm state is checked with avx512f by the caller.
+bool bf16_dot_usable() {
+#if defined(PYCONV_X86_CPUID) && defined(PYCONV_HAVE_AMX)
+  return cpuid_bit(7, 1, EAX, 5);
+#else
+  return false;
+#endif
+}
+
 Isa detect() {
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
@@ -66,7 +75,7 @@ Isa detect() {
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
       __builtin_cpu_supports("fma"))
-    return amx_usable() ? Isa::amx : Isa::avx512;
+    return amx_usable() ? Isa::amx : bf16_dot_usable() ? Isa::avx512_bf16 : Isa::avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
 #endif
   return Isa::scalar;
@@ -104,7 +113,8 @@ std::vector<Isa> compiled_isas() {
 #if defined(PYCONV_HAVE_AVX512)
   v.push_back(Isa::avx512);
 #endif
-#if defined(PYCONV_HAVE_AMX)
+#if defined(PYCONV_HAVE_AMX)  // one source file holds both bfloat16 kernels
+  v.push_back(Isa::avx512_bf16);
   v.push_back(Isa::amx);
 #endif
   return v;

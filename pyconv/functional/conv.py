@@ -147,8 +147,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             (round to nearest even) before the convolution, products accumulated in float32, float32
             output, bias added unrounded; at most 2**-7 error relative to sum|w||x| (two
             roundings of 2**-8). Runs on AMX tiles where the CPU has them
-            (``pyconv.get_max_isa() == "amx"``; subnormal operands count as zero there), else
-            through the float32 kernels on the rounded operands, as does any ``algo`` other than
+            (``pyconv.get_max_isa() == "amx"``), else with AVX512-BF16's vdpbf16ps (level
+            ``"avx512_bf16"``; subnormal operands count as zero on both), else through the
+            float32 kernels on the rounded operands, as does any ``algo`` other than
             ``"auto"``. float64 inputs raise ValueError with
             ``"bfloat16"``. Forward only: not for recorded (autograd) tensors. Default (None): the
             process default, :func:`pyconv.set_float32_precision`, for float32 arrays (recorded
@@ -290,7 +291,7 @@ def _conv2d_grad_input_bf16(grad_output, weight, input_shape, stride, padding, d
     k, c, r, s = w.shape
     flipped = (r - 1 - pads[0], r - 1 - pads[1], s - 1 - pads[2], s - 1 - pads[3])
     if (algo_code == _ALGO_CODE["auto"] and stride == (1, 1) and dil == (1, 1) and groups == 1 and mode == 0
-            and min(flipped) >= 0 and _core.conv2d_bf16_tiles(c, k, r, s, 1)):
+            and min(flipped) >= 0 and _core.conv2d_bf16_native(c, k, r, s, 1)):
         # stride 1: the input gradient is the convolution of grad_output with the weight flipped
         # in space and transposed in channels, "full" padding less the forward's
         wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])

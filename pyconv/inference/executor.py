@@ -16,7 +16,7 @@ from .. import _core
 from . import nchwc
 from .graph import Graph, GraphError
 from .ops import (BF16_BUILDERS, FRESH, INPLACE, OPS, POOLS_NCHWC, VIEWS, build_conv_nchwc, build_expand_dw,
-                  build_pool_nchwc, conv_algorithm, conv_core_args, nchwc_eligible)
+                  build_pool_nchwc, bf16_native, bf16_preferred, conv_algorithm, conv_core_args, nchwc_eligible)
 
 #: Accepted values of ``precision=`` (CompiledGraph, pyconv.onnx.load, pyconv.torch.optimize).
 PRECISIONS = ("float32", "bfloat16")
@@ -33,14 +33,16 @@ def _nbytes(info):
     return int(np.prod(info.shape, dtype=np.int64)) * info.dtype.itemsize
 
 
-def blocked_values(graph, infos):
+def blocked_values(graph, infos, precision="float32"):
     """(values kept in the blocked layout, nodes run by the blocked kernels, by output name). A
-    value is blocked when an eligible conv (ops.nchwc_eligible) makes it, it is not a graph
+    value is blocked when an eligible conv (ops.nchwc_eligible; at precision="bfloat16" not one
+    that ops.bf16_preferred gives the bfloat16 kernel) makes it, it is not a graph
     output, and every reader is an eligible conv taking it as its input or as the fused residual
     of a blocked output, or a GlobalAveragePool; an eligible conv runs blocked when its input or
     its output is, a pool when its input is."""
     ins = {n.name: [infos[i] if i else None for i in n.inputs] for n in graph.nodes}
-    elig = {n.outputs[0]: n for n in graph.nodes if n.op == "Conv" and nchwc_eligible(n, ins[n.name])}
+    elig = {n.outputs[0]: n for n in graph.nodes if n.op == "Conv" and nchwc_eligible(n, ins[n.name])
+            and not (precision == "bfloat16" and bf16_preferred(n, ins[n.name]))}
     pools = {n.outputs[0]: n for n in graph.nodes if n.op in POOLS_NCHWC and len(ins[n.name][0].shape) == 4
              and ins[n.name][0].dtype == np.float32 and not any(n.outputs[1:])}
     consumers = graph.consumers()
@@ -111,7 +113,7 @@ def fuse_expansions(graph, infos, blocked, convs):
 
 class Plan:
     def __init__(self, graph, infos, precision="float32"):
-        self.blocked, self.nchwc = blocked_values(graph, infos) if precision == "float32" else (set(), set())
+        self.blocked, self.nchwc = blocked_values(graph, infos, precision)
         graph, self.expand = fuse_expansions(graph, infos, self.blocked, self.nchwc)
         self.graph, self.infos, self.precision = graph, infos, precision
         slot = {"": 0}  # absent optional inputs read slot 0, which stays None
@@ -365,13 +367,14 @@ class Plan:
                 flops += _flops(a, a_ins, self.infos[a.outputs[0]].shape)
                 params += sum(int(np.asarray(init[i]).size) for i in a.inputs[1:3] if i in init)
             elif n.op == "Conv":
-                algo = "nchwc" if n.outputs[0] in self.nchwc else conv_algorithm(n, ins)
+                if n.outputs[0] in self.nchwc:
+                    algo = "nchwc"
+                elif self.precision == "bfloat16" and bf16_native(n, ins):
+                    algo = f"bfloat16 {_core.conv2d_bf16_kernel()}"
+                else:
+                    algo = conv_algorithm(n, ins)
             elif n.outputs[0] in self.nchwc:
                 algo = "nchwc"
-                if self.precision == "bfloat16":
-                    k, cg, r, s_ = ins[1].shape
-                    g = int(n.attrs.get("group", 1))
-                    algo = "bfloat16 amx tiles" if _core.conv2d_bf16_tiles(k, cg, r, s_, g) else algo
             elif n.op == "ConvTranspose":
                 algo = "conv input-gradient"
             ep = [e[0] if e[0] != "add" else "add " + n.inputs[e[1]] for e in n.epilogue]

@@ -346,13 +346,30 @@ def _apply_steps(y, steps, extra):
     return y
 
 
+def bf16_native(node, ins):
+    """Whether the graph runs this conv on a bfloat16 kernel at precision="bfloat16": one applies
+    (not depthwise or thin groups, a CPU with AMX or AVX512-BF16), and float32 would not run it
+    with Winograd, which is faster than bfloat16 direct on the 3x3 stride-1 layers it gets
+    (RESULTS.md section 9). Elsewhere float32 is both faster and more accurate."""
+    k, cg, r, s = ins[1].shape
+    return (_core.conv2d_bf16_native(k, cg, r, s, int(node.attrs.get("group", 1)))
+            and conv_algorithm(node, ins) != "winograd")
+
+
+def bf16_preferred(node, ins):
+    """At precision="bfloat16", a conv the blocked layout gives up for the bfloat16 kernel: a
+    dense spatial kernel over 64 or more channels (ResNet's 3x3 layers at batch 1 and strided,
+    1.5-2.9x faster than float32). 1x1 and depthwise convs keep the float32 blocked chain, whose
+    fused expansion + depthwise step the bfloat16 kernel cannot join."""
+    k, cg, r, s = ins[1].shape
+    return r * s > 1 and cg >= 64 and int(node.attrs.get("group", 1)) == 1 and bf16_native(node, ins)
+
+
 def _build_conv_bf16(node, ins, inplace):
     """The conv at precision="bfloat16": weights rounded and packed once, epilogue as above. A
-    conv that would not run on AMX tiles (depthwise, thin groups, no AMX) stays float32: the
-    bfloat16 result would cost a rounding pass more and be less accurate."""
+    conv that bf16_native leaves out stays float32."""
     strides, pads, dil, g = conv_core_args(node, ins)
-    k, cg, r, s = ins[1].shape
-    if not _core.conv2d_bf16_tiles(k, cg, r, s, g):
+    if not bf16_native(node, ins):
         return _build_conv(node, ins, inplace)
     conv = _core.conv2d_fwd_bf16
     w_const = ins[1].const
@@ -371,13 +388,13 @@ def _build_conv_bf16(node, ins, inplace):
 
 def _build_gemm_bf16(node, ins, inplace):
     """A fully-connected layer (x @ W.T + c, W constant) at precision="bfloat16": the 1x1 conv of
-    the (features, batch) transpose of x with W packed once for the tiles; other Gemms as float32."""
+    the (features, batch) transpose of x with W packed once for the bfloat16 kernels; other Gemms as float32."""
     a = node.attrs
     o, i = ins[1].shape if len(ins[1].shape) == 2 else (0, 0)
     has_c = len(ins) > 2 and ins[2] is not None
     linear = (a.get("transB", 0) and not a.get("transA", 0) and a.get("alpha", 1.0) == 1 and ins[1].const is not None
               and (not has_c or (a.get("beta", 1.0) == 1 and ins[2].shape == (o,))))
-    if not linear or not _core.conv2d_bf16_tiles(o, i, 1, 1, 1):
+    if not linear or not _core.conv2d_bf16_native(o, i, 1, 1, 1):
         return _build_gemm(node, ins, inplace)
     packed = _core.Bf16ConvWeights(np.ascontiguousarray(ins[1].const, np.float32).reshape(o, i, 1, 1), 1)
     conv = _core.conv2d_fwd_bf16

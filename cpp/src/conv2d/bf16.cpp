@@ -1,5 +1,6 @@
 // precision="bfloat16" forward: AMX tiles where the CPU, the OS and the ISA cap allow them, else
-// the definition itself (operands rounded to bfloat16 in float32, then the float32 kernels).
+// AVX512-BF16's vdpbf16ps on the same packed operands, else the definition itself (operands
+// rounded to bfloat16 in float32, then the float32 kernels).
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -38,9 +39,9 @@ Conv2dParams weight_params(int64_t k, int64_t cg, int64_t r, int64_t s, int64_t 
   return p;
 }
 
-// Tiles of 32 output channels x 32 k: too empty for depthwise and thin grouped layers, whose
+// Blocks of 32 output channels x 32 k: too empty for depthwise and thin grouped layers, whose
 // own float32 kernels run on the rounded operands instead.
-bool amx_applies(const Conv2dParams& p) { return p.k / p.groups >= 16 && p.r * p.s * (p.c / p.groups) >= 16; }
+bool native_applies(const Conv2dParams& p) { return p.k / p.groups >= 16 && p.r * p.s * (p.c / p.groups) >= 16; }
 
 }  // namespace
 
@@ -48,7 +49,7 @@ bool amx_applies(const Conv2dParams& p) { return p.k / p.groups >= 16 && p.r * p
 struct Bf16ConvWeights::Packed {
   Buffer<float> source;   // the weights as given
   Buffer<float> rounded;  // the float32 path's weights
-  Buffer<uint16_t> tiles;  // the AMX layout
+  Buffer<uint16_t> tiles;  // the bfloat16 kernels' layout
   std::once_flag rounded_once, tiles_once;
 };
 
@@ -59,7 +60,7 @@ Bf16ConvWeights::Bf16ConvWeights(const float* w, int64_t k_, int64_t cg_, int64_
   const size_t n = static_cast<size_t>(k * cg * r * s);
   packed_->source = Buffer<float>(n);
   std::memcpy(packed_->source.get(), w, n * sizeof(float));
-  if (conv2d_bf16_tiles(k, cg, r, s, groups))
+  if (conv2d_bf16_native(k, cg, r, s, groups))
     tiles();
   else
     rounded();
@@ -91,11 +92,14 @@ const uint16_t* Bf16ConvWeights::tiles() const {
 
 Bf16ConvWeights::~Bf16ConvWeights() = default;
 
-const char* conv2d_bf16_kernel() { return active_level() == Isa::amx ? "amx" : "float32"; }
+const char* conv2d_bf16_kernel() {
+  const Isa level = active_level();
+  return level == Isa::amx ? "amx" : level == Isa::avx512_bf16 ? "avx512_bf16" : "float32";
+}
 
-bool conv2d_bf16_tiles(int64_t k, int64_t cg, int64_t r, int64_t s, int64_t groups) {
+bool conv2d_bf16_native(int64_t k, int64_t cg, int64_t r, int64_t s, int64_t groups) {
 #if defined(PYCONV_HAVE_AMX)
-  return active_level() == Isa::amx && groups >= 1 && amx_applies(weight_params(k, cg, r, s, groups));
+  return active_level() >= Isa::avx512_bf16 && groups >= 1 && native_applies(weight_params(k, cg, r, s, groups));
 #else
   (void)k, (void)cg, (void)r, (void)s, (void)groups;
   return false;
@@ -118,8 +122,9 @@ void run_bf16(const Conv2dParams& params, const float* x, const Bf16ConvWeights*
   ep.residual = residual, ep.lo = lo, ep.hi = hi;
   const int64_t cg = p.c / p.groups;
 #if defined(PYCONV_HAVE_AMX)
-  if (conv2d_bf16_tiles(p.k, cg, p.r, p.s, p.groups)) {
-    log_choice("conv2d", "conv2d_fwd_bf16_amx");
+  if (conv2d_bf16_native(p.k, cg, p.r, p.s, p.groups)) {
+    const bool tiles = active_level() == Isa::amx;
+    log_choice("conv2d", tiles ? "conv2d_fwd_bf16_amx" : "conv2d_fwd_bf16_avx512_bf16");
     const uint16_t* a = nullptr;
     if (pw) {
       a = pw->tiles();
@@ -129,7 +134,7 @@ void run_bf16(const Conv2dParams& params, const float* x, const Bf16ConvWeights*
       amx::pack_weights(p, w, buf, threads);
       a = buf;
     }
-    amx::conv2d_fwd_bf16(p, x, a, b, y, threads, ep);
+    amx::conv2d_fwd_bf16(p, x, a, b, y, threads, ep, tiles);
     return;
   }
 #endif

@@ -1,4 +1,5 @@
-// bfloat16 convolution forward on AMX tiles: y = conv(bf16(x), bf16(w)) + b, fp32 accumulation.
+// bfloat16 convolution forward on AMX tiles or with AVX512-BF16's vdpbf16ps:
+// y = conv(bf16(x), bf16(w)) + b, fp32 accumulation.
 //
 // As a GEMM per image and group: C[co][p] = sum_k A[co][k] B[k][p], k = (r, s, c) with c fastest.
 //   A: the weights, bf16, rows of Kp (K padded to 32), one tile = 16 rows x 32 k.
@@ -10,11 +11,15 @@
 //      its pixels (tiles may then span output rows).
 //   C: 2 x 2 tiles of 16 x 16 fp32 (32 output channels x 32 pixels), started from the bias and
 //      stored straight into NCHW y (16 pixels of an output row are contiguous in y).
-// Denormal operands and results are flushed to zero (the instructions' own behaviour).
+// Without tiles (level avx512_bf16) the same A, B and C blocks go through vdpbf16ps: a B tile row
+// (one channel pair of 16 pixels) is one vector, an A pair one broadcast, and the 32 x 32 C block
+// is computed 8 output channels at a time in 16 vector accumulators.
+// Denormal operands and results are flushed to zero (both instruction sets' own behaviour).
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "conv2d/bf16.h"
@@ -232,6 +237,66 @@ void pack_panel(const Conv2dParams& p, const Geometry& g, const uint32_t* xg, in
   }
 }
 
+// B rows for the dot-product path: tile i's pair row j of tap t at b[i] + off[t] + j * ld, and
+// A's pair t * pairs + j in each weight row.
+struct BRows {
+  const uint32_t* b[2];
+  const int64_t* off;
+  int64_t taps, pairs, ld;
+};
+
+// C rows [co0, co0 + ROWS) x two pixel tiles with vdpbf16ps, then bias, residual, clamp and the
+// store of `rows` rows and cols[i] pixels of tile i (y[i], res[i]: the tile's first pixel of row co0).
+template <int ROWS>
+void dot_rows(const uint16_t* a, int64_t kp, const BRows& br, const float* bias, int rows, float* const y[2],
+              const float* const res[2], int64_t ld, const int64_t cols[2], const Epilogue& ep) {
+  __m512 acc[ROWS][2];
+  for (int i = 0; i < ROWS; ++i) acc[i][0] = acc[i][1] = bias && i < rows ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();
+  const int64_t a_ld = kp / 2;
+  const uint32_t* aw = reinterpret_cast<const uint32_t*>(a);
+  for (int64_t t = 0; t < br.taps; ++t) {
+    const uint32_t* b0 = br.b[0] + br.off[t];
+    const uint32_t* b1 = br.b[1] + br.off[t];
+    const uint32_t* at = aw + t * br.pairs;
+    for (int64_t j = 0; j < br.pairs; ++j) {
+      const __m512bh v0 = (__m512bh)_mm512_loadu_si512(b0 + j * br.ld);
+      const __m512bh v1 = (__m512bh)_mm512_loadu_si512(b1 + j * br.ld);
+      for (int i = 0; i < ROWS; ++i) {
+        uint32_t pair;
+        std::memcpy(&pair, at + i * a_ld + j, 4);
+        const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+        acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, v0);
+        acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, v1);
+      }
+    }
+  }
+  const bool clamp = ep.lo > -std::numeric_limits<float>::infinity() || ep.hi < std::numeric_limits<float>::infinity();
+  const __m512 lo = _mm512_set1_ps(ep.lo), hi = _mm512_set1_ps(ep.hi);
+  for (int t = 0; t < 2; ++t) {
+    if (cols[t] <= 0) continue;
+    const __mmask16 m = static_cast<__mmask16>(cols[t] >= kTile ? 0xFFFF : (1u << cols[t]) - 1);
+    for (int i = 0; i < ROWS && i < rows; ++i) {
+      __m512 v = acc[i][t];
+      if (res[t]) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res[t] + i * ld));
+      if (clamp) v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));  // the second operand when either is NaN
+      _mm512_mask_storeu_ps(y[t] + i * ld, m, v);
+    }
+  }
+}
+
+// The 32-channel block at co0 (rows of it real) for two pixel tiles, 8 rows at a time: 16
+// accumulators keep vdpbf16ps busy (12 or 4 rows measured no faster, RESULTS.md section 9).
+void dot_block(const uint16_t* a, int64_t kp, const BRows& br, const float* bias, int64_t rows, float* const y[2],
+               const float* const res[2], int64_t ld, const int64_t cols[2], const Epilogue& ep) {
+  constexpr int kRows = 8;
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    float* const yr[2] = {y[0] + r0 * ld, y[1] + r0 * ld};
+    const float* const rr[2] = {res[0] ? res[0] + r0 * ld : nullptr, res[1] ? res[1] + r0 * ld : nullptr};
+    dot_rows<kRows>(a + r0 * kp, kp, br, bias ? bias + r0 : nullptr, static_cast<int>(std::min<int64_t>(kRows, rows - r0)),
+                    yr, rr, ld, cols, ep);
+  }
+}
+
 // One C tile of 16 output channels x 16 pixels to y (rows past mg / columns past npix dropped).
 // A macro: the tile intrinsics take the tile number as a literal.
 #define PYCONV_STORE_TILE(kC, y, ld, rows, cols, tmp)                                            \
@@ -352,6 +417,7 @@ Split split(int64_t images, int64_t tiles, int64_t mblocks, int64_t block, int t
   return s;
 }
 
+template <bool kTiles>
 void run_packed(const Conv2dParams& p, const Geometry& g, const uint32_t* xq, const uint16_t* a, const float* b,
                 float* y, int threads, const Epilogue& ep) {
   // Panels of up to 8 tiles (128 pixels) while they stay within ~1 MiB of L2.
@@ -363,7 +429,8 @@ void run_packed(const Conv2dParams& p, const Geometry& g, const uint32_t* xq, co
     uint32_t* panel = scratch<uint32_t>(3, static_cast<size_t>(sp.block * tile_words));
     alignas(64) float bias_tiles[2 * kTile * kTile];
     alignas(64) float tmp[kTile * kTile];
-    load_tile_config();
+    const int64_t zero = 0;
+    if (kTiles) load_tile_config();
     for (int64_t it = ib; it < ie; ++it) {
       const Split::Item w = sp.item(it, p.groups);
       const int64_t ms = w.ms, pb = w.pb, ng = w.ng, grp = w.grp, n = w.n;
@@ -377,6 +444,18 @@ void run_packed(const Conv2dParams& p, const Geometry& g, const uint32_t* xq, co
       const int64_t mb_end = std::min(g.mp / 32, (ms + 1) * sp.mper);
       for (int64_t mb = ms * sp.mper; mb < mb_end; ++mb) {
         const int64_t co0 = mb * 32;
+        if (!kTiles) {
+          for (int t = 0; t < tiles_even; t += 2) {
+            const int64_t px = p0 + int64_t{t} * kTile;
+            const BRows br{{panel + int64_t{t} * tile_words, panel + int64_t{t + 1} * tile_words}, &zero, 1, g.kp / 2, kTile};
+            float* const yt[2] = {yg + co0 * g.npix + px, yg + co0 * g.npix + px + kTile};
+            const float* const rt[2] = {rg ? rg + co0 * g.npix + px : nullptr, rg ? rg + co0 * g.npix + px + kTile : nullptr};
+            const int64_t cols[2] = {std::min<int64_t>(kTile, g.npix - px), std::min<int64_t>(kTile, g.npix - px - kTile)};
+            dot_block(ag + co0 * g.kp, g.kp, br, b ? b + grp * g.mg + co0 : nullptr, std::min<int64_t>(32, g.mg - co0),
+                      yt, rt, g.npix, cols, ep);
+          }
+          continue;
+        }
         if (b) fill_bias(b, grp, g.mg, co0, bias_tiles);
         const int64_t rows0 = std::min<int64_t>(kTile, g.mg - co0), rows1 = std::min<int64_t>(kTile, g.mg - co0 - kTile);
         for (int t = 0; t < tiles_even; t += 2) {
@@ -395,18 +474,22 @@ void run_packed(const Conv2dParams& p, const Geometry& g, const uint32_t* xq, co
         }
       }
     }
-    _tile_release();
+    if (kTiles) _tile_release();
   });
 }
 
+template <bool kTiles>
 void run_implicit(const Conv2dParams& p, const Geometry& g, const uint32_t* xq, const uint16_t* a, const float* b,
                   float* y, int threads, const Epilogue& ep) {
+  std::vector<int64_t> tap_off(static_cast<size_t>(p.r * p.s));
+  for (int64_t r = 0; r < p.r; ++r)
+    for (int64_t s = 0; s < p.s; ++s) tap_off[static_cast<size_t>(r * p.s + s)] = r * p.dil_h * g.wp + s * p.dil_w;
   const int64_t tiles = p.oh * g.tiles_per_row;
   const Split sp = split(p.n * p.groups, tiles, g.mp / 32, 8, threads);
   parallel_for(sp.items, threads, [&](int64_t ib, int64_t ie) {
     alignas(64) float bias_tiles[2 * kTile * kTile];
     alignas(64) float tmp[kTile * kTile];
-    load_tile_config();
+    if (kTiles) load_tile_config();
     for (int64_t it = ib; it < ie; ++it) {
       const Split::Item w = sp.item(it, p.groups);
       const int64_t ms = w.ms, pb = w.pb, ng = w.ng, grp = w.grp, n = w.n;
@@ -418,7 +501,7 @@ void run_implicit(const Conv2dParams& p, const Geometry& g, const uint32_t* xq, 
       const int64_t mb_end = std::min(g.mp / 32, (ms + 1) * sp.mper);
       for (int64_t mb = ms * sp.mper; mb < mb_end; ++mb) {
         const int64_t co0 = mb * 32;
-        if (b) fill_bias(b, grp, g.mg, co0, bias_tiles);
+        if (kTiles && b) fill_bias(b, grp, g.mg, co0, bias_tiles);
         const int64_t rows0 = std::min<int64_t>(kTile, g.mg - co0), rows1 = std::min<int64_t>(kTile, g.mg - co0 - kTile);
         for (int64_t t = t_begin; t < t_end; t += 2) {
           // Tiles t and t + 1 (a missing second tile computes tile t again and is not stored).
@@ -430,6 +513,14 @@ void run_implicit(const Conv2dParams& p, const Geometry& g, const uint32_t* xq, 
             out[i] = oh * p.ow + ow0;
             cols[i] = t + i < t_end ? std::min<int64_t>(kTile, p.ow - ow0) : 0;
             src[i] = xg + oh * p.stride_h * g.wp + ow0;
+          }
+          if (!kTiles) {
+            const BRows br{{src[0], src[1]}, tap_off.data(), p.r * p.s, g.cpairs, g.plane};
+            float* const yt[2] = {yg + co0 * g.npix + out[0], yg + co0 * g.npix + out[1]};
+            const float* const rt[2] = {rg ? rg + co0 * g.npix + out[0] : nullptr, rg ? rg + co0 * g.npix + out[1] : nullptr};
+            dot_block(ag + co0 * g.kp, g.kp, br, b ? b + grp * g.mg + co0 : nullptr, std::min<int64_t>(32, g.mg - co0),
+                      yt, rt, g.npix, cols, ep);
+            continue;
           }
           kernel_implicit(ag + co0 * g.kp, p, g, src[0], src[1], b ? bias_tiles : nullptr);
           float* y0 = yg + co0 * g.npix + out[0];
@@ -447,7 +538,7 @@ void run_implicit(const Conv2dParams& p, const Geometry& g, const uint32_t* xq, 
         }
       }
     }
-    _tile_release();
+    if (kTiles) _tile_release();
   });
 }
 
@@ -456,7 +547,7 @@ void run_implicit(const Conv2dParams& p, const Geometry& g, const uint32_t* xq, 
 }  // namespace
 
 void conv2d_fwd_bf16(const Conv2dParams& p, const float* x, const uint16_t* a, const float* b, float* y, int threads,
-                     const Epilogue& ep) {
+                     const Epilogue& ep, bool tiles) {
   const Geometry g = geometry(p);
   // Implicit tiles read up to 15 words past a plane's last row: slack after the last plane.
   // Kept for the next call (a fresh allocation this size faults in every page).
@@ -465,9 +556,9 @@ void conv2d_fwd_bf16(const Conv2dParams& p, const float* x, const uint16_t* a, c
   std::memset(xq + words, 0, 2 * kTile * 4);
   pack_input(p, g, x, xq, threads);
   if (g.implicit)
-    run_implicit(p, g, xq, a, b, y, threads, ep);
+    (tiles ? run_implicit<true> : run_implicit<false>)(p, g, xq, a, b, y, threads, ep);
   else
-    run_packed(p, g, xq, a, b, y, threads, ep);
+    (tiles ? run_packed<true> : run_packed<false>)(p, g, xq, a, b, y, threads, ep);
 }
 
 }  // namespace amx
