@@ -56,7 +56,7 @@ def conv2d_fwd_nchwc_expand_dw(x: np.ndarray, channels: int, w_expand: np.ndarra
     ...
 def global_avg_pool2d_nchwc(x: np.ndarray, channels: int, y_blocked: bool, *,
                             out: Optional[np.ndarray] = None) -> np.ndarray:
-    """Global average pooling of an NCHW16c input."""
+    """Global average pooling of an NCHW16c input (5-D) or an NCHW one (4-D, NCHW output)."""
     ...
 class Im2colWeights:
     """float32 convolution weights packed once for im2col's GEMM (inference graphs)."""

@@ -240,6 +240,25 @@ def test_global_average_pool_of_blocked_input(dt, y_blocked, isa, poison):
         _core.global_avg_pool2d_nchwc(to_blocked(x), 60, y_blocked)
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 1000, 13, 13), (3, 5, 7, 9), (1, 3, 1, 1), (2, 4, 8, 8), (1, 7, 1, 70)])
+def test_global_average_pool_of_nchw_input(dt, shape, isa, poison):
+    x = np.random.default_rng(5).standard_normal(shape).astype(dt)
+    x0 = x.copy()
+    y = _core.global_avg_pool2d_nchwc(x, shape[1], False)
+    assert y.shape == (shape[0], shape[1], 1, 1) and y.dtype == dt and np.array_equal(x, x0)
+    np.testing.assert_allclose(y, x.astype(np.float64).mean(axis=(2, 3), keepdims=True),
+                               rtol=1e-5 if dt == np.float32 else 1e-12, atol=1e-6 if dt == np.float32 else 1e-13)
+    x[0, 0, 0, 0] = np.nan
+    assert np.isnan(_core.global_avg_pool2d_nchwc(x, shape[1], False)[0, 0, 0, 0])
+    with pytest.raises(ValueError, match="NCHW input needs channels"):
+        _core.global_avg_pool2d_nchwc(x, shape[1] + 1, False)
+    with pytest.raises(ValueError, match="NCHW output"):
+        _core.global_avg_pool2d_nchwc(x, shape[1], True)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.global_avg_pool2d_nchwc(x[:, ::-1], shape[1], False)
+
+
 # --------------------------------------------------------------------------- the graph's layout
 
 

@@ -248,6 +248,21 @@ py::array conv2d_fwd_nchwc_expand_dw_t(const py::array& x, int64_t channels, con
 template <class T>
 py::array global_avg_pool2d_nchwc_t(const py::array& x, int64_t channels, bool y_blocked, const py::object& out) {
   constexpr int64_t B = kNchwcBlock;
+  if (x.ndim() == 4) {  // NCHW in and out
+    check_array(x, "input", 4, py::dtype::of<T>());
+    if (channels != x.shape(1) || y_blocked)
+      throw std::invalid_argument("an NCHW input needs channels == input.shape[1] and an NCHW output, got channels=" +
+                                  std::to_string(channels) + " for input " + shape_str(x));
+    NchwcPool<T> a{};
+    a.n = x.shape(0), a.c = channels, a.h = x.shape(2), a.w = x.shape(3), a.x_blocked = false;
+    auto y = out_or_new<T>(out, std::vector<int64_t>{a.n, a.c, 1, 1}, {&x});
+    a.x = data<T>(x), a.y = y.mutable_data(), a.y_blocked = false;
+    {
+      NoGil nogil(static_cast<double>(x.size()));
+      global_avg_pool2d_nchwc<T>(a);
+    }
+    return std::move(y);
+  }
   check_array(x, "input", 5, py::dtype::of<T>());
   if (channels < 1 || x.shape(1) != (channels + B - 1) / B || x.shape(4) != B)
     throw std::invalid_argument("blocked input must have shape (N, " + std::to_string((channels + B - 1) / B) +
@@ -452,7 +467,7 @@ void bind_conv2d(py::module_& m) {
     return by_dtype<py::array>(x, "input", [&] { return global_avg_pool2d_nchwc_t<float>(x, channels, y_blocked, out); },
                                [&] { return global_avg_pool2d_nchwc_t<double>(x, channels, y_blocked, out); });
   }, py::arg("x"), py::arg("channels"), py::arg("y_blocked"), py::kw_only(), py::arg("out") = py::none(),
-     "Global average pooling of an NCHW16c input.");
+     "Global average pooling of an NCHW16c input (5-D) or an NCHW one (4-D, NCHW output).");
   m.def("conv2d_fwd_fused", [](py::array x, py::array w, py::object b, I2 stride, I4 pad, I2 dil, int64_t groups,
                                int algo, py::object residual, double lo, double hi, py::object out, py::object packed) {
     return by_dtype<py::array>(x, "input", [&] { return conv2d_fwd_fused_t<float>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi, out, packed); },

@@ -585,6 +585,9 @@ def _infer_global(node, ins):
 
 def _build_gap(node, ins, inplace):
     axes = tuple(range(2, len(ins[0].shape)))
+    if len(axes) == 2 and ins[0].dtype == _F32:  # C++, 6x numpy's mean (8x1000x13x13: 0.07 vs 0.44 ms)
+        c = ins[0].shape[1]
+        return lambda x: _core.global_avg_pool2d_nchwc(_contig(x), c, False)
     return lambda x: x.mean(axis=axes, keepdims=True, dtype=np.float32)
 
 

@@ -39,15 +39,16 @@ struct NchwcConv {
 template <class T>
 void conv2d_nchwc_fwd(const NchwcConv<T>& a);
 
-// The mean of each channel's plane of a blocked input x (n, c, h, w): y (n, c, 1, 1), blocked
-// or NCHW. (A blocked max pool lost to the NCHW one: stride-2 windows over 16-channel pixels read
-// at half its bandwidth, RESULTS.md section 11.)
+// The mean of each channel's plane of x (n, c, h, w), blocked or NCHW: y (n, c, 1, 1), blocked
+// (blocked x only) or NCHW. (A blocked max pool lost to the NCHW one: stride-2 windows over
+// 16-channel pixels read at half its bandwidth, RESULTS.md section 11.)
 template <class T>
 struct NchwcPool {
   int64_t n, c, h, w;
   const T* x;
   T* y;
   bool y_blocked;
+  bool x_blocked = true;
 };
 
 template <class T>

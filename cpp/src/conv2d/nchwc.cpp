@@ -57,7 +57,7 @@ void conv2d_nchwc_expand_dw(const NchwcConv<T>& e, const NchwcConv<T>& d) {
 
 template <class T>
 void global_avg_pool2d_nchwc(const NchwcPool<T>& a) {
-  const int64_t items = a.n * ((a.c + kNchwcBlock - 1) / kNchwcBlock);
+  const int64_t items = a.n * (a.x_blocked ? (a.c + kNchwcBlock - 1) / kNchwcBlock : a.c);
   auto* fn = kernel_table<T>().global_avg_pool2d_nchwc[static_cast<int>(active_isa())];
   parallel_for(items, threads_for(a.n * a.c * a.h * a.w, num_threads()), [&](int64_t i0, int64_t i1) { fn(a, i0, i1); });
 }

@@ -294,6 +294,22 @@ void global_avg(const NchwcPool<T>& a, int64_t i0, int64_t i1) {
   using vec = typename V<T>::vec;
   constexpr int L = V<T>::L, NVB = Shape<T>::NVB;
   const int64_t cb = (a.c + B - 1) / B, plane = a.h * a.w;
+  if (!a.x_blocked) {  // item = one plane; 4 vector sums, then the tail
+    for (int64_t it = i0; it < i1; ++it) {
+      const T* x = a.x + it * plane;
+      vec s4[4] = {};
+      int64_t q = 0;
+      for (; q + 4 * L <= plane; q += 4 * L)
+        for (int v = 0; v < 4; ++v) s4[v] += loadu(x + q + v * L);
+      for (; q + L <= plane; q += L) s4[0] += loadu(x + q);
+      const vec s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+      T sum = T(0);
+      for (int l = 0; l < L; ++l) sum += s[l];
+      for (; q < plane; ++q) sum += x[q];
+      a.y[it] = sum / static_cast<T>(plane);
+    }
+    return;
+  }
   for (int64_t it = i0; it < i1; ++it) {
     const T* x = a.x + it * plane * B;
     vec sum[NVB];
