@@ -339,6 +339,46 @@ def test_graph_blocked_residual_chain_equals_the_nchw_plan(monkeypatch):
         np.testing.assert_allclose(blocked(xn), plain(xn), rtol=1e-5, atol=1e-5)
 
 
+def _fire_graph(rng, k1, k3):
+    """Two SqueezeNet fire modules on a 13x13 plane: squeeze 1x1, expand 1x1 (k1) and 3x3 (k3)
+    joined by a channel Concat, the second module's Concat read by a 1x1 conv and a pool."""
+    init = _params(rng, s0=(16, 32, 1, 1), e0=(k1, 16, 1, 1), f0=(k3, 16, 3, 3), s1=(16, k1 + k3, 1, 1),
+                   e1=(k1, 16, 1, 1), f1=(k3, 16, 3, 3), c=(24, k1 + k3, 1, 1))
+    nodes = [_conv("x", "s0", "", "q0", pad=0), _conv("q0", "e0", "", "a0", pad=0), _conv("q0", "f0", "", "b0"),
+             Node("Concat", ["a0", "b0"], ["m0"], dict(axis=1), name="cat0"),
+             _conv("m0", "s1", "", "q1", pad=0), _conv("q1", "e1", "", "a1", pad=0), _conv("q1", "f1", "", "b1"),
+             Node("Concat", ["a1", "b1"], ["m1"], dict(axis=-3), name="cat1"),
+             _conv("m1", "c", "", "z", pad=0), Node("GlobalAveragePool", ["z"], ["y"], name="gap")]
+    return Graph(nodes, _inputs(32, 13, 13), ["y"], init)
+
+
+@pytest.mark.parametrize("k1, k3, blocked", [
+    (32, 48, True),    # whole blocks
+    (32, 24, True),    # the last input's padding lanes end the Concat's last block
+    (24, 32, False),   # a first input of 24 channels would split a block: NCHW
+])
+def test_graph_blocked_concat_equals_the_nchw_plan(monkeypatch, k1, k3, blocked):
+    rng = np.random.default_rng(7)
+    g = _fire_graph(rng, k1, k3)
+    cg = CompiledGraph(g, {"x": (1, 32, 13, 13)})
+    cats = {"m0", "m1"}
+    assert (cats <= cg.plan.blocked) == blocked and (cats & cg.plan.blocked == set()) == (not blocked)
+    if blocked:
+        assert {"q0", "a0", "b0", "q1", "a1", "b1", "z"} <= cg.plan.blocked
+        rows = {r["name"]: r["algorithm"] for r in cg.plan.rows() if r["op"] == "Concat"}
+        assert rows == {"cat0": "nchwc", "cat1": "nchwc"}
+        # one image: the four expand convs write their blocks of the Concats' outputs in place
+        assert sorted(v[4] for v in cg.plan._arena_views if v[4] is not None) == \
+            sorted([(0, k1 // 16), (k1 // 16, k1 // 16 + -(-k3 // 16))] * 2)
+    from pyconv.inference import executor
+    monkeypatch.setattr(executor, "blocked_values", lambda graph, infos, precision: (set(), set()))
+    plain = CompiledGraph(g, {"x": (1, 32, 13, 13)})
+    x = rng.standard_normal((3, 32, 13, 13)).astype(np.float32)
+    for n in (1, 3, 1, 2):  # batch 1: the convs write into the Concat's blocks; else a copy
+        xn = x[:n] + n
+        np.testing.assert_allclose(cg(xn), plain(xn), rtol=1e-5, atol=1e-5)
+
+
 def test_stride1_3x3_runs_blocked_only_for_one_image_on_small_planes():
     """A stride-1 3x3 conv is eligible at batch 1 on planes up to 14x14 (where the graph would
     run im2col), not on larger planes or batches, where Winograd is faster."""

@@ -36,15 +36,21 @@ def _nbytes(info):
 def blocked_values(graph, infos, precision="float32"):
     """(values kept in the blocked layout, nodes run by the blocked kernels, by output name). A
     value is blocked when an eligible conv (ops.nchwc_eligible; at precision="bfloat16" not one
-    that ops.bf16_preferred gives the bfloat16 kernel) makes it, it is not a graph
-    output, and every reader is an eligible conv taking it as its input or as the fused residual
-    of a blocked output, or a GlobalAveragePool; an eligible conv runs blocked when its input or
-    its output is, a pool when its input is."""
+    that ops.bf16_preferred gives the bfloat16 kernel) or a channel Concat of blocked values makes
+    it, it is not a graph output, and every reader is an eligible conv taking it as its input or
+    as the fused residual of a blocked output, a GlobalAveragePool, or a Concat whose output is
+    blocked; an eligible conv runs blocked when its input or its output is, a pool when its input
+    is, a Concat when its output is. A Concat's inputs before the last need whole blocks of
+    channels (a multiple of 16): the blocked Concat is then the concatenation of the blocks."""
     ins = {n.name: [infos[i] if i else None for i in n.inputs] for n in graph.nodes}
     elig = {n.outputs[0]: n for n in graph.nodes if n.op == "Conv" and nchwc_eligible(n, ins[n.name])
             and not (precision == "bfloat16" and bf16_preferred(n, ins[n.name]))}
     pools = {n.outputs[0]: n for n in graph.nodes if n.op in POOLS_NCHWC and len(ins[n.name][0].shape) == 4
              and ins[n.name][0].dtype == np.float32 and not any(n.outputs[1:])}
+    concats = {n.outputs[0]: n for n in graph.nodes if n.op == "Concat" and len(infos[n.outputs[0]].shape) == 4
+               and int(n.attrs["axis"]) % 4 == 1 and infos[n.outputs[0]].dtype == np.float32
+               and len(set(n.inputs)) == len(n.inputs) and all(i for i in n.inputs)
+               and all(infos[i].shape[1] % nchwc.B == 0 for i in n.inputs[:-1])}
     consumers = graph.consumers()
     outputs = set(graph.outputs)
 
@@ -52,6 +58,8 @@ def blocked_values(graph, infos, precision="float32"):
         """How c reads v: "x", "res", "x+res" or None (as weight or bias, or c cannot)."""
         if c.outputs[0] in pools:
             return "x" if c.inputs == [v] else None
+        if c.outputs[0] in concats:
+            return "x"
         if c.outputs[0] not in elig:
             return None
         adds = [e[1] for e in c.epilogue if e[0] == "add"]
@@ -60,19 +68,23 @@ def blocked_values(graph, infos, precision="float32"):
             return None
         return "+".join(r for r, i in (("x", 0), ("res", adds[0] if adds else -1)) if i in at)
 
-    blocked = {v for v in elig if v not in outputs and consumers.get(v) and all(role(c, v) for c in consumers[v])}
+    blocked = {v for v in list(elig) + list(concats)
+               if v not in outputs and consumers.get(v) and all(role(c, v) for c in consumers[v])}
     residual = {v: [n.inputs[e[1]] for e in n.epilogue if e[0] == "add"] for v, n in elig.items()}
     changed = True
-    while changed:  # a fused residual is in its conv's output layout;
+    while changed:  # a fused residual is in its conv's output layout, a Concat's inputs in its;
         # a conv reordering 16 or more NCHW channels only for a pool gains nothing (SqueezeNet's classifier)
         drop = {v for v in blocked if any(r not in blocked for r in residual.get(v, ()))
                 or (v in elig and elig[v].inputs[0] not in blocked and infos[elig[v].inputs[0]].shape[1] >= 16
                     and all(c.outputs[0] in pools for c in consumers[v]))
-                or any("res" in role(c, v) and c.outputs[0] not in blocked for c in consumers[v])}
+                or (v in concats and any(i not in blocked for i in concats[v].inputs))
+                or any(("res" in role(c, v) or c.outputs[0] in concats) and c.outputs[0] not in blocked
+                       for c in consumers[v])}
         blocked -= drop
         changed = bool(drop)
     run = {v for v, n in elig.items() if v in blocked or n.inputs[0] in blocked}
     run |= {v for v, n in pools.items() if n.inputs[0] in blocked}
+    run |= {v for v in concats if v in blocked}
     return blocked, run
 
 
@@ -160,7 +172,7 @@ class Plan:
                 fn = build_expand_dw(a, a_ins, infos[a.outputs[0]], n, ins, n.outputs[0] in self.blocked)
             elif n.op == "Conv" and n.outputs[0] in self.nchwc:
                 fn = build_conv_nchwc(n, ins, n.inputs[0] in self.blocked, n.outputs[0] in self.blocked)
-            elif n.outputs[0] in self.nchwc:
+            elif n.outputs[0] in self.nchwc and n.op != "Concat":  # a blocked Concat joins blocks: as NCHW
                 fn = build_pool_nchwc(n, ins, n.outputs[0] in self.blocked)
             else:
                 fn = build(n, ins, can)
@@ -253,9 +265,9 @@ class Plan:
             if o in slices:  # a conv writing its channels of a Concat's output in place
                 co, c0, c1 = slices[o]
                 if co not in owner:
-                    owner[co] = take(_nbytes(self.infos[co]))
+                    owner[co] = take(self._bytes(co))
                 self.steps[step] = self.steps[step][:4] + (step,)
-                self._arena_views.append((step, owner[co], self.infos[co].shape, self.infos[co].dtype, (c0, c1)))
+                self._arena_views.append((step, owner[co], self._shape(co), self.infos[co].dtype, (c0, c1)))
             elif o in cand:
                 fn = self.steps[step][0]
                 if o not in owner:
@@ -272,7 +284,8 @@ class Plan:
     def _concat_slices(self, cand):
         """Concats along channels of one image whose inputs are convs read by nothing else: each
         conv writes straight into its channels of the Concat's block (a C-contiguous slice when the
-        batch is 1), and the Concat's copy disappears. Input -> (Concat output, first, end channel)."""
+        batch is 1), and the Concat's copy disappears. Input -> (Concat output, first, end channel;
+        in blocks of 16 when the Concat is blocked)."""
         readers = {}
         for n in self.graph.nodes:
             for i in set(n.inputs):
@@ -290,8 +303,9 @@ class Plan:
                            or self.infos[i].dtype != self.infos[n.outputs[0]].dtype for i in ins)):
                 continue
             c0 = 0
+            unit = nchwc.B if n.outputs[0] in self.blocked else 1
             for i in ins:
-                c1 = c0 + self.infos[i].shape[1]
+                c1 = c0 + -(-self.infos[i].shape[1] // unit)
                 slices[i] = (n.outputs[0], c0, c1)
                 c0 = c1
         return slices
