@@ -379,6 +379,42 @@ def test_graph_blocked_concat_equals_the_nchw_plan(monkeypatch, k1, k3, blocked)
         np.testing.assert_allclose(cg(xn), plain(xn), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["three", "nested", "graph_input", "graph_output", "twice"])
+def test_graph_concat_layouts(monkeypatch, case):
+    """Which Concats stay blocked: three conv inputs, a Concat of a Concat (both blocked); one
+    reading the graph's (NCHW) input, one that is a graph output, one reading a value twice
+    (all NCHW). Every plan equals the NCHW one."""
+    rng = np.random.default_rng(8)
+    init = _params(rng, w0=(16, 16, 1, 1), w1=(32, 16, 3, 3), w2=(16, 16, 3, 3), w4=(16, 64, 1, 1))
+    nodes = [_conv("x", "w0", "", "a", pad=0), _conv("a", "w1", "", "b"), _conv("a", "w2", "", "c")]
+    cat_in = {"three": ["a", "b", "c"], "nested": ["b", "c"], "graph_input": ["x", "b", "c"],
+              "graph_output": ["b", "c"], "twice": ["b", "c", "c"]}[case]
+    nodes.append(Node("Concat", cat_in, ["m"], dict(axis=1), name="cat"))
+    k = sum({"a": 16, "b": 32, "c": 16, "x": 16}[i] for i in cat_in)
+    init["w5"] = _params(rng, w=(8, k, 1, 1))["w"]
+    outputs = ["y"]
+    if case == "nested":
+        nodes += [Node("Concat", ["m", "a"], ["m2"], dict(axis=1), name="cat2"), _conv("m2", "w4", "", "z", pad=0),
+                  _conv("z", "w0", "", "y", pad=0)]
+    else:
+        nodes.append(_conv("m", "w5", "", "y", pad=0))
+        if case == "graph_output":
+            outputs = ["y", "m"]
+    g = Graph(nodes, _inputs(16, 12, 12), outputs, init)
+    cg = CompiledGraph(g, {"x": (1, 16, 12, 12)})
+    want = {"three": True, "nested": True, "graph_input": False, "graph_output": False, "twice": False}[case]
+    assert ("m" in cg.plan.blocked) == want
+    if case == "nested":
+        assert "m2" in cg.plan.blocked
+    from pyconv.inference import executor
+    monkeypatch.setattr(executor, "blocked_values", lambda graph, infos, precision: (set(), set()))
+    plain = CompiledGraph(g, {"x": (1, 16, 12, 12)})
+    for n in (1, 2):
+        xn = rng.standard_normal((n, 16, 12, 12)).astype(np.float32)
+        for got, exp in zip(cg(xn) if len(outputs) > 1 else [cg(xn)], plain(xn) if len(outputs) > 1 else [plain(xn)]):
+            np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-5)
+
+
 def test_stride1_3x3_runs_blocked_only_for_one_image_on_small_planes():
     """A stride-1 3x3 conv is eligible at batch 1 on planes up to 14x14 (where the graph would
     run im2col), not on larger planes or batches, where Winograd is faster."""
