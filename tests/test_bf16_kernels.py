@@ -6,6 +6,9 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis_profiles import examples
 
 import pyconv
 from pyconv import _core
@@ -86,6 +89,40 @@ def test_against_the_rounded_reference(lv, case):
     assert np.array_equal(x, x0) and np.array_equal(w, w0)
     _check(y, x, w, b, st, pd, dl, g, mode)
     _check(y_nobias, x, w, None, st, pd, dl, g, mode)
+
+
+@st.composite
+def _bf16_case(draw):
+    g = draw(st.sampled_from([1, 1, 1, 2, 3]))
+    cg, kg = draw(st.integers(1, 40)), draw(st.integers(16, 72))
+    r, s = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    st_h, st_w = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    d_h, d_w = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    p_h, p_w = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h, w = draw(st.integers(1, 20)), draw(st.integers(1, 40))
+    assume(h + 2 * p_h >= d_h * (r - 1) + 1 and w + 2 * p_w >= d_w * (s - 1) + 1)
+    mode = draw(st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"]))
+    if mode != "zeros":
+        assume(p_h < h and p_w < w)
+    n = draw(st.integers(1, 3))
+    return (n, cg * g, h, w), (kg * g, cg, r, s), (st_h, st_w), (p_h, p_w), (d_h, d_w), g, mode
+
+
+@pytest.mark.skipif(not NATIVE, reason="no bfloat16 kernel on this CPU")
+@settings(max_examples=examples(40))
+@given(case=_bf16_case(), seed=st.integers(0, 2**31 - 1))
+def test_native_kernels_on_drawn_shapes(case, seed):
+    """Every bfloat16 kernel this CPU runs, on drawn shapes, strides, dilations, paddings, padding
+    modes and groups, against the float64 convolution of the rounded operands."""
+    xs, ws, stride, pad, dil, g, mode = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    for lv in NATIVE:
+        with level(lv):
+            y = conv2d(x, w, b, stride, pad, dil, g, padding_mode=mode, precision="bfloat16")
+        _check(y, x, w, b, stride, pad, dil, g, mode)
 
 
 @pytest.mark.skipif(not NATIVE, reason="no bfloat16 kernel on this CPU")
