@@ -415,6 +415,49 @@ def test_graph_concat_layouts(monkeypatch, case):
             np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["convs", "pool", "graph_output", "relu_reader", "grouped_reader"])
+def test_concat_split_into_its_convs_at_batch_above_one(monkeypatch, case):
+    """From two images on, a Concat read only by dense convs (one with a fused residual and ReLU)
+    is gone: each conv runs per Concat input, adding up; one read by a max pool moves past it.
+    Concats with other readers, or graph outputs, stay. Results equal the unsplit plan's."""
+    rng = np.random.default_rng(9)
+    init = _params(rng, w0=(16, 8, 1, 1), w1=(24, 8, 3, 3), wa=(32, 40, 1, 1), ba=(32,), wb=(32, 40, 3, 3),
+                   wg=(40, 1, 3, 3), wr=(32, 32, 1, 1))
+    nodes = [_conv("x", "w0", "", "a", pad=0), _conv("x", "w1", "", "b"),
+             Node("Concat", ["a", "b"], ["m"], dict(axis=1), name="cat")]
+    src, outputs = "m", ["y"]
+    if case == "pool":
+        nodes.append(Node("MaxPool", ["m"], ["mp"], dict(kernel_shape=[2, 2], strides=[2, 2]), name="pool"))
+        src = "mp"
+    if case == "grouped_reader":
+        nodes.append(_conv(src, "wg", "", "gq", group=40))
+    if case == "relu_reader":
+        nodes.append(Node("Relu", [src], ["rq"], name="relu_m"))
+    nodes += [_conv(src, "wa", "ba", "p", pad=0), _conv(src, "wb", "", "q0"), Node("Add", ["q0", "p"], ["q1"], name="add"),
+              Node("Relu", ["q1"], ["q"], name="relu"), _conv("q", "wr", "", "y", pad=0)]
+    if case == "graph_output":
+        outputs = ["y", "m"]
+    if case in ("grouped_reader", "relu_reader"):
+        outputs = ["y", "gq" if case == "grouped_reader" else "rq"]
+    g = Graph(nodes, _inputs(8, 10, 12), outputs, init)
+    cg = CompiledGraph(g, {"x": (1, 8, 10, 12)})
+    from pyconv.inference import passes
+    orig = passes.split_concats
+    monkeypatch.setattr(passes, "split_concats", lambda graph, infos: graph)
+    plain = CompiledGraph(g, {"x": (1, 8, 10, 12)})
+    monkeypatch.setattr(passes, "split_concats", orig)
+    split = case in ("convs", "pool")
+    for n in (1, 3, 2):
+        ops = [nd.op for nd in cg.plan_for(((n, 8, 10, 12),)).graph.nodes]
+        assert ("Concat" not in ops) == (split and n > 1), (n, ops)
+        if split and n > 1:
+            assert ops.count("Conv") == 2 + 2 * 2 + 1 and ops.count("MaxPool") == (2 if case == "pool" else 0)
+        xn = rng.standard_normal((n, 8, 10, 12)).astype(np.float32)
+        got, want = cg(xn), plain(xn)
+        for a, b in zip(got if len(outputs) > 1 else [got], want if len(outputs) > 1 else [want]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_stride1_3x3_runs_blocked_only_for_one_image_on_small_planes():
     """A stride-1 3x3 conv is eligible at batch 1 on planes up to 14x14 (where the graph would
     run im2col), not on larger planes or batches, where Winograd is faster."""
