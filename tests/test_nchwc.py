@@ -415,16 +415,26 @@ def test_graph_concat_layouts(monkeypatch, case):
             np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["convs", "pool", "graph_output", "relu_reader", "grouped_reader"])
+@pytest.mark.parametrize("case", ["convs", "pool", "graph_output", "relu_reader", "grouped_reader", "wide_reader",
+                                  "many_inputs"])
 def test_concat_split_into_its_convs_at_batch_above_one(monkeypatch, case):
     """From two images on, a Concat read only by dense convs (one with a fused residual and ReLU)
     is gone: each conv runs per Concat input, adding up; one read by a max pool moves past it.
-    Concats with other readers, or graph outputs, stay. Results equal the unsplit plan's."""
+    Concats with other readers, or graph outputs, stay, and so do those whose split would move
+    more bytes than the Concat (a reader writing more channels than half the Concat's, a
+    DenseNet-like Concat of five inputs). Results equal the unsplit plan's."""
     rng = np.random.default_rng(9)
-    init = _params(rng, w0=(16, 8, 1, 1), w1=(24, 8, 3, 3), wa=(32, 40, 1, 1), ba=(32,), wb=(32, 40, 3, 3),
-                   wg=(40, 1, 3, 3), wr=(32, 32, 1, 1))
+    init = _params(rng, w0=(16, 8, 1, 1), w1=(24, 8, 3, 3), wa=(8, 40, 1, 1), ba=(8,), wb=(8, 40, 3, 3),
+                   wg=(40, 1, 3, 3), wr=(32, 8, 1, 1))
+    if case == "wide_reader":  # readers of 24 channels: more than half the Concat's 40
+        init |= _params(rng, wa=(24, 40, 1, 1), ba=(24,), wb=(24, 40, 3, 3), wr=(32, 24, 1, 1))
     nodes = [_conv("x", "w0", "", "a", pad=0), _conv("x", "w1", "", "b"),
              Node("Concat", ["a", "b"], ["m"], dict(axis=1), name="cat")]
+    if case == "many_inputs":  # a, b and three more 8-channel convs of x, 64 channels in all
+        init |= {f"wm{i}": _params(rng, w=(8, 8, 1, 1))["w"] for i in range(3)}
+        init |= dict(wa=_params(rng, w=(8, 64, 1, 1))["w"], wb=_params(rng, w=(8, 64, 3, 3))["w"])
+        nodes = nodes[:2] + [_conv("x", f"wm{i}", "", f"c{i}", pad=0) for i in range(3)] + \
+            [Node("Concat", ["a", "b", "c0", "c1", "c2"], ["m"], dict(axis=1), name="cat")]
     src, outputs = "m", ["y"]
     if case == "pool":
         nodes.append(Node("MaxPool", ["m"], ["mp"], dict(kernel_shape=[2, 2], strides=[2, 2]), name="pool"))

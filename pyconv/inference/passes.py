@@ -168,19 +168,25 @@ def fuse_epilogues(graph, infos):
 _CHANNEL_POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
 
 
-def _splittable_conv(graph, c, m, channels):
-    """Whether conv c, reading Concat output m as its input, can run as one conv per Concat
-    input: dense, a constant weight, m read once, an epilogue the fused conv computes."""
+def _splittable_conv(graph, infos, c, m, parts):
+    """Whether conv c, reading Concat output m (of `parts` inputs) as its input, gains from running
+    as one conv per Concat input: dense, a constant weight, m read once, an epilogue the fused conv
+    computes, and the partial outputs it writes and reads back (parts - 1 of them) at most half
+    the Concat's bytes it saves copying: SqueezeNet's squeeze convs (128 -> 16 channels) gain, a
+    classifier (512 -> 1000) or a DenseNet layer (32 inputs) would lose."""
     w = graph.initializers.get(c.inputs[1]) if len(c.inputs) > 1 else None
-    return (c.op == "Conv" and int(c.attrs.get("group", 1)) == 1 and c.inputs[0] == m and m not in c.inputs[1:]
-            and w is not None and np.ndim(w) == 4 and np.shape(w)[1] == channels and _fused_clamp(c) is not None)
+    if not (c.op == "Conv" and int(c.attrs.get("group", 1)) == 1 and c.inputs[0] == m and m not in c.inputs[1:]
+            and w is not None and np.ndim(w) == 4 and np.shape(w)[1] == infos[m].shape[1]
+            and _fused_clamp(c) is not None):
+        return False
+    return parts <= 4 and 2 * (parts - 1) * np.prod(infos[c.outputs[0]].shape) <= np.prod(infos[m].shape)
 
 
 def split_concats(graph, infos):
-    """Removes channel Concats of several images whose readers are all convs: conv(concat(x1, ...,
-    xk), W) is conv(x1, W1) + ... + conv(xk, Wk) with W split by input channels, each partial
-    conv adding the previous one as its fused residual (the first one the original residual, the
-    last one the bias and the activation). A Concat read only by a per-channel pool moves past it
+    """Removes channel Concats of several images whose readers are all convs that gain
+    (_splittable_conv): conv(concat(x1, ..., xk), W) is conv(x1, W1) + ... + conv(xk, Wk) with W
+    split by input channels, each partial conv adding the previous one as its fused residual (the
+    first one the original residual, the last one the bias and the activation). A Concat read only by a per-channel pool moves past it
     (pooled parts, then the Concat). At batch 1 the convs write into their Concat's block instead
     (executor.Plan), which is free; at larger batches that block is not contiguous per conv and
     the Concat was a copy of every input (SqueezeNet, batch 8: 3.5 ms of 42). Updates infos."""
@@ -210,8 +216,7 @@ def split_concats(graph, infos):
                                for q in (pooled + [joined] if n is p else [n])]
                 changed = True
                 break
-            channels = infos[m].shape[1]
-            if not readers or not all(_splittable_conv(graph, c, m, channels) for c in readers):
+            if not readers or not all(_splittable_conv(graph, infos, c, m, len(cat.inputs)) for c in readers):
                 continue
             replace = {}
             for c in readers:
