@@ -16,7 +16,8 @@ from .. import _core
 from . import nchwc
 from .graph import Graph, GraphError
 from .ops import (BF16_BUILDERS, FRESH, INPLACE, OPS, POOLS_NCHWC, VIEWS, build_conv_nchwc, build_expand_dw,
-                  build_pool_nchwc, bf16_native, bf16_preferred, conv_algorithm, conv_core_args, nchwc_eligible)
+                  build_pool_nchwc, bf16_native, bf16_preferred, channel_concat, conv_algorithm, conv_core_args,
+                  nchwc_eligible)
 
 #: Accepted values of ``precision=`` (CompiledGraph, pyconv.onnx.load, pyconv.torch.optimize).
 PRECISIONS = ("float32", "bfloat16")
@@ -47,9 +48,8 @@ def blocked_values(graph, infos, precision="float32"):
             and not (precision == "bfloat16" and bf16_preferred(n, ins[n.name]))}
     pools = {n.outputs[0]: n for n in graph.nodes if n.op in POOLS_NCHWC and len(ins[n.name][0].shape) == 4
              and ins[n.name][0].dtype == np.float32 and not any(n.outputs[1:])}
-    concats = {n.outputs[0]: n for n in graph.nodes if n.op == "Concat" and len(infos[n.outputs[0]].shape) == 4
-               and int(n.attrs["axis"]) % 4 == 1 and infos[n.outputs[0]].dtype == np.float32
-               and len(set(n.inputs)) == len(n.inputs) and all(i for i in n.inputs)
+    concats = {n.outputs[0]: n for n in graph.nodes if channel_concat(n, infos)
+               and infos[n.outputs[0]].dtype == np.float32
                and all(infos[i].shape[1] % nchwc.B == 0 for i in n.inputs[:-1])}
     consumers = graph.consumers()
     outputs = set(graph.outputs)
@@ -294,11 +294,10 @@ class Plan:
         producer = {o: n for n in self.graph.nodes for o in n.outputs if o}
         slices = {}
         for n in self.graph.nodes:
-            if n.op != "Concat" or n.outputs[0] not in cand:
+            if not channel_concat(n, self.infos) or n.outputs[0] not in cand:
                 continue
-            shape = self.infos[n.outputs[0]].shape
             ins = list(n.inputs)
-            if (len(shape) != 4 or shape[0] != 1 or int(n.attrs["axis"]) % 4 != 1 or len(set(ins)) != len(ins)
+            if (self.infos[n.outputs[0]].shape[0] != 1
                     or any(i not in cand or producer[i].op != "Conv" or readers.get(i) != 1 or i in slices
                            or self.infos[i].dtype != self.infos[n.outputs[0]].dtype for i in ins)):
                 continue

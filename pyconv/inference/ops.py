@@ -221,6 +221,14 @@ def _fused_clamp(node):
     return None if ep or lo > hi else (k, lo, hi)
 
 
+def channel_concat(node, infos):
+    """A Concat of distinct values along the channels of 4-D ones (what the blocked layout, the
+    arena's in-place slices and passes.split_concats act on)."""
+    return (node.op == "Concat" and node.outputs and len(infos[node.outputs[0]].shape) == 4
+            and int(node.attrs.get("axis", 0)) % 4 == 1 and all(node.inputs)
+            and len(set(node.inputs)) == len(node.inputs))
+
+
 def _takes_out(fn):
     """Marks a step function that accepts ``out=``: an arena array of its output's shape and dtype
     that the executor owns and reuses across runs (``executor.Plan``)."""
