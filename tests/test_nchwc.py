@@ -3,6 +3,9 @@ reference for both input and output layouts, every ISA, thread counts and poison
 the inference graph that keeps activations blocked between its convs (Plan.blocked)."""
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis_profiles import examples
 
 import pyconv
 from pyconv import _core
@@ -27,6 +30,9 @@ GEOMS = [
     (1, 20, 20, 7, 7, 5, 1, (2, 2, 2, 2), 1, True),
     (1, 36, 36, 60, 57, 3, 1, (1, 1, 1, 1), 1, True),    # rows of several tiles
     (1, 24, 24, 9, 9, 3, 1, (0, 1, 2, 0), 2, True),
+    (1, 16, 16, 5, 1, 3, 1, (1, 1, 1, 1), 1, True),     # one-pixel rows: padding both sides
+    (1, 16, 16, 4, 20, 3, 1, (0, 0, 9, 9), 1, True),    # padding wider than an edge tile
+    (2, 32, 32, 9, 30, 5, 2, (2, 2, 2, 2), 1, True),    # stride 2, edge tiles reaching inward
 ]
 
 
@@ -77,6 +83,31 @@ def test_against_reference(g, dt, layouts, isa, poison):
     assert y.shape == want.shape and y.dtype == dt
     assert np.abs(y - want).max() <= tol * max(1.0, np.abs(ref).max()), (_gid(g), isa)
     assert np.array_equal(x, x0)
+
+
+@st.composite
+def _geometry(draw):
+    dw = draw(st.booleans())
+    c = draw(st.integers(1, 40))
+    k = c if dw else draw(st.integers(1, 40))
+    r, s, d = draw(st.integers(1, 5)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    pad = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    h, w = draw(st.integers(1, 12)), draw(st.integers(1, 70))
+    assume(h + pad[0] + pad[1] >= d * (r - 1) + 1 and w + pad[2] + pad[3] >= d * (r - 1) + 1)
+    return (draw(st.integers(1, 2)), c, k, h, w, r, s, pad, d, dw)
+
+
+@settings(max_examples=examples(60))
+@given(g=_geometry(), x_blocked=st.booleans(), y_blocked=st.booleans(), double=st.booleans())
+def test_drawn_geometries_against_reference(g, x_blocked, y_blocked, double):
+    """Row widths 1-70 reach every tiling of a row (edge tiles, interior tiles of each width, the
+    3-wide kernels at strides 1 and 2, rows narrower than a tile), with asymmetric padding."""
+    dt = np.float64 if double else np.float32
+    x_blocked = x_blocked or g[-1]  # the depthwise kernel reads blocked input only
+    x, wt, b, ref, res = _case(g, dt)
+    y = _run(x, wt, b, g, x_blocked, y_blocked, res=res, lo=-1.0, hi=2.5)
+    tol = 2e-6 if dt == np.float32 else 1e-13
+    assert np.abs(y - np.clip(ref + res, -1.0, 2.5)).max() <= tol * max(1.0, np.abs(ref).max())
 
 
 @pytest.mark.parametrize("g", [GEOMS[1], GEOMS[6], GEOMS[8]], ids=_gid)

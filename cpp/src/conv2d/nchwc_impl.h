@@ -2,8 +2,9 @@
 // pixels of one row times NB 16-channel output blocks, P * NB * (16 / L) accumulators in
 // registers. Dense: each (in block, tap, in channel) step loads NB weight rows (16 output
 // channels each) and broadcasts P input elements, P * NB FMAs per NB loads. Depthwise: each tap
-// loads one weight vector and P input vectors. Tiles whose taps stay inside the input run
-// without bounds checks; edge tiles (padding, the last pixels of a row) check each pixel.
+// loads one weight vector and P input vectors (3-wide kernels on AVX-512: each input vector once
+// per row, for all its taps). Tiles whose taps stay inside the input run without bounds checks;
+// edge tiles (padding, the last pixels of a row) check each pixel.
 // Every output element is summed in one fixed order whatever the tiling and the thread count.
 #include <algorithm>
 #include <cstdint>
@@ -127,12 +128,24 @@ void dense_tile(const NchwcConv<T>& a, int64_t n, int64_t kb0, int64_t oh, int64
           }
         }
         const T* xc = xr + iw0 * a.xw;
+        // the next input block's pixels and weights, a block ahead: at batch 1 they come cold
+        // from L3 or the other core (2-3x the hot time without)
+        if (a.xc == 1 && ib + 1 < cb) {
+#pragma GCC unroll 28
+          for (int p = 0; p < P; ++p) {
+            if constexpr (MODE == Rd::STRIDED) __builtin_prefetch(xc + p * step + a.xcb);
+            else if constexpr (MODE != Rd::CHECKED) if (px[p] != zeros) __builtin_prefetch(px[p] + a.xcb);
+          }
+        }
         for (int64_t ci = 0; ci < cn; ++ci) {
           vec wv[NV];
 #pragma GCC unroll 4
           for (int j = 0; j < NB; ++j)
 #pragma GCC unroll 4
-            for (int v = 0; v < NVB; ++v) wv[j * NVB + v] = loadu(wt + j * wblk + ci * B + v * L);
+            for (int v = 0; v < NVB; ++v) {
+              wv[j * NVB + v] = loadu(wt + j * wblk + ci * B + v * L);
+              __builtin_prefetch(wt + j * wblk + ci * B + v * L + taps * B * B);
+            }
 #pragma GCC unroll 28
           for (int p = 0; p < P; ++p) {
             T xv;
@@ -154,12 +167,13 @@ void dense_tile(const NchwcConv<T>& a, int64_t n, int64_t kb0, int64_t oh, int64
   store<T, P, NV>(a, n, kb0, NB, oh, ow0, np, acc);
 }
 
-// Depthwise tile: block kb, P pixels from (oh, ow0); x blocked.
-template <class T, int P, bool CHECK>
-void dw_tile(const NchwcConv<T>& a, int64_t n, int64_t kb, int64_t oh, int64_t ow0) {
+// Depthwise tile: block kb, np <= P pixels from (oh, ow0) (np == P unless CHECK); x blocked.
+// SW1: stride 1 known at compile time, so that each tap's P loads are at fixed offsets.
+template <class T, int P, bool CHECK, bool SW1>
+void dw_tile(const NchwcConv<T>& a, int64_t n, int64_t kb, int64_t oh, int64_t ow0, int np) {
   using vec = typename V<T>::vec;
   constexpr int L = V<T>::L, NVB = Shape<T>::NVB;
-  constexpr int np = P;
+  alignas(64) static constexpr T zeros[B] = {};  // read for padding columns: no branches in the tap loop
   vec acc[P][NVB];
   for (int v = 0; v < NVB; ++v) {
     const vec bv = a.b ? loadu(a.b + kb * B + v * L) : vec{};
@@ -168,7 +182,7 @@ void dw_tile(const NchwcConv<T>& a, int64_t n, int64_t kb, int64_t oh, int64_t o
   }
   const T* xb = a.x + n * a.xn + (kb - a.xb0) * a.xcb;
   const T* wb = a.wp + kb * a.r * a.s * B;
-  const int64_t step = a.sw * B;
+  const int64_t step = SW1 ? B : a.sw * B;
   for (int64_t r = 0; r < a.r; ++r) {
     const int64_t ih = oh * a.sh - a.pt + r * a.dh;
     if (ih < 0 || ih >= a.h) continue;
@@ -180,33 +194,86 @@ void dw_tile(const NchwcConv<T>& a, int64_t n, int64_t kb, int64_t oh, int64_t o
       const T* xc = xr + iw0 * B;
 #pragma GCC unroll 28
       for (int p = 0; p < P; ++p) {
-        if constexpr (CHECK) {
-          const int64_t iw = iw0 + p * a.sw;
-          if (iw < 0 || iw >= a.w) continue;
-        }
+        const T* src = xc + p * step;
+        if constexpr (CHECK) src = iw0 + p * a.sw >= 0 && iw0 + p * a.sw < a.w ? src : zeros;
 #pragma GCC unroll 8
-        for (int v = 0; v < NVB; ++v) acc[p][v] += wv[v] * loadu(xc + p * step + v * L);
+        for (int v = 0; v < NVB; ++v) acc[p][v] += wv[v] * loadu(src + v * L);
       }
     }
   }
   store<T, P, NVB>(a, n, kb, 1, oh, ow0, np, acc);
 }
 
-// Output columns [c0, c1) of one row: the columns whose taps all stay inside the input in tiles
-// of PMAX, then of 8, then 4, 2, 1 pixels; the others (padding) one by one with bounds checks.
-template <class T, int PMAX, class Tile>
-inline void row_tiles(const NchwcConv<T>& a, int64_t c0, int64_t c1, Tile&& tile) {
+// Depthwise tile of a 3-wide kernel at dilation 1 and stride SW: each input vector of a row is
+// loaded once and used by every tap that reads it (1/3 load per FMA at stride 1, 2/3 at 2, not
+// 1). Each pixel still sums its taps in the order r, s.
+template <class T, int P, bool CHECK, int SW>
+void dw_tile3(const NchwcConv<T>& a, int64_t n, int64_t kb, int64_t oh, int64_t ow0, int np) {
+  using vec = typename V<T>::vec;
+  constexpr int L = V<T>::L, NVB = Shape<T>::NVB, Q = SW * (P - 1) + 3;
+  alignas(64) static constexpr T zeros[B] = {};
+  vec acc[P][NVB];
+  for (int v = 0; v < NVB; ++v) {
+    const vec bv = a.b ? loadu(a.b + kb * B + v * L) : vec{};
+#pragma GCC unroll 28
+    for (int p = 0; p < P; ++p) acc[p][v] = bv;
+  }
+  const T* xb = a.x + n * a.xn + (kb - a.xb0) * a.xcb;
+  const T* wb = a.wp + kb * a.r * 3 * B;
+  const int64_t iw0 = ow0 * SW - a.pl;
+  for (int64_t r = 0; r < a.r; ++r) {
+    const int64_t ih = oh * a.sh - a.pt + r * a.dh;
+    if (ih < 0 || ih >= a.h) continue;
+    const T* xc = xb + (a.xring ? ih % a.xring : ih) * a.xh + iw0 * B;
+    vec wv[3][NVB];
+    for (int s = 0; s < 3; ++s)
+      for (int v = 0; v < NVB; ++v) wv[s][v] = loadu(wb + (r * 3 + s) * B + v * L);
+#pragma GCC unroll 64
+    for (int q = 0; q < Q; ++q) {
+      const T* src = xc + q * B;
+      if constexpr (CHECK) src = iw0 + q >= 0 && iw0 + q < a.w ? src : zeros;
+#pragma GCC unroll 8
+      for (int v = 0; v < NVB; ++v) {
+        const vec xv = loadu(src + v * L);
+#pragma GCC unroll 3
+        for (int s = 0; s < 3; ++s)
+          if (q >= s && (q - s) % SW == 0 && (q - s) / SW < P) acc[(q - s) / SW][v] += xv * wv[s][v];
+      }
+    }
+  }
+  store<T, P, NVB>(a, n, kb, 1, oh, ow0, np, acc);
+}
+
+// Depthwise output columns [c0, c1) of one row: the columns whose taps all stay inside the input
+// in unchecked tiles of PW, then 8 pixels; the padding columns and the rest in checked tiles of
+// up to 8 (never 1-pixel tiles: one pixel's taps are a chain of dependent FMAs). SW: the stride
+// if known at compile time (else 0); K3: the 3-wide tile.
+template <class T, int SW, bool K3>
+inline void dw_row(const NchwcConv<T>& a, int64_t n, int64_t kb, int64_t oh, int64_t c0, int64_t c1) {
+  constexpr int PD = Shape<T>::PD, PE = PD < 8 ? PD : 8, PW = K3 ? (Shape<T>::NVB == 1 ? 24 : 10) : PD;
+  const auto tile = [&](auto P, auto check, int64_t ow, int64_t np) {
+    if constexpr (K3)
+      dw_tile3<T, decltype(P)::value, decltype(check)::value, SW>(a, n, kb, oh, ow, static_cast<int>(np));
+    else
+      dw_tile<T, decltype(P)::value, decltype(check)::value, SW == 1>(a, n, kb, oh, ow, static_cast<int>(np));
+  };
+  using Edge = std::integral_constant<int, PE>;
   const int64_t lo = std::clamp<int64_t>((a.pl + a.sw - 1) / a.sw, c0, c1);
   const int64_t last = a.w - 1 + a.pl - (a.s - 1) * a.dw;  // the input column of the last tap, shifted
   const int64_t hi = std::clamp<int64_t>(last < 0 ? 0 : last / a.sw + 1, lo, c1);
-  for (int64_t ow = c0; ow < lo; ++ow) tile(std::integral_constant<int, 1>{}, std::true_type{}, ow);
-  int64_t ow = lo;
-  for (; ow + PMAX <= hi; ow += PMAX) tile(std::integral_constant<int, PMAX>{}, std::false_type{}, ow);
-  while (ow + 8 <= hi && PMAX > 8) tile(std::integral_constant<int, (PMAX > 8 ? 8 : 1)>{}, std::false_type{}, ow), ow += PMAX > 8 ? 8 : 1;
-  if (ow + 4 <= hi && PMAX > 4) tile(std::integral_constant<int, (PMAX > 4 ? 4 : 1)>{}, std::false_type{}, ow), ow += PMAX > 4 ? 4 : 1;
-  if (ow + 2 <= hi && PMAX > 2) tile(std::integral_constant<int, (PMAX > 2 ? 2 : 1)>{}, std::false_type{}, ow), ow += PMAX > 2 ? 2 : 1;
-  for (; ow < hi; ++ow) tile(std::integral_constant<int, 1>{}, std::false_type{}, ow);
-  for (ow = hi; ow < c1; ++ow) tile(std::integral_constant<int, 1>{}, std::true_type{}, ow);
+  int64_t ow = c0;
+  for (; ow < lo; ow += PE) tile(Edge{}, std::true_type{}, ow, std::min<int64_t>(PE, c1 - ow));
+  for (; ow + PW <= hi; ow += PW) tile(std::integral_constant<int, PW>{}, std::false_type{}, ow, PW);
+  for (; ow + PE <= hi; ow += PE) tile(Edge{}, std::false_type{}, ow, PE);
+  for (; ow < c1; ow += PE) tile(Edge{}, std::true_type{}, ow, std::min<int64_t>(PE, c1 - ow));
+}
+
+template <class T>
+inline void dw_row(const NchwcConv<T>& a, int64_t n, int64_t kb, int64_t oh, int64_t c0, int64_t c1) {
+  if (kVecBytes == 64 && a.s == 3 && a.dw == 1 && a.sw <= 2)  // AVX-512: registers for 24 pixels and 3 taps
+    a.sw == 1 ? dw_row<T, 1, true>(a, n, kb, oh, c0, c1) : dw_row<T, 2, true>(a, n, kb, oh, c0, c1);
+  else
+    a.sw == 1 ? dw_row<T, 1, false>(a, n, kb, oh, c0, c1) : dw_row<T, 0, false>(a, n, kb, oh, c0, c1);
 }
 
 // Whether a tile of np pixels from ow0 reads only columns inside the input.
@@ -245,9 +312,7 @@ void nchwc_fwd(const NchwcConv<T>& a, const NchwcWork& wk, int64_t i0, int64_t i
     const int64_t t = it / (wk.chunks * wk.rows) % wk.tiles, n = it / (wk.chunks * wk.rows * wk.tiles);
     const int64_t c0 = chunk * wk.chunk, c1 = std::min(wk.cols, c0 + wk.chunk);
     if (a.depthwise) {
-      row_tiles<T, Shape<T>::PD>(a, c0, c1, [&](auto P, auto check, int64_t ow) {
-        dw_tile<T, decltype(P)::value, decltype(check)::value>(a, n, t, row, ow);
-      });
+      dw_row(a, n, t, row, c0, c1);
       continue;
     }
     // a tile pair t covers blocks [2t, 2t + 2): one two-block tile, or one-block tiles in turn
@@ -282,9 +347,7 @@ void expand_dw(const NchwcConv<T>& e, const NchwcConv<T>& d, const NchwcWork& wk
       }
       next = std::max(next, hi);
       for (int64_t blk = 2 * t; blk < 2 * t + nb; ++blk)
-        row_tiles<T, Shape<T>::PD>(dr, 0, d.ow, [&](auto P, auto check, int64_t ow) {
-          dw_tile<T, decltype(P)::value, decltype(check)::value>(dr, n, blk, oh, ow);
-        });
+        dw_row(dr, n, blk, oh, 0, d.ow);
     }
   }
 }
