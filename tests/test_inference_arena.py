@@ -68,6 +68,23 @@ def test_outputs_are_fresh_and_inputs_untouched():
         np.testing.assert_allclose(y, np.maximum(_conv(x, w), 0).reshape(1, -1), rtol=1e-5, atol=1e-6)
 
 
+def test_arena_blocks_start_on_cache_lines():
+    """Each arena block starts on a 64-byte boundary, so a blocked pixel (16 floats) is one cache
+    line; whatever alignment numpy's allocator happens to give."""
+    ws = {"w0": _w(16, 3, 3, 3), "w1": _w(16, 16, 3, 3), "w2": _w(16, 16, 1, 1)}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1] * 4),
+             helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Conv", ["ar", "w1"], ["b"], pads=[1] * 4),
+             helper.make_node("Relu", ["b"], ["br"]),
+             helper.make_node("Conv", ["br", "w2"], ["y"])]
+    m = pox.load(_model(nodes, [("x", (1, 3, 16, 16))], ["y"], ws).SerializeToString())
+    plan = m.plan(1)
+    for _ in range(8):  # fresh arenas: each borrow allocates new blocks
+        views = plan._borrow_arena()
+        starts = [v.ctypes.data for v in views if v is not None]
+        assert starts and all(a % 64 == 0 for a in starts)
+
+
 def test_concurrent_runs_get_their_own_arena():
     ws = {"w0": _w(8, 3, 3, 3), "w1": _w(8, 8, 3, 3), "w2": _w(4, 16, 1, 1)}
     nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1] * 4),

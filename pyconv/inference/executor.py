@@ -123,6 +123,14 @@ def fuse_expansions(graph, infos, blocked, convs):
     return Graph(nodes, graph.inputs, graph.outputs, graph.initializers, graph.name), expand
 
 
+def _aligned_bytes(n):
+    """n bytes starting on a 64-byte boundary: a blocked pixel's 16 floats are then one cache
+    line, never two (the depthwise kernel loses 1.15-1.3x on misaligned planes)."""
+    buf = np.empty(n + 64, np.uint8)
+    k = -buf.ctypes.data % 64
+    return buf[k:k + n]
+
+
 class Plan:
     def __init__(self, graph, infos, precision="float32"):
         self.blocked, self.nchwc = blocked_values(graph, infos, precision)
@@ -316,7 +324,7 @@ class Plan:
                 return self._arenas.pop()
             except IndexError:  # another thread took the last one
                 pass
-        blocks = [np.empty(n, np.uint8) for n in self._arena_sizes]
+        blocks = [_aligned_bytes(n) for n in self._arena_sizes]
         views = [None] * len(self.steps)
         for step, blk, shape, dtype, channels in self._arena_views:
             n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
