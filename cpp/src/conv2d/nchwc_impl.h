@@ -282,25 +282,32 @@ inline bool inside(const NchwcConv<T>& a, int64_t ow0, int np) {
   return ow0 * a.sw - a.pl >= 0 && (ow0 + np - 1) * a.sw - a.pl + (a.s - 1) * a.dw < a.w;
 }
 
-// Output columns [c0, c1) of one row in tiles of P pixels: inside the input unchecked, else
-// (padding, the row's last pixels) through per-pixel pointers or checks.
+// One dense tile of np <= P pixels from (row, ow): inside the input unchecked, else (padding,
+// the row's last pixels) through per-pixel pointers or checks; row < 0: the flattened plane.
+template <class T, int NB, int P>
+inline void dense_one(const NchwcConv<T>& a, int64_t n, int64_t b0, int64_t row, int64_t ow, int np) {
+  if (row < 0)
+    dense_tile<T, NB, P, Rd::FLAT>(a, n, b0, 0, ow, np);
+  else if (np == P && inside(a, ow, np))
+    dense_tile<T, NB, P, Rd::STRIDED>(a, n, b0, row, ow, np);
+  else if (a.xc == 1)
+    dense_tile<T, NB, P, Rd::POINTERS>(a, n, b0, row, ow, np);
+  else
+    dense_tile<T, NB, P, Rd::CHECKED>(a, n, b0, row, ow, np);
+}
+
+// Output columns [c0, c1) of one row (row < 0: of the flattened plane) in tiles of P pixels; a
+// last tile of at most P/2 pixels runs as a half tile (a 7x7 plane is 14 + 14 + 14 + 7 pixels:
+// a whole tile for the last 7 would compute 56).
 template <class T, int NB>
 void dense_row(const NchwcConv<T>& a, int64_t n, int64_t b0, int64_t row, int64_t c0, int64_t c1) {
-  constexpr int P = Shape<T>::P;
-  const bool blocked = a.xc == 1;
-  if (row < 0) {  // [c0, c1) of the flattened plane
-    for (int64_t q = c0; q < c1; q += P)
-      dense_tile<T, NB, P, Rd::FLAT>(a, n, b0, 0, q, static_cast<int>(std::min<int64_t>(P, c1 - q)));
-    return;
-  }
+  constexpr int P = Shape<T>::P, PH = P / 2 > 0 ? P / 2 : 1;
   for (int64_t ow = c0; ow < c1; ow += P) {
     const int np = static_cast<int>(std::min<int64_t>(P, c1 - ow));
-    if (np == P && inside(a, ow, np))
-      dense_tile<T, NB, P, Rd::STRIDED>(a, n, b0, row, ow, np);
-    else if (blocked)
-      dense_tile<T, NB, P, Rd::POINTERS>(a, n, b0, row, ow, np);
+    if (np <= PH)
+      dense_one<T, NB, PH>(a, n, b0, row, ow, np);
     else
-      dense_tile<T, NB, P, Rd::CHECKED>(a, n, b0, row, ow, np);
+      dense_one<T, NB, P>(a, n, b0, row, ow, np);
   }
 }
 
