@@ -290,6 +290,30 @@ def test_global_average_pool_of_nchw_input(dt, shape, isa, poison):
         _core.global_avg_pool2d_nchwc(x[:, ::-1], shape[1], False)
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 128, 28, 28), (1, 17, 5, 3), (3, 16, 1, 1), (1, 40, 13, 13), (2, 3, 0, 4)])
+def test_nchw_to_blocked(dt, shape):
+    """The executor's reorder in C++ equals the numpy definition (lanes past C zero) at every
+    thread count; bad inputs are named."""
+    x = np.random.default_rng(2).standard_normal(shape).astype(dt)
+    x0 = x.copy()
+    want = to_blocked(x)
+    for t in (1, 2, 3):
+        with pyconv.threads(t):
+            y = _core.nchw_to_blocked(x)
+        assert y.dtype == dt and np.array_equal(y, want)
+    assert np.array_equal(x, x0)
+    out = np.full(want.shape, np.nan, dt)
+    assert _core.nchw_to_blocked(x, out=out) is out and np.array_equal(out, want)
+    with pytest.raises(ValueError, match="4-D"):
+        _core.nchw_to_blocked(want)
+    if x.size:
+        with pytest.raises(ValueError, match="C-contiguous"):
+            _core.nchw_to_blocked(x[:, ::-1])
+    with pytest.raises(ValueError, match="out"):
+        _core.nchw_to_blocked(x, out=np.empty((1,) + want.shape, dt))
+
+
 # --------------------------------------------------------------------------- the graph's layout
 
 

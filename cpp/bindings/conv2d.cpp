@@ -280,6 +280,18 @@ py::array global_avg_pool2d_nchwc_t(const py::array& x, int64_t channels, bool y
   return std::move(y);
 }
 
+template <class T>
+py::array nchw_to_blocked_t(const py::array& x, const py::object& out) {
+  check_array(x, "input", 4, py::dtype::of<T>());
+  const int64_t B = kNchwcBlock, n = x.shape(0), c = x.shape(1), h = x.shape(2), w = x.shape(3);
+  auto y = out_or_new<T>(out, std::vector<int64_t>{n, (c + B - 1) / B, h, w, B}, {&x});
+  {
+    NoGil nogil(static_cast<double>(x.size()));
+    nchw_to_nchwc<T>(data<T>(x), n, c, h, w, y.mutable_data());
+  }
+  return std::move(y);
+}
+
 // precision="bfloat16": float32 in and out, operands rounded to bfloat16, fp32 accumulation.
 // `w` is a float32 array (rounded and packed for this call) or a Bf16ConvWeights packed once.
 std::shared_ptr<Bf16ConvWeights> pack_bf16(const py::array& w, int64_t groups) {
@@ -468,6 +480,11 @@ void bind_conv2d(py::module_& m) {
                                [&] { return global_avg_pool2d_nchwc_t<double>(x, channels, y_blocked, out); });
   }, py::arg("x"), py::arg("channels"), py::arg("y_blocked"), py::kw_only(), py::arg("out") = py::none(),
      "Global average pooling of an NCHW16c input (5-D) or an NCHW one (4-D, NCHW output).");
+  m.def("nchw_to_blocked", [](py::array x, py::object out) {
+    return by_dtype<py::array>(x, "input", [&] { return nchw_to_blocked_t<float>(x, out); },
+                               [&] { return nchw_to_blocked_t<double>(x, out); });
+  }, py::arg("x"), py::kw_only(), py::arg("out") = py::none(),
+     "NCHW (N, C, H, W) to NCHW16c (N, ceil(C/16), H, W, 16), the lanes past C zero.");
   m.def("conv2d_fwd_fused", [](py::array x, py::array w, py::object b, I2 stride, I4 pad, I2 dil, int64_t groups,
                                int algo, py::object residual, double lo, double hi, py::object out, py::object packed) {
     return by_dtype<py::array>(x, "input", [&] { return conv2d_fwd_fused_t<float>(x, w, b, stride, pad, dil, groups, algo, residual, lo, hi, out, packed); },

@@ -305,7 +305,7 @@ def build_conv_nchwc(node, ins, x_blocked, y_blocked):
 
     def run(x, w_, b=None, *extra, out=None):
         if reorder:
-            x = nchwc.to_blocked(x)
+            x = _core.nchw_to_blocked(_contig(x))
         return conv(_contig(x), c, wp, k, bp, strides, pads, dil, y_blocked,
                     None if kres is None else _contig(extra[kres - 3]), lo, hi, out=out)
     return _takes_out(run)

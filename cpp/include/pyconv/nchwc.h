@@ -54,6 +54,10 @@ struct NchwcPool {
 template <class T>
 void global_avg_pool2d_nchwc(const NchwcPool<T>& a);
 
+// NCHW x (n, c, h, w) to the blocked layout y (n, ceil(c/16), h, w, 16), the lanes past c zero.
+template <class T>
+void nchw_to_nchwc(const T* x, int64_t n, int64_t c, int64_t h, int64_t w, T* y);
+
 // A 1x1 stride-1 expansion e (input x, output k channels) followed by a depthwise conv d of its
 // output, without the expansion's output in memory: each work item computes the rows of two
 // expansion blocks that d's next output row needs into a ring of rows, then that output row.

@@ -62,11 +62,35 @@ void global_avg_pool2d_nchwc(const NchwcPool<T>& a) {
   parallel_for(items, threads_for(a.n * a.c * a.h * a.w, num_threads()), [&](int64_t i0, int64_t i1) { fn(a, i0, i1); });
 }
 
+template <class T>
+void nchw_to_nchwc(const T* x, int64_t n, int64_t c, int64_t h, int64_t w, T* y) {
+  constexpr int64_t B = kNchwcBlock, kChunk = 128;  // pixels per item: 8 KB of y, in L1 while 16 planes fill it
+  const int64_t plane = h * w, cb = (c + B - 1) / B, chunks = (plane + kChunk - 1) / kChunk;
+  parallel_for(n * cb * chunks, threads_for(n * cb * B * plane, num_threads()), [&](int64_t i0, int64_t i1) {
+    for (int64_t it = i0; it < i1; ++it) {
+      const int64_t blk = it / chunks % cb, img = it / (chunks * cb);
+      const int64_t q0 = it % chunks * kChunk, q1 = std::min(plane, q0 + kChunk);
+      T* yb = y + (img * cb + blk) * plane * B;
+      for (int64_t l = 0; l < B; ++l) {
+        const int64_t ch = blk * B + l;
+        if (ch >= c) {
+          for (int64_t q = q0; q < q1; ++q) yb[q * B + l] = T(0);
+          continue;
+        }
+        const T* xp = x + (img * c + ch) * plane;
+        for (int64_t q = q0; q < q1; ++q) yb[q * B + l] = xp[q];
+      }
+    }
+  });
+}
+
 template void conv2d_nchwc_fwd<float>(const NchwcConv<float>&);
 template void conv2d_nchwc_fwd<double>(const NchwcConv<double>&);
 template void conv2d_nchwc_expand_dw<float>(const NchwcConv<float>&, const NchwcConv<float>&);
 template void conv2d_nchwc_expand_dw<double>(const NchwcConv<double>&, const NchwcConv<double>&);
 template void global_avg_pool2d_nchwc<float>(const NchwcPool<float>&);
 template void global_avg_pool2d_nchwc<double>(const NchwcPool<double>&);
+template void nchw_to_nchwc<float>(const float*, int64_t, int64_t, int64_t, int64_t, float*);
+template void nchw_to_nchwc<double>(const double*, int64_t, int64_t, int64_t, int64_t, double*);
 
 }  // namespace pyconv
