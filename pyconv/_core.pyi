@@ -58,6 +58,9 @@ def global_avg_pool2d_nchwc(x: np.ndarray, channels: int, y_blocked: bool, *,
                             out: Optional[np.ndarray] = None) -> np.ndarray:
     """Global average pooling of an NCHW16c input (5-D) or an NCHW one (4-D, NCHW output)."""
     ...
+def nchw_to_blocked(x: np.ndarray, *, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """NCHW (N, C, H, W) to NCHW16c (N, ceil(C/16), H, W, 16), the lanes past C zero."""
+    ...
 class Im2colWeights:
     """float32 convolution weights packed once for im2col's GEMM (inference graphs)."""
     def __init__(self, weight: np.ndarray, groups: int = 1) -> None: ...

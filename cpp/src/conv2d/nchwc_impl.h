@@ -167,6 +167,17 @@ void dense_tile(const NchwcConv<T>& a, int64_t n, int64_t kb0, int64_t oh, int64
   store<T, P, NV>(a, n, kb0, NB, oh, ow0, np, acc);
 }
 
+// A depthwise tile's accumulators start at block kb's bias.
+template <class T, int P>
+inline void dw_start(const NchwcConv<T>& a, int64_t kb, typename V<T>::vec (&acc)[P][Shape<T>::NVB]) {
+  using vec = typename V<T>::vec;
+  for (int v = 0; v < Shape<T>::NVB; ++v) {
+    const vec bv = a.b ? loadu(a.b + kb * B + v * V<T>::L) : vec{};
+#pragma GCC unroll 28
+    for (int p = 0; p < P; ++p) acc[p][v] = bv;
+  }
+}
+
 // Depthwise tile: block kb, np <= P pixels from (oh, ow0) (np == P unless CHECK); x blocked.
 // SW1: stride 1 known at compile time, so that each tap's P loads are at fixed offsets.
 template <class T, int P, bool CHECK, bool SW1>
@@ -175,11 +186,7 @@ void dw_tile(const NchwcConv<T>& a, int64_t n, int64_t kb, int64_t oh, int64_t o
   constexpr int L = V<T>::L, NVB = Shape<T>::NVB;
   alignas(64) static constexpr T zeros[B] = {};  // read for padding columns: no branches in the tap loop
   vec acc[P][NVB];
-  for (int v = 0; v < NVB; ++v) {
-    const vec bv = a.b ? loadu(a.b + kb * B + v * L) : vec{};
-#pragma GCC unroll 28
-    for (int p = 0; p < P; ++p) acc[p][v] = bv;
-  }
+  dw_start<T, P>(a, kb, acc);
   const T* xb = a.x + n * a.xn + (kb - a.xb0) * a.xcb;
   const T* wb = a.wp + kb * a.r * a.s * B;
   const int64_t step = SW1 ? B : a.sw * B;
@@ -213,11 +220,7 @@ void dw_tile3(const NchwcConv<T>& a, int64_t n, int64_t kb, int64_t oh, int64_t 
   constexpr int L = V<T>::L, NVB = Shape<T>::NVB, Q = SW * (P - 1) + 3;
   alignas(64) static constexpr T zeros[B] = {};
   vec acc[P][NVB];
-  for (int v = 0; v < NVB; ++v) {
-    const vec bv = a.b ? loadu(a.b + kb * B + v * L) : vec{};
-#pragma GCC unroll 28
-    for (int p = 0; p < P; ++p) acc[p][v] = bv;
-  }
+  dw_start<T, P>(a, kb, acc);
   const T* xb = a.x + n * a.xn + (kb - a.xb0) * a.xcb;
   const T* wb = a.wp + kb * a.r * 3 * B;
   const int64_t iw0 = ow0 * SW - a.pl;
