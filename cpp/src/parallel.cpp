@@ -21,6 +21,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 #include "pyconv/parallel.h"
 
@@ -34,7 +35,9 @@
 #include <condition_variable>
 #endif
 #if defined(__unix__) || defined(__APPLE__)
+#include <dlfcn.h>
 #include <pthread.h>
+#define PYCONV_DLOPEN 1
 #endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -119,6 +122,14 @@ int available_cpus() {
   return std::max(1, std::min(n, kMaxThreads));
 }
 
+// A host library's OpenMP runtime (torch's libgomp): jobs run on the caller's OpenMP team, whose
+// workers spin after the host's own calls, instead of waking pyconv's workers next to them.
+struct HostTeam {
+  void (*parallel)(void (*)(void*), void*, unsigned, unsigned);  // GOMP_parallel
+  int (*thread_num)();
+  std::string path;
+};
+
 class Pool {
  public:
   // One caller at a time: false while another thread's job holds the pool.
@@ -128,8 +139,11 @@ class Pool {
   }
   void release() { busy_.store(false); }
   void run(int64_t n, int threads, detail::ChunkFn fn, void* ctx);
+  void run_hosted(int64_t n, int threads, detail::ChunkFn fn, void* ctx, const HostTeam& host);
 
  private:
+  void start(int64_t n, int threads, detail::ChunkFn fn, void* ctx);
+  static void host_thread(void* arg);
   // Thread `s` of a job (0 the caller, s >= 1 worker s) owns a contiguous range of its chunks and
   // takes them from the front; when it runs out it takes other threads' from the back. Each
   // range is one word, (generation, next, end), changed only by compare-and-swap.
@@ -166,10 +180,14 @@ class Pool {
 };
 
 thread_local bool tls_in_region = false;  // a pool worker, or a caller inside its own job
+thread_local bool tls_use_host = false;   // this thread's jobs go to the host's team, if one is set
 
 std::atomic<Pool*> g_pool{nullptr};
 std::atomic<int> g_threads{0};
 std::atomic<int> g_spin_us{-1};
+
+std::atomic<const HostTeam*> g_host{nullptr};
+std::mutex g_host_mu;  // serialises set_host_openmp (HostTeams are never freed: a job may hold one)
 
 Pool& pool() {
   Pool* p = g_pool.load(std::memory_order_acquire);
@@ -183,7 +201,11 @@ Pool& pool() {
 #if defined(__unix__) || defined(__APPLE__)
 // The child of fork() has only the forking thread: start over with a fresh pool (the old one,
 // and any job it was running in another thread, are abandoned).
-void reset_after_fork() { g_pool.store(nullptr); }
+// The host's runtime is dropped too: libgomp's team does not survive fork either.
+void reset_after_fork() {
+  g_pool.store(nullptr);
+  g_host.store(nullptr);
+}
 [[maybe_unused]] const int g_atfork = pthread_atfork(nullptr, nullptr, &reset_after_fork);
 #endif
 
@@ -265,8 +287,7 @@ void Pool::grow(int workers) {
   }
 }
 
-void Pool::run(int64_t n, int threads, detail::ChunkFn fn, void* ctx) {
-  grow(threads - 1);
+void Pool::start(int64_t n, int threads, detail::ChunkFn fn, void* ctx) {
   const int chunks = static_cast<int>(std::min<int64_t>(n, static_cast<int64_t>(threads) * kChunksPerThread));
   fn_ = fn;
   ctx_ = ctx;
@@ -278,6 +299,12 @@ void Pool::run(int64_t n, int threads, detail::ChunkFn fn, void* ctx) {
   for (int s = 0; s < threads; ++s)
     slots_[s].range.store(range_word(gen, chunks * s / threads, chunks * (s + 1) / threads), std::memory_order_release);
   job_.store(static_cast<uint64_t>(gen) << 32 | static_cast<uint64_t>(threads), std::memory_order_release);
+}
+
+void Pool::run(int64_t n, int threads, detail::ChunkFn fn, void* ctx) {
+  grow(threads - 1);
+  start(n, threads, fn, ctx);
+  const uint32_t gen = gen_;
   // Ring exactly this job's workers; a spinning one sees its bell without a system call.
   const int workers = std::min(threads - 1, nworkers_.load());
   for (int w = 1; w <= workers; ++w) {
@@ -287,12 +314,33 @@ void Pool::run(int64_t n, int threads, detail::ChunkFn fn, void* ctx) {
 
   work(0, gen);
 
-  const uint32_t all = static_cast<uint32_t>(chunks);
+  const uint32_t all = static_cast<uint32_t>(chunks_);
   if (!spin_until([&] { return done_.load(std::memory_order_acquire) == all; })) {
     caller_waiting_.store(1);
     for (uint32_t d; (d = done_.load()) != all;) waiter_.wait(done_, d);
     caller_waiting_.store(0);
   }
+  if (error_) std::rethrow_exception(error_);
+}
+
+void Pool::host_thread(void* arg) {
+  auto& [pool, host] = *static_cast<std::pair<Pool*, const HostTeam*>*>(arg);
+  Pool& p = *pool;
+  const uint64_t job = p.job_.load(std::memory_order_acquire);
+  const int threads = static_cast<int>(job & 0xffff);
+  const bool was = tls_in_region;
+  tls_in_region = true;
+  // Team thread t takes slot t's range first; a team smaller than asked for leaves the other
+  // ranges to be taken from the back, a larger one (never asked for) only takes leftovers.
+  p.work(host->thread_num() % threads, static_cast<uint32_t>(job >> 32));
+  tls_in_region = was;
+}
+
+void Pool::run_hosted(int64_t n, int threads, detail::ChunkFn fn, void* ctx, const HostTeam& host) {
+  start(n, threads, fn, ctx);
+  // The region ends at the team's barrier: every chunk taken has run when it returns.
+  std::pair<Pool*, const HostTeam*> arg{this, &host};
+  host.parallel(&Pool::host_thread, &arg, static_cast<unsigned>(threads), 0);
   if (error_) std::rethrow_exception(error_);
 }
 
@@ -312,9 +360,46 @@ void run_parallel(int64_t n, int threads, ChunkFn fn, void* ctx) {
       p.release();
     }
   } release{p};
-  p.run(n, threads, fn, ctx);
+  const HostTeam* host = tls_use_host ? g_host.load(std::memory_order_acquire) : nullptr;
+  if (host != nullptr) p.run_hosted(n, threads, fn, ctx, *host);
+  else p.run(n, threads, fn, ctx);
 }
 }  // namespace detail
+
+std::string set_host_openmp(const std::string& path) {
+  std::lock_guard<std::mutex> lock(g_host_mu);
+  if (path.empty()) {
+    g_host.store(nullptr, std::memory_order_release);
+    return "";
+  }
+#if defined(PYCONV_DLOPEN)
+  // RTLD_NOLOAD: only a runtime the process has already loaded (the host's own copy).
+  void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD);
+  if (lib == nullptr) return "not loaded in this process: " + path;
+  auto* parallel = reinterpret_cast<void (*)(void (*)(void*), void*, unsigned, unsigned)>(dlsym(lib, "GOMP_parallel"));
+  auto* thread_num = reinterpret_cast<int (*)()>(dlsym(lib, "omp_get_thread_num"));
+  if (parallel == nullptr || thread_num == nullptr) {
+    dlclose(lib);
+    return "no GOMP_parallel / omp_get_thread_num in " + path;
+  }
+  // The handle stays open (the runtime must outlive every job started on it).
+  g_host.store(new HostTeam{parallel, thread_num, path}, std::memory_order_release);
+  return "";
+#else
+  return "not supported on this platform";
+#endif
+}
+
+bool use_host_openmp(bool on) {
+  const bool was = tls_use_host;
+  tls_use_host = on;
+  return was;
+}
+
+std::string host_openmp() {
+  const HostTeam* host = g_host.load(std::memory_order_acquire);
+  return host == nullptr ? std::string() : host->path;
+}
 
 int default_num_threads() {
   if (int n = parse_positive("PYCONV_NUM_THREADS")) return n;

@@ -5,6 +5,7 @@
     fast = pt.optimize(model.eval())   # inference: the fused graph (BN folded, bias/act/residual fused)
     ...train as usual: optimizers, DDP, torch.compile, torch.export, state_dict unchanged...
     pt.stats()                         # calls and fallbacks to torch per module type
+    pt.share_threads(False)            # pyconv's own threads for its work in torch ops (default: torch's)
 
 ``import pyconv`` never imports torch; this subpackage needs it (``pip install 'pyconv[torch]'``).
 Importing it registers the ``torch.ops.pyconv.*`` operators (see :mod:`pyconv.torch.ops`).
@@ -18,6 +19,8 @@ from . import ops
 from ._stats import reset_stats, stats
 from ._convert import convert
 from ._optimize import OptimizedModule, optimize
+from ._threads import share_threads
 from .modules import AvgPool2d, Conv2d, MaxPool2d
 
-__all__ = ["convert", "optimize", "OptimizedModule", "Conv2d", "MaxPool2d", "AvgPool2d", "stats", "reset_stats", "ops"]
+__all__ = ["convert", "optimize", "OptimizedModule", "Conv2d", "MaxPool2d", "AvgPool2d", "stats", "reset_stats", "ops",
+           "share_threads"]
