@@ -114,6 +114,88 @@ struct PaddedImage {
   }
 };
 
+// Pointwise layers on small planes run the batch as one GEMM of n * ohw columns: the NR-wide
+// panels then run across image boundaries instead of ending every image with a ragged panel (a
+// 7x7 plane fills 49 of 64 columns on AVX-512), the weights are packed once instead of once per
+// image, and the weight gradient sums over n * ohw instead of adding n products of depth ohw.
+// Used while a batch's copy of the output (and, for the weight gradient, of both operands) stays
+// within the workspace budget; the copies live in the calling thread's call buffers 0 and 1
+// (reused between calls: no page faults per call).
+bool merge_images(const Conv2dParams& p, int nr, size_t elem, ConvDir dir) {
+  if (!is_pointwise(p) || p.n < 2) return false;
+  const int64_t ohw = p.oh * p.ow;
+  const int64_t per_image = p.n * ((ohw + nr - 1) / nr * nr), merged = (p.n * ohw + nr - 1) / nr * nr;
+  // The weight gradient copies both operands: measured to win in the orientation that splits
+  // well over threads (fewer filters than channels, transposed below) or on 7x7 planes with large
+  // weights; at batch 2 or 13x13 with more filters than channels the copies cost more than they
+  // save (benchmarks/RESULTS.md, "Pointwise layers on small planes").
+  const int64_t cg = p.c / p.groups, kg = p.k / p.groups;
+  const bool small = dir == ConvDir::bwd_weight
+                         ? p.n >= 4 && ohw <= 256 && (kg < cg || (ohw < 64 && kg * cg >= (int64_t{1} << 18)))
+                         : merged * 10 <= per_image * 9;
+  const int64_t copy = dir == ConvDir::bwd_weight ? p.n * ohw * (p.c + p.k) : p.n * ohw * std::max(p.c, p.k) / p.groups;
+  return small && static_cast<size_t>(copy) * elem <= workspace_limit() / 2;
+}
+
+// pack_b of B(k, j) = src[(j / ohw) * img + k * ohw + j % ohw]: the images' planes side by side.
+template <class T>
+struct BatchColumns {
+  const T* src;
+  int64_t img, ohw;
+  int nr;
+  void operator()(int64_t pc, int64_t kb, int64_t jc, int64_t nb, T* bp) const {
+    for (int64_t j0 = 0; j0 < nb; j0 += nr, bp += kb * nr) {
+      const int64_t cols = std::min<int64_t>(nr, nb - j0);
+      for (int64_t jj = 0; jj < cols;) {  // runs of columns within one image
+        const int64_t j = jc + j0 + jj, q = j % ohw, len = std::min(cols - jj, ohw - q);
+        const T* s = src + j / ohw * img + pc * ohw + q;
+        for (int64_t k = 0; k < kb; ++k) std::copy(s + k * ohw, s + k * ohw + len, bp + k * nr + jj);
+        jj += len;
+      }
+      for (int64_t k = 0; k < kb; ++k) std::fill(bp + k * nr + cols, bp + (k + 1) * nr, T(0));
+    }
+  }
+};
+
+// dst[n * img + i * ohw + q] = src[i * ld + n * ohw + q] (+ res at dst's index, then clamped):
+// rows [0, rows) of a batch-wide GEMM result back into the images' planes.
+template <class T>
+void scatter_images(const T* src, int64_t rows, int64_t n, int64_t ohw, int64_t img, T* dst, const T* res, T lo, T hi,
+                    int nt) {
+  const int64_t ld = n * ohw;
+  const bool clamp = lo > -std::numeric_limits<T>::infinity() || hi < std::numeric_limits<T>::infinity();
+  parallel_for(rows * n, nt, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t i = r / n, m = r % n;
+      const T* s = src + i * ld + m * ohw;
+      T* d = dst + m * img + i * ohw;
+      if (res == nullptr && !clamp) {
+        std::copy(s, s + ohw, d);
+        continue;
+      }
+      const T* rr = res != nullptr ? res + m * img + i * ohw : nullptr;
+      for (int64_t q = 0; q < ohw; ++q) {
+        T v = rr != nullptr ? s[q] + rr[q] : s[q];
+        v = v < lo ? lo : v;
+        d[q] = v > hi ? hi : v;
+      }
+    }
+  });
+}
+
+// dst[i * n * ohw + m * ohw + q] = src[m * img + i * ohw + q] for rows i < rows: the batch's planes
+// side by side, one row per channel.
+template <class T>
+void gather_images(const T* src, int64_t rows, int64_t n, int64_t ohw, int64_t img, T* dst, int nt) {
+  parallel_for(rows * n, nt, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t i = r / n, m = r % n;
+      const T* s = src + m * img + i * ohw;
+      std::copy(s, s + ohw, dst + i * n * ohw + m * ohw);
+    }
+  });
+}
+
 }  // namespace
 
 const char* pointwise_guard(const Conv2dParams& p, ConvDir) {
@@ -155,6 +237,24 @@ bool im2col_fwd(ConvCall<T>& call) {
   const Im2colWeights<T>* packed = call.packed && call.packed->isa == static_cast<Isa>(isa) ? call.packed : nullptr;
   const bool epi = b != nullptr || call.res != nullptr || call.lo > -std::numeric_limits<T>::infinity() ||
                    call.hi < std::numeric_limits<T>::infinity();
+  if (merge_images(p, nr, sizeof(T), ConvDir::fwd)) {
+    const int64_t cols = p.n * ohw;
+    T* yb = call_buffer<T>(0, static_cast<size_t>(kg * cols));
+    for (int64_t g = 0; g < p.groups; ++g) {
+      GemmEpilogue<T> e;
+      e.row_bias = b != nullptr ? b + g * kg : nullptr;
+      if (call.res == nullptr) e.lo = call.lo, e.hi = call.hi;
+      const T* pa = packed ? packed->data.data() + g * packed->group_elems : nullptr;
+      gemm_custom_b<T>(static_cast<Isa>(isa), kg, cols, rows, w + g * kg * rows, rows, 1,
+                       BatchColumns<T>{x + g * cg * hw, p.c * hw, ohw, nr}, yb, cols, false, nt, &e, pa);
+      const T* res = call.res != nullptr ? call.res + g * kg * ohw : nullptr;
+      constexpr T inf = std::numeric_limits<T>::infinity();
+      scatter_images<T>(yb, kg, p.n, ohw, p.k * ohw, y + g * kg * ohw, res, res ? call.lo : -inf,
+                        res ? call.hi : inf, nt);
+    }
+    call.epilogue_done = true;
+    return true;
+  }
   auto image = [&](int64_t n, T* xp, int64_t, int gemm_threads) {
     T* yn = y + n * p.k * ohw;
     ConvArgs<T> src = a;
@@ -219,6 +319,18 @@ bool im2col_bwd_data(ConvCall<T>& call) {
   const int64_t cg = p.c / p.groups, kg = p.k / p.groups, rows = cg * p.r * p.s;
   const int64_t ohw = p.oh * p.ow, hw = p.h * p.w;
   const bool pointwise = is_pointwise(p);
+  const int nr = gemm_tile<T>(static_cast<Isa>(isa)).nr;
+  if (merge_images(p, nr, sizeof(T), ConvDir::bwd_data)) {
+    const int64_t cols = p.n * ohw;
+    T* xb = call_buffer<T>(0, static_cast<size_t>(cg * cols));
+    for (int64_t g = 0; g < p.groups; ++g) {
+      gemm_custom_b<T>(static_cast<Isa>(isa), cg, cols, kg, w + g * kg * rows, 1, rows,
+                       BatchColumns<T>{dy + g * kg * ohw, p.k * ohw, ohw, nr}, xb, cols, false, nt);
+      scatter_images<T>(xb, cg, p.n, ohw, p.c * hw, dx + g * cg * hw, nullptr,
+                        -std::numeric_limits<T>::infinity(), std::numeric_limits<T>::infinity(), nt);
+    }
+    return true;
+  }
   // cols[j][q] = sum_i w[g*kg + i][j] * dy[n][g*kg + i][q], then col2im adds cols into dx.
   auto image = [&](int64_t n, T* cols, int64_t tile, int threads) {
     T* dxn = dx + n * p.c * hw;
@@ -291,6 +403,27 @@ bool im2col_bwd_weight(ConvCall<T>& call) {
   // (threads split its rows, each packing all of the small B; with M = filters they split the
   // channels and scale poorly: benchmarks/RESULTS.md, "Algorithm selection"), then transposed.
   const bool transposed = pointwise && kg < rows;
+  if (merge_images(p, nr, sizeof(T), ConvDir::bwd_weight)) {
+    const int64_t cols = p.n * ohw;
+    T* xb = call_buffer<T>(0, static_cast<size_t>(p.c * cols));
+    T* db = call_buffer<T>(1, static_cast<size_t>(p.k * cols));
+    gather_images<T>(x, p.c, p.n, ohw, p.c * hw, xb, nt);
+    gather_images<T>(dy, p.k, p.n, ohw, p.k * ohw, db, nt);
+    Buffer<T> dwt(transposed ? static_cast<size_t>(kg * rows) : 0);
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const T* xg = xb + g * cg * cols;
+      const T* dyg = db + g * kg * cols;
+      T* dwg = dw + g * kg * rows;
+      if (!transposed) {
+        gemm<T>(kg, rows, cols, dyg, cols, 1, xg, 1, cols, dwg, rows, false, nt);
+        continue;
+      }
+      gemm<T>(rows, kg, cols, xg, cols, 1, dyg, 1, cols, dwt.get(), kg, false, nt);
+      for (int64_t j = 0; j < rows; ++j)
+        for (int64_t i = 0; i < kg; ++i) dwg[i * rows + j] = dwt.get()[j * kg + i];
+    }
+    return true;
+  }
   auto images = [&](int64_t n0, int64_t n1, T* dwc, int threads) {
     std::fill(dwc, dwc + p.k * rows, T(0));
     Buffer<T> dwt(transposed ? static_cast<size_t>(p.k * rows) : 0);  // per group: [channel][filter]
