@@ -113,7 +113,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_spin_us", &set_spin_us);
   m.def("set_host_openmp", &pyconv::set_host_openmp, py::arg("path"));
   m.def("get_host_openmp", &pyconv::host_openmp);
-  m.def("use_host_openmp", &pyconv::use_host_openmp, py::arg("on"));
   m.def("get_workspace_limit", &workspace_limit);
   m.def("set_workspace_limit", &set_workspace_limit);
   m.def("set_float32_precision", [](const std::string& name) {

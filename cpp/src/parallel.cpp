@@ -180,7 +180,6 @@ class Pool {
 };
 
 thread_local bool tls_in_region = false;  // a pool worker, or a caller inside its own job
-thread_local bool tls_use_host = false;   // this thread's jobs go to the host's team, if one is set
 
 std::atomic<Pool*> g_pool{nullptr};
 std::atomic<int> g_threads{0};
@@ -360,7 +359,7 @@ void run_parallel(int64_t n, int threads, ChunkFn fn, void* ctx) {
       p.release();
     }
   } release{p};
-  const HostTeam* host = tls_use_host ? g_host.load(std::memory_order_acquire) : nullptr;
+  const HostTeam* host = g_host.load(std::memory_order_acquire);
   if (host != nullptr) p.run_hosted(n, threads, fn, ctx, *host);
   else p.run(n, threads, fn, ctx);
 }
@@ -388,12 +387,6 @@ std::string set_host_openmp(const std::string& path) {
 #else
   return "not supported on this platform";
 #endif
-}
-
-bool use_host_openmp(bool on) {
-  const bool was = tls_use_host;
-  tls_use_host = on;
-  return was;
 }
 
 std::string host_openmp() {

@@ -5,7 +5,7 @@
     fast = pt.optimize(model.eval())   # inference: the fused graph (BN folded, bias/act/residual fused)
     ...train as usual: optimizers, DDP, torch.compile, torch.export, state_dict unchanged...
     pt.stats()                         # calls and fallbacks to torch per module type
-    pt.share_threads(False)            # pyconv's own threads for its work in torch ops (default: torch's)
+    pt.share_threads(False)            # pyconv's own threads for its work (default: torch's OpenMP threads)
 
 ``import pyconv`` never imports torch; this subpackage needs it (``pip install 'pyconv[torch]'``).
 Importing it registers the ``torch.ops.pyconv.*`` operators (see :mod:`pyconv.torch.ops`).

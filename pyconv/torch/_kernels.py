@@ -17,7 +17,6 @@ import torch
 
 from .. import functional as F
 from ._stats import count_copy
-from ._threads import kernel
 
 _FLOATS = (torch.float32, torch.float64)
 
@@ -45,7 +44,6 @@ def _pad(padding, same):
     return "same" if same else tuple(padding)
 
 
-@kernel
 def conv2d(input, weight, bias, stride, padding, dilation, groups, padding_mode, algo, same):
     fn = "conv2d"
     x = _array(input, fn, "input")
@@ -56,7 +54,6 @@ def conv2d(input, weight, bias, stride, padding, dilation, groups, padding_mode,
     return torch.from_numpy(y)
 
 
-@kernel
 def conv2d_grad_input(grad_output, weight, input_size, stride, padding, dilation, groups, padding_mode, algo, same):
     fn = "conv2d_grad_input"
     g = _array(grad_output, fn, "grad_output")
@@ -66,7 +63,6 @@ def conv2d_grad_input(grad_output, weight, input_size, stride, padding, dilation
     return torch.from_numpy(dx)
 
 
-@kernel
 def conv2d_grad_weight(input, grad_output, weight_size, stride, padding, dilation, groups, padding_mode, algo, same):
     fn = "conv2d_grad_weight"
     x = _array(input, fn, "input")
@@ -76,7 +72,6 @@ def conv2d_grad_weight(input, grad_output, weight_size, stride, padding, dilatio
     return torch.from_numpy(dw)
 
 
-@kernel
 def max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
     x = _array(input, "max_pool2d", "input")
     y, idx = F.max_pool2d(x, tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), ceil_mode,
@@ -84,7 +79,6 @@ def max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
     return torch.from_numpy(y), torch.from_numpy(idx)
 
 
-@kernel
 def max_pool2d_backward(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
     fn = "max_pool2d_grad"
     g = _array(grad_output, fn, "grad_output")
@@ -97,7 +91,6 @@ def max_pool2d_backward(grad_output, input, indices, kernel_size, stride, paddin
     return torch.from_numpy(dx)
 
 
-@kernel
 def avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     x = _array(input, "avg_pool2d", "input")
     y = F.avg_pool2d(x, tuple(kernel_size), tuple(stride), tuple(padding), ceil_mode, count_include_pad,
@@ -105,7 +98,6 @@ def avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad
     return torch.from_numpy(y)
 
 
-@kernel
 def avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
                         divisor_override):
     g = _array(grad_output, "avg_pool2d_grad", "grad_output")

@@ -19,7 +19,6 @@ from torch import fx, nn
 from .. import inference
 from ..inference import ops as _ops
 from ..inference.graph import Graph, GraphError, Node
-from ._threads import on_torch_threads
 
 __all__ = ["optimize", "OptimizedModule"]
 
@@ -349,8 +348,7 @@ class OptimizedModule(nn.Module):
 
     def forward(self, *xs):
         arrays = self._arrays(xs)
-        with on_torch_threads():
-            ys = self._plan(arrays)(*arrays)
+        ys = self._plan(arrays)(*arrays)
         if isinstance(ys, tuple):
             return tuple(torch.from_numpy(y) for y in ys)
         return torch.from_numpy(ys)

@@ -1,17 +1,16 @@
-"""pyconv's work inside torch ops runs on torch's own OpenMP threads.
+"""With pyconv.torch imported, pyconv computes on torch's own OpenMP threads.
 
 torch's OpenMP workers spin for a while after each of its parallel calls (libgomp's default spin
 count: milliseconds), so on a machine with few cores a pyconv call right after a torch op (a
 BatchNorm, a ReLU, the optimizer) shared the cores with them and ran at half speed: converted
-models trained slower than torch. The ``pyconv::*`` ops and ``optimize``'s modules therefore hand
-their parallel work to the calling thread's torch team (``_core.set_host_openmp``: the runtime
-torch loaded, never a second copy) instead of waking pyconv's own workers. pyconv's numpy API
-keeps its own pool in the same process: it does not depend on torch's threads being free.
+models trained slower than torch, and pyconv's numpy API next to torch calls in one process ran
+its large layers at half speed. Every parallel pyconv call of the process (the ``pyconv::*`` ops,
+``optimize``'s modules, the numpy API) therefore hands its work to the calling thread's torch team
+(``_core.set_host_openmp``: the runtime torch loaded, never a second copy) instead of waking
+pyconv's own workers. Chunking is pyconv's, so the results are the same bits either way.
 
-``PYCONV_TORCH_THREADS=pyconv`` (or ``share_threads(False)``) keeps pyconv's pool for torch ops.
+``PYCONV_TORCH_THREADS=pyconv`` (or ``share_threads(False)``) keeps pyconv's own pool.
 """
-import contextlib
-import functools
 import os
 
 import torch
@@ -38,8 +37,8 @@ def torch_openmp_runtime():
 
 
 def share_threads(enabled=True):
-    """Run pyconv's work inside torch ops on torch's OpenMP threads (True, the default) or on
-    pyconv's own pool (False). Returns whether torch's threads are in use afterwards (False when
+    """Run pyconv's parallel work on torch's OpenMP threads (True, the default) or on pyconv's own
+    pool (False). Returns whether torch's threads are in use afterwards (False when
     torch does not run on an OpenMP runtime pyconv can call)."""
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
@@ -48,28 +47,6 @@ def share_threads(enabled=True):
         return False
     path = torch_openmp_runtime()
     return path is not None and _core.set_host_openmp(path) == ""
-
-
-@contextlib.contextmanager
-def on_torch_threads():
-    """pyconv calls made by this thread inside the block use torch's threads (when shared)."""
-    was = _core.use_host_openmp(True)
-    try:
-        yield
-    finally:
-        _core.use_host_openmp(was)
-
-
-def kernel(fn):
-    """``fn`` (a torch op's CPU kernel) with its pyconv calls on torch's threads."""
-    @functools.wraps(fn)
-    def run(*args):
-        was = _core.use_host_openmp(True)
-        try:
-            return fn(*args)
-        finally:
-            _core.use_host_openmp(was)
-    return run
 
 
 _mode = os.environ.get("PYCONV_TORCH_THREADS", "torch")

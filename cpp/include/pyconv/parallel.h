@@ -27,14 +27,13 @@ inline int threads_for(int64_t work, int threads) {
   return useful < 1 ? 1 : (useful < threads ? static_cast<int>(useful) : threads);
 }
 
-// Jobs of a thread that opted in (use_host_openmp) run on its team of an OpenMP runtime already
-// loaded in the process (the shared library at `path`, e.g. torch's libgomp) instead of pyconv's
-// workers: a host whose idle OpenMP workers spin between its own calls then shares its threads
-// with pyconv instead of competing with it for the cores. set_host_openmp returns "" on success,
-// else why not (nothing changes); an empty path goes back to the pool for every thread.
+// Jobs run on the calling thread's team of an OpenMP runtime already loaded in the process (the
+// shared library at `path`, e.g. torch's libgomp) instead of pyconv's workers: a host whose idle
+// OpenMP workers spin between its own calls then shares its threads with pyconv instead of
+// competing with it for the cores. set_host_openmp returns "" on success, else why not (nothing
+// changes); an empty path goes back to pyconv's pool.
 std::string set_host_openmp(const std::string& path);
 std::string host_openmp();        // the path in use, or ""
-bool use_host_openmp(bool on);    // this thread's choice; returns the previous one
 
 namespace detail {
 using ChunkFn = void (*)(void* ctx, int64_t begin, int64_t end);
