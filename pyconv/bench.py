@@ -138,6 +138,10 @@ def run(cases, threads=None, repeats=7, algos=("direct", "im2col"), directions=D
             import torch
         except ImportError:
             torch = None
+        else:
+            # pyconv on torch's OpenMP threads: otherwise each engine's idle threads spin on the
+            # cores the other's next call wants (benchmarks/torch_results.md)
+            import pyconv.torch  # noqa: F401
     if threads is not None:
         _runtime.set_num_threads(threads)
         if torch is not None:
