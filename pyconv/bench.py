@@ -141,7 +141,10 @@ def run(cases, threads=None, repeats=7, algos=("direct", "im2col"), directions=D
         else:
             # pyconv on torch's OpenMP threads: otherwise each engine's idle threads spin on the
             # cores the other's next call wants (benchmarks/torch_results.md)
-            import pyconv.torch  # noqa: F401
+            try:
+                import pyconv.torch  # noqa: F401
+            except Exception:  # a torch pyconv.torch cannot register with: time it as it is
+                pass
     if threads is not None:
         _runtime.set_num_threads(threads)
         if torch is not None:
