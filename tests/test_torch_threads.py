@@ -5,7 +5,6 @@ import sys
 import tempfile
 import threading
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
